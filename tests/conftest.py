@@ -1,0 +1,109 @@
+"""Shared fixtures: the real Docker engine, the loopback registry and base images built here.
+
+Under CI=true a test that needs the engine or the registry fails when they are missing;
+elsewhere it is skipped with the command that starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = os.environ.get("NBIMAGES_TEST_REGISTRY", "127.0.0.1:5000")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+START_HINT = "start them with: bash scripts/services.sh start"
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is not available under CI=true ({START_HINT})", pytrace=False)
+    pytest.skip(f"{what} is not available ({START_HINT})")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own NBIMAGES_HOME (an empty store) and no Docker credentials."""
+    home = tmp_path_factory.mktemp("nbhome")
+    monkeypatch.setenv("NBIMAGES_HOME", str(home))
+    yield home
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client for the real engine."""
+    try:
+        import docker
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure means "no engine"
+        _missing(f"the Docker engine ({e.__class__.__name__})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    """host:port of the real registry on loopback (plain http)."""
+    import requests
+    try:
+        requests.get(f"http://{REGISTRY}/v2/", timeout=5).raise_for_status()
+    except Exception as e:  # noqa: BLE001
+        _missing(f"the registry on {REGISTRY} ({e.__class__.__name__})")
+    return REGISTRY
+
+
+def tool(name: str) -> str:
+    """Path of an independent checker (skopeo, umoci, dive, syft); fails in CI if missing."""
+    venv_bin = Path(os.sys.executable).parent
+    path = shutil.which(name) or (str(venv_bin / name) if (venv_bin / name).exists() else None)
+    if not path:
+        _missing(f"the {name} command")
+    return path
+
+
+def docker_build(client, context: Path, tag: str, dockerfile: str | None = None) -> str:
+    """Build with the engine (legacy builder, no network) and return the image ID."""
+    if dockerfile is not None:
+        (context / "Dockerfile").write_text(dockerfile)
+    image, _ = client.images.build(path=str(context), tag=tag, network_mode="none", rm=True,
+                                   forcerm=True)
+    return image.id
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client, tmp_path_factory) -> str:
+    """`nbtest/busybox:1` in the engine: Debian's static busybox with its applet links."""
+    tag = "nbtest/busybox:1"
+    ctx = tmp_path_factory.mktemp("busybox")
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    docker_build(docker_client, ctx, tag,
+                 "FROM scratch\nCOPY busybox /bin/busybox\n"
+                 'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+                 'CMD ["sh"]\n')
+    return tag
+
+
+@pytest.fixture(scope="session")
+def busybox_in_registry(busybox_image, docker_client, registry) -> str:
+    """The busybox base pushed to the loopback registry; returns its reference."""
+    ref = f"{registry}/nbtest/busybox:1"
+    img = docker_client.images.get(busybox_image)
+    img.tag(f"{registry}/nbtest/busybox", "1")
+    for _ in docker_client.images.push(f"{registry}/nbtest/busybox", tag="1", stream=True, decode=True):
+        pass
+    return ref
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output; raise with its stderr on failure."""
+    kw.setdefault("check", True)
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    try:
+        return subprocess.run(cmd, **kw)
+    except subprocess.CalledProcessError as e:
+        raise AssertionError(f"{cmd} failed ({e.returncode}):\n{e.stdout}\n{e.stderr}") from None
