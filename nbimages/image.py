@@ -150,6 +150,27 @@ class Image:
         entries = [h for h in self.history if not h.empty_layer]
         return [entries[i] if i < len(entries) else None for i in range(len(self.layers))]
 
+    # Verbs: thin wrappers over the public functions, so `image.save(...)` reads like a sentence.
+    def inspect(self):
+        """Layer, file, size and waste tables of this image (see nbimages.inspect)."""
+        from .analysis import inspect
+        return inspect(self)
+
+    def save(self, path, format: str = "docker", *, tag: str | None = None):
+        """Write a `docker load`-able tar (format='docker'), an OCI tar ('oci') or layout ('oci-dir')."""
+        from .sources import save
+        return save(self, path, format=format, tag=tag)
+
+    def push(self, ref: str, **kw):
+        """Push to a registry without going through an engine (digests are kept)."""
+        from .registry import push
+        return push(self, ref, **kw)
+
+    def run(self, command=None, **kw):
+        """Run a container of this image with the Docker engine (see nbimages.run)."""
+        from .engines import run
+        return run(self, command, **kw)
+
     def __repr__(self) -> str:
         name = self.names[0] if self.names else self.source
         return (f"<Image {name} {dg.short(self.id)} {len(self.layers)} layers "
