@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: install, start the real engine and registry,
+# run pytest. Extra arguments go to pytest (e.g. scripts/test.sh -k registry).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/services.sh start
+else
+  bash scripts/services.sh status || true
+fi
+mkdir -p test-artifacts
+set +e
+.venv/bin/python -m pytest -ra --durations=15 "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "test.sh: pytest collected no tests; that is a failure" >&2
+  exit 1
+fi
+exit "$rc"
