@@ -1,0 +1,176 @@
+"""The progress helper: per-item bars plus a total, thread-safe, right output for where it runs."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from nbimages.progress import Progress, format_bytes, progress
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _auto_mode(monkeypatch):
+    monkeypatch.delenv("NBIMAGES_PROGRESS", raising=False)
+
+
+def test_updating_a_bar_advances_the_total():
+    with Progress("pull", enabled=False) as p:
+        a = p.bar("layer a", total=100)
+        b = p.bar("layer b", total=50)
+        a.update(60)
+        b.update(50)
+        assert (a.n, b.n, p.n) == (60, 50, 110)
+
+
+def test_total_grows_with_bar_totals_when_not_given():
+    p = Progress("pull", enabled=False)
+    p.bar("a", total=100)
+    p.bar("b")  # unknown size does not change the total
+    p.bar("c", total=20)
+    assert p.total == 120
+    p.close()
+
+
+def test_fixed_total_is_kept():
+    p = Progress("build", total=7, unit="step", enabled=False)
+    p.bar("a", total=100)
+    assert p.total == 7
+    p.close()
+
+
+def test_parallel_updates_are_counted_exactly():
+    p = Progress("pull", enabled=False)
+    bars = [p.bar(f"layer {i}", total=4000) for i in range(8)]
+
+    def work(bar):
+        for _ in range(4000):
+            bar.update(1)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in bars]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    p.close()
+    assert p.n == 32000
+    assert all(b.n == 4000 for b in bars)
+
+
+def test_parallel_updates_with_text_bars_are_counted_exactly():
+    out = FakeTTY()
+    p = Progress("pull", file=out)
+    assert p.mode == "bars"
+    bars = [p.bar(f"layer {i}", total=2000) for i in range(4)]
+    threads = [threading.Thread(target=lambda b=b: [b.update(1) for _ in range(2000)]) for b in bars]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    p.close()
+    assert p.n == 8000
+    assert p._total_tq.n == 8000
+
+
+def test_log_output_is_one_plain_line_per_item_and_a_summary():
+    out = io.StringIO()  # not a terminal: a CI log
+    with Progress("pull busybox", file=out) as p:
+        assert p.mode == "lines"
+        a = p.bar("sha256:aaaa", total=2_500_000)
+        a.update(2_500_000)
+        a.close()
+        b = p.bar("sha256:bbbb", total=10)
+        b.close(note="exists")
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert len(lines) == 3
+    assert lines[0].startswith("pull busybox: sha256:aaaa 2.5 MB in ")
+    assert lines[1].startswith("pull busybox: sha256:bbbb 0 B in ") and lines[1].endswith("(exists)")
+    assert lines[2].startswith("pull busybox: done, 2 items, 2.5 MB in ")
+
+
+def test_close_finishes_bars_left_open_once():
+    out = io.StringIO()
+    p = Progress("push", file=out)
+    p.bar("x", total=3).update(3)
+    p.close()
+    p.close()
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_disabled_progress_prints_nothing():
+    out = io.StringIO()
+    with Progress("pull", file=out, enabled=False) as p:
+        p.bar("x", total=5).update(5)
+    assert p.mode == "off"
+    assert out.getvalue() == ""
+
+
+def test_environment_turns_progress_off_or_to_lines(monkeypatch):
+    monkeypatch.setenv("NBIMAGES_PROGRESS", "0")
+    assert Progress("x", file=FakeTTY()).mode == "off"
+    assert Progress("x", file=FakeTTY(), enabled=True).mode != "off"
+    monkeypatch.setenv("NBIMAGES_PROGRESS", "lines")
+    assert Progress("x", file=FakeTTY()).mode == "lines"
+
+
+def test_terminal_gets_tqdm_text_bars_with_bytes_and_speed():
+    out = FakeTTY()
+    with Progress("pull busybox", file=out) as p:
+        bar = p.bar("layer 1", total=3_000_000)
+        bar.update(3_000_000)
+    text = out.getvalue()
+    assert "pull busybox" in text
+    assert "3.00M" in text and "B/s" in text
+
+
+def test_non_byte_units_are_counted_plainly():
+    out = io.StringIO()
+    with Progress("build", unit="step", file=out) as p:
+        p.update(3)
+    assert "3 step in" in out.getvalue()
+
+
+def test_format_bytes_uses_si_units():
+    assert format_bytes(999) == "999 B"
+    assert format_bytes(1500) == "1.5 kB"
+    assert format_bytes(361_000_000) == "361.0 MB"
+
+
+def test_progress_function_returns_a_context_manager():
+    with progress("x", 10, enabled=False) as p:
+        p.update(10)
+    assert p.n == 10 and p.total == 10
+
+
+def test_importing_progress_does_not_import_ipython():
+    code = ("import sys, io, nbimages.progress as m\n"
+            "with m.Progress('x', file=io.StringIO()) as p: p.bar('a', 1).update(1)\n"
+            "assert 'IPython' not in sys.modules, 'IPython imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_live_kernel_draws_ipywidgets_bars():
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from nbimages.progress import Progress\n"
+        "with Progress('pull demo') as p:\n"
+        "    b = p.bar('layer 1', total=1000)\n"
+        "    b.update(1000)\n"
+        "print(p.mode)"))
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(widgets) == 2  # the total and the layer
+    assert any(o.get("text", "").strip() == "bars" for o in outputs if o.output_type == "stream")
