@@ -1,0 +1,200 @@
+"""The `%image` subcommand table and its parser: one argparse parser per subcommand.
+
+A mistake (unknown subcommand, wrong option, missing argument, unbalanced quote) becomes ONE
+IPython UsageError line instead of a traceback or a `SystemExit` of the kernel; `--help` prints
+the help text and returns. Subcommands are registered in a table (see commands.py), each a
+thin function over the public API function of the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import importlib.util
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+
+MAGIC = "%image"
+CELL_MAGIC = "%%image"
+
+# How a subcommand uses the body of a `%%image` cell.
+NO_CELL = "none"          # a body is a mistake
+CELL_TEXT = "text"        # the body is the command's input text (file content, Dockerfile)
+CELL_ARGS = "args"        # the body's lines are more arguments (requirements, K=V lines)
+
+
+SOURCE_NOTE = ("SOURCE is docker-daemon:REF, docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH,\n"
+               "docker://REF, a name in the local store, or a variable holding an Image.")
+
+
+class HelpShown(Exception):
+    """`--help` printed its text; the magic returns nothing."""
+
+
+class MagicArgumentParser(argparse.ArgumentParser):
+    """argparse that reports mistakes as one UsageError line and never exits the kernel."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        kw.setdefault("allow_abbrev", False)
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
+        if status:
+            raise UsageError(f"{self.prog}: {(message or 'invalid arguments').strip()}")
+        if message:
+            print(message, end="")
+        raise HelpShown()
+
+
+def arg(*flags: str, **kw: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One `add_argument` call, kept as data so the table stays declarative."""
+    return flags, kw
+
+
+@dataclass
+class Invocation:
+    """What a subcommand function receives: parsed options, the cell body and the shell."""
+
+    args: argparse.Namespace
+    cell: str | None = None
+    shell: Any = None
+    cell_id: str | None = None
+    execution_count: int | None = None
+    raw: str = ""                        # the line after the subcommand name, unsplit
+    user_ns: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Command:
+    name: str
+    summary: str
+    group: str
+    arguments: tuple = ()
+    func: Callable[[Invocation], Any] | None = None
+    needs: tuple[str, ...] = ()          # public names (nbimages._EXPORTS) this command calls
+    cell: str = NO_CELL
+    description: str = ""
+    epilog: str = ""
+
+    def missing_api(self) -> list[str]:
+        """Public API names this command needs that this installation does not provide yet."""
+        if self.func is None:
+            return list(self.needs) or [self.name]
+        return [name for name in self.needs if not api_available(name)]
+
+    @property
+    def available(self) -> bool:
+        return not self.missing_api()
+
+    def parser(self, cell_magic: bool = False) -> MagicArgumentParser:
+        prog = f"{CELL_MAGIC if cell_magic or self.cell == CELL_TEXT else MAGIC} {self.name}"
+        p = MagicArgumentParser(prog=prog, description=self.description or self.summary,
+                                epilog=self.epilog or None)
+        for flags, kw in self.arguments:
+            p.add_argument(*flags, **kw)
+        return p
+
+
+def api_available(public_name: str) -> bool:
+    """True when `nbimages.<public_name>` can be imported now.
+
+    A module that does not exist yet means "not available"; any other import failure is a bug
+    in that module and is raised.
+    """
+    import nbimages
+    target = nbimages._EXPORTS.get(public_name)
+    if target is None:
+        return hasattr(nbimages, public_name)
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            return False
+        raise
+    return hasattr(module, attr)
+
+
+class CommandTable:
+    """The subcommands of `%image`, in the order their groups are shown in the help."""
+
+    def __init__(self, groups: list[tuple[str, str]]):
+        self.groups = groups               # (key, title)
+        self.commands: dict[str, Command] = {}
+
+    def add(self, name: str, summary: str, *arguments, group: str, needs: tuple[str, ...] = (),
+            cell: str = NO_CELL, epilog: str = "") -> Callable:
+        """Decorator: register `func(inv) -> value` as subcommand `name`."""
+        def register(func: Callable[[Invocation], Any] | None) -> Callable | None:
+            doc = (func.__doc__ or "").strip() if func else ""
+            self.commands[name] = Command(name, summary, group, tuple(arguments), func, tuple(needs),
+                                          cell, doc, epilog)
+            return func
+        return register
+
+    def planned(self, name: str, summary: str, *, group: str, needs: tuple[str, ...] = ()) -> None:
+        """A subcommand announced in the help whose API is not written yet."""
+        self.commands[name] = Command(name, summary, group, (), None, tuple(needs))
+
+    def names(self) -> list[str]:
+        return sorted(self.commands)
+
+    def lookup(self, name: str, prog: str = MAGIC) -> Command:
+        cmd = self.commands.get(name)
+        if cmd is not None:
+            return cmd
+        close = difflib.get_close_matches(name, self.commands, n=1, cutoff=0.6)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"{prog}: unknown subcommand '{name}'.{hint} Known subcommands: "
+                         f"{', '.join(self.names())} (see {prog} --help)")
+
+    def help_text(self) -> str:
+        lines = [f"{MAGIC} SUBCOMMAND [ARGS]   container images in the notebook",
+                 f"{CELL_MAGIC} SUBCOMMAND [ARGS]  the same, with the cell body as input",
+                 ""]
+        width = max(len(n) for n in self.commands) + 2
+        for key, title in self.groups:
+            cmds = [c for c in self.commands.values() if c.group == key]
+            if not cmds:
+                continue
+            lines.append(title)
+            for c in cmds:
+                mark = "" if c.available else "  (not yet)"
+                cell = f" [{CELL_MAGIC}]" if c.cell == CELL_TEXT else ""
+                lines.append(f"  {c.name:<{width}}{c.summary}{cell}{mark}")
+            lines.append("")
+        lines.append(SOURCE_NOTE)
+        lines.append(f"{MAGIC} SUBCOMMAND --help explains one subcommand.")
+        return "\n".join(lines)
+
+
+def split_line(line: str, prog: str = MAGIC) -> list[str]:
+    """shlex-split a magic line; an unbalanced quote is a UsageError."""
+    try:
+        return shlex.split(line, comments=False, posix=True)
+    except ValueError as e:
+        raise UsageError(f"{prog}: cannot parse the line ({e}): {line.strip()}") from None
+
+
+def cell_lines(cell: str | None) -> list[str]:
+    """Arguments from a cell body: one per line, blank lines and # comments dropped."""
+    out: list[str] = []
+    for line in (cell or "").splitlines():
+        line = line.split(" #", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+        if line:
+            out.append(line)
+    return out
+
+
+def rest_after(line: str, word: str) -> str:
+    """The text of `line` after its first word `word` (to keep JSON or quotes verbatim)."""
+    stripped = line.lstrip()
+    return stripped[len(word):].strip() if stripped.startswith(word) else stripped
