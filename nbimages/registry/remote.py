@@ -1,0 +1,273 @@
+"""Images in registries: open lazily, pull into the store, push from any source, copy anywhere.
+
+Blobs move in parallel (a pool of 4 threads), each streamed to or from disk while hashed.
+Pulls skip blobs the store already has and resume partial ones; pushes skip blobs the
+registry already has (HEAD) and mount blobs known to live in another repository of the same
+registry instead of uploading them again.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import InvalidReference, NbimagesError, RegistryError
+from ..image import Image, Layer
+from ..oci import digest as dg
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Descriptor, Platform
+from ..oci.manifest import Index, Manifest
+from ..reference import Reference
+from .auth import Credentials
+from .client import RegistryClient
+
+WORKERS = 4
+
+# (registry, blob digest) -> a repository known to hold it, for cross-repository mounts.
+_origins: dict[tuple[str, str], str] = {}
+_origins_lock = threading.Lock()
+
+
+def _remember(registry: str, repository: str, digests) -> None:
+    with _origins_lock:
+        for d in digests:
+            _origins[(registry, d)] = repository
+
+
+def client_for(ref: Reference, *, insecure: bool | None = None, ca_bundle: str | None = None,
+               credentials: Credentials | tuple[str, str] | None = None) -> RegistryClient:
+    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret))."""
+    if isinstance(credentials, tuple):
+        credentials = Credentials(credentials[0], credentials[1], "the credentials argument")
+    return RegistryClient(ref.registry, insecure=insecure, ca_bundle=ca_bundle,
+                          credentials=credentials)
+
+
+def _store(store=None):
+    if store is not None:
+        return store
+    from ..store import default_store
+    return default_store()
+
+
+def resolve(client: RegistryClient, ref: Reference, platform: str | Platform | None = None
+            ) -> tuple[bytes, str, str, Index | None]:
+    """(manifest bytes, media type, digest, index or None) of `ref` for `platform`."""
+    raw, mtype, digest = client.get_manifest(ref.repository, ref.identifier)
+    index = None
+    depth = 0
+    while mt.is_index(mtype):
+        depth += 1
+        if depth > 4:
+            raise RegistryError(f"{ref} nests indexes too deeply.")
+        index = Index.parse(raw, mtype)
+        desc = index.select(platform)
+        raw, mtype, digest = client.get_manifest(ref.repository, desc.digest)
+    return raw, mtype, digest, index
+
+
+def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
+                insecure: bool | None = None, ca_bundle: str | None = None,
+                credentials: Credentials | tuple[str, str] | None = None, store=None) -> Image:
+    """The image `ref` in its registry, with layers fetched only when opened.
+
+    Manifest and config are read at once (so `image.layers` shows compressed sizes); a layer's
+    `open_blob()` first downloads it into the store (verified), then reads the stored file.
+    """
+    ref = Reference.parse(ref)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    store = _store(store)
+    raw, mtype, digest, _index = resolve(client, ref, platform)
+    manifest = Manifest.parse(raw, mtype)
+    if store.has_blob(manifest.config.digest):
+        config_bytes = store.read_blob(manifest.config.digest)
+    else:
+        config_bytes = client.read_blob(ref.repository, manifest.config.digest)
+        store.write_blob(config_bytes, manifest.config.digest)
+    from ..oci import canonical
+    config = canonical.loads(config_bytes, "image config")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(manifest.layers):
+        raise RegistryError(f"{ref}: the config lists {len(diff_ids)} diff_ids but the manifest "
+                            f"{len(manifest.layers)} layers; the image in the registry is damaged.")
+
+    def opener(desc: Descriptor):
+        def open_blob():
+            client.download_blob(ref.repository, desc.digest, desc.size, store)
+            return store.open_blob(desc.digest)
+        return open_blob
+
+    layers = [Layer(d, diff_id, opener(d)) for d, diff_id in zip(manifest.layers, diff_ids)]
+    _remember(client.registry, ref.repository,
+              [manifest.config.digest] + [d.digest for d in manifest.layers])
+    image = Image(manifest, config_bytes, layers, source=f"docker://{ref}", names=[str(ref)],
+                  _config=config)
+    image._registry_client = client  # type: ignore[attr-defined]
+    image._registry_ref = ref  # type: ignore[attr-defined]
+    return image
+
+
+def _progress(desc: str, enabled: bool | None):
+    from ..progress import progress as make
+    return make(desc, enabled=None if enabled else False)
+
+
+def _run_parallel(jobs: list, fn) -> None:
+    """Run fn(job) for each job on the pool; the first error cancels what has not started."""
+    if not jobs:
+        return
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)),
+                            thread_name_prefix="nbimages-blob") as pool:
+        futures = [pool.submit(fn, j) for j in jobs]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def pull(ref: str | Reference, platform: str | Platform | None = None, *, progress: bool = True,
+         insecure: bool | None = None, ca_bundle: str | None = None,
+         credentials: Credentials | tuple[str, str] | None = None, store=None) -> Image:
+    """Pull `ref` into the local store (tagged with its canonical name) and return it.
+
+    Blobs already in the store are not fetched; a pull that was interrupted resumes its
+    partial blobs. Every blob is verified against its digest before it enters the store.
+    """
+    ref = Reference.parse(ref)
+    store = _store(store)
+    remote = open_remote(ref, platform, insecure=insecure, ca_bundle=ca_bundle,
+                         credentials=credentials, store=store)
+    client: RegistryClient = remote._registry_client  # type: ignore[attr-defined]
+    seen: set[str] = set()
+    with _progress(f"pull {ref.familiar()}", progress) as p:
+        jobs = []
+        for layer in remote.layers:
+            if layer.digest in seen:
+                continue
+            seen.add(layer.digest)
+            name = dg.short(layer.digest)
+            if store.has_blob(layer.digest):
+                p.bar(name).close("already in store")
+                continue
+            jobs.append((layer, p.bar(name, total=layer.size)))
+
+        def fetch(job):
+            layer, bar = job
+            client.download_blob(ref.repository, layer.digest, layer.size, store, bar.update)
+            bar.close("done")
+
+        _run_parallel(jobs, fetch)
+    manifest = remote.manifest
+    store.write_blob(manifest.raw, manifest.digest)
+    desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw), platform=remote.platform)
+    store.tag(str(ref), desc)
+    image = store.image(desc, source=f"docker://{ref}")
+    image.names = [str(ref)]
+    return image
+
+
+def _open_source(src: Any, platform=None) -> Image:
+    if isinstance(src, Image):
+        return src
+    if not isinstance(src, str):
+        raise InvalidReference(f"cannot push {type(src).__name__}: give an Image or a source string "
+                               "such as 'store:NAME', 'docker://REF', 'oci:DIR' or 'docker-archive:FILE'.")
+    if src.startswith("docker://"):
+        return open_remote(src[len("docker://"):], platform)
+    try:
+        from ..sources import open_image
+    except ImportError:
+        open_image = None
+    if open_image is not None:
+        return open_image(src, platform=platform) if platform else open_image(src)
+    from ..store import default_store
+    name = src[len("store:"):] if src.startswith("store:") else src
+    return default_store().get(name, platform)
+
+
+def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
+         insecure: bool | None = None, ca_bundle: str | None = None,
+         credentials: Credentials | tuple[str, str] | None = None,
+         chunk_size: int | None = None) -> str:
+    """Push an image (an Image or any source string) to `ref`; returns the manifest digest.
+
+    The manifest is sent as the exact bytes it was read or built with, so the digest in the
+    registry is the digest of the image here. Blobs the registry has are skipped; blobs known
+    in another repository of the same registry are mounted instead of uploaded.
+    """
+    image = _open_source(src)
+    ref = Reference.parse(ref)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    repo = ref.repository
+    config_desc = image.manifest.config
+    blobs: list[tuple[Descriptor, Any]] = [
+        (config_desc, lambda: io.BytesIO(image.config_bytes))]
+    seen = {config_desc.digest}
+    for layer in image.layers:
+        if layer.digest not in seen:
+            seen.add(layer.digest)
+            blobs.append((layer.descriptor, layer.open_blob))
+    with _progress(f"push {ref.familiar()}", progress) as p:
+        jobs = [(desc, opener, p.bar(dg.short(desc.digest), total=desc.size)) for desc, opener in blobs]
+
+        def send(job):
+            desc, opener, bar = job
+            if client.has_blob(repo, desc.digest, push=True):
+                bar.close("already in registry")
+                return
+            location = None
+            with _origins_lock:
+                origin = _origins.get((client.registry, desc.digest))
+            if origin and origin != repo:
+                try:
+                    location = client.mount_blob(repo, desc.digest, origin)
+                except NbimagesError:
+                    location = None
+                if location is None and client.has_blob(repo, desc.digest, push=True):
+                    bar.close(f"mounted from {origin}")
+                    return
+            client.upload_blob(repo, desc.digest, desc.size, opener, bar.update,
+                               location=location, chunk_size=chunk_size)
+            bar.close("pushed")
+
+        _run_parallel(jobs, send)
+        target = ref.tag or ref.digest
+        digest = client.put_manifest(repo, target, image.manifest.raw, image.manifest.media_type)
+    if ref.digest and ref.digest != digest:
+        raise RegistryError(f"the image's digest is {digest}, not the {ref.digest} named in the "
+                            "reference; push it to a tag instead.")
+    _remember(client.registry, repo, list(seen))
+    return digest
+
+
+def push_index(manifests: list[tuple[str | Reference, str | Platform | None]], ref: str | Reference, *,
+               insecure: bool | None = None, ca_bundle: str | None = None,
+               credentials: Credentials | tuple[str, str] | None = None) -> str:
+    """Make `ref` a multi-platform index of images already in its repository.
+
+    `manifests` lists (image reference in the same repository, platform or None for the
+    platform its config says); returns the index digest.
+    """
+    ref = Reference.parse(ref)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    descs = []
+    for member, plat in manifests:
+        mref = Reference.parse(member)
+        if mref.registry != ref.registry or mref.repository != ref.repository:
+            raise InvalidReference(f"{mref} is not in {ref.name}; push it there first.")
+        raw, mtype, digest = client.get_manifest(mref.repository, mref.identifier)
+        if not mt.is_manifest(mtype):
+            raise RegistryError(f"{mref} is an index itself; list single-platform images.")
+        if plat is None:
+            from ..oci import canonical
+            m = Manifest.parse(raw, mtype)
+            cfg = canonical.loads(client.read_blob(mref.repository, m.config.digest), "image config")
+            plat = Platform(cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant"))
+        descs.append(Descriptor(mtype, digest, len(raw), platform=Platform.parse(plat)))
+    index = Index.build(descs)
+    return client.put_manifest(ref.repository, ref.tag or ref.identifier, index.raw, index.media_type)
