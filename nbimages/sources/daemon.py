@@ -1,0 +1,144 @@
+"""Images in the Docker engine (`docker-daemon:REF`), through the docker SDK.
+
+The engine only hands images out as a `docker save` stream, so it is written to a temporary
+tar in the store's tmp directory and read in place as a docker-archive. The tar lives as long
+as some Image or Layer from it does (weakref finalizer) and is shared, keyed by image ID,
+by every open of the same image in this process; nothing is cached across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import weakref
+
+from ..errors import EngineUnavailable, ImageNotFound, InvalidReference, NbimagesError
+from ..oci.archive import TarIndex
+from ..oci.dockerarchive import DockerArchive
+
+_cache: "weakref.WeakValueDictionary[str, DockerArchive]" = weakref.WeakValueDictionary()
+_cache_lock = threading.Lock()
+
+
+def engine_unavailable(reason: object) -> EngineUnavailable:
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
+    return EngineUnavailable(
+        f"the Docker engine does not answer at {host} ({reason}). Start it (for example "
+        "`bash scripts/services.sh start` or `sudo systemctl start docker`) or point DOCKER_HOST "
+        "at a running one. Without an engine, open images from a registry (docker://REF), a tar "
+        "or an OCI layout instead, and build with the embedded builder (nbimages.Recipe).")
+
+
+def client(timeout: int = 120):
+    """A docker SDK client that has answered a ping; EngineUnavailable otherwise."""
+    try:
+        import docker
+    except ImportError as e:  # pragma: no cover - docker is a dependency
+        raise engine_unavailable(f"the docker Python package is missing: {e}") from None
+    try:
+        c = docker.from_env(timeout=timeout)
+        c.ping()
+    except Exception as e:  # noqa: BLE001 - every failure to connect means "no engine"
+        raise engine_unavailable(_short(e)) from None
+    return c
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def engine_answers() -> bool:
+    """True if an engine answers quickly (used by auto-detection, never raises)."""
+    try:
+        client(timeout=5)
+    except EngineUnavailable:
+        return False
+    return True
+
+
+def get_engine_image(c, ref: str):
+    """The engine's image object for `ref`, or ImageNotFound saying what to do."""
+    import docker
+    try:
+        return c.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise ImageNotFound(f"the Docker engine has no image {ref!r}. `docker images` lists what "
+                            f"it has; pull it (docker://{ref}) or build it first.") from None
+    except docker.errors.APIError as e:
+        if e.status_code in (400, 404):
+            raise InvalidReference(f"the Docker engine rejected {ref!r}: "
+                                   f"{e.explanation or e}.") from None
+        raise
+
+
+def open_daemon(ref: str, platform=None, *, source: str | None = None):
+    """`docker-daemon:REF` as an Image (via a temporary `docker save` tar)."""
+    if not ref:
+        raise InvalidReference("docker-daemon: needs an image, e.g. docker-daemon:busybox:latest "
+                               "or docker-daemon:sha256:<image id>.")
+    c = client()
+    engine_image = get_engine_image(c, ref)
+    image_id = engine_image.id
+    with _cache_lock:
+        archive = _cache.get(image_id)
+    if archive is None:
+        archive = _save_to_tmp(c, image_id)
+        with _cache_lock:
+            _cache[image_id] = archive
+    img = archive.image(None, platform, source=source or f"docker-daemon:{ref}")
+    img.names = list(engine_image.tags)
+    return img
+
+
+def _save_to_tmp(c, image_id: str) -> DockerArchive:
+    from ..store import default_store
+    fd, tmp = tempfile.mkstemp(prefix=f"daemon-{image_id.split(':')[-1][:12]}-", suffix=".tar",
+                               dir=default_store().tmpdir())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in c.api.get_image(image_id, chunk_size=1 << 20):
+                f.write(chunk)
+        index = TarIndex(tmp)
+        archive = DockerArchive(tmp, index)
+    except Exception as e:
+        _unlink(tmp)
+        if isinstance(e, NbimagesError):
+            raise
+        import docker
+        if isinstance(e, docker.errors.APIError):
+            raise ImageNotFound(f"the Docker engine could not export image {image_id}: "
+                                f"{e.explanation or e}.") from None
+        raise
+    except BaseException:
+        _unlink(tmp)
+        raise
+    weakref.finalize(archive, _unlink, tmp)
+    return archive
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def pull_through_engine(ref: str, platform=None):
+    """`docker://REF` when the daemonless registry client is not available: `docker pull`,
+    then read the image back from the engine."""
+    import docker
+    from ..reference import Reference
+    r = Reference.parse(ref)
+    c = client(timeout=600)
+    repo = r.familiar().split("@", 1)[0].rsplit(":", 1)[0] if r.tag else r.name
+    try:
+        pulled = c.images.pull(repo, tag=r.digest or r.tag, platform=str(platform) if platform else None)
+    except docker.errors.NotFound as e:
+        raise ImageNotFound(f"the registry has no image {ref!r} ({e.explanation or e}). Check "
+                            "the name and tag.") from None
+    except docker.errors.APIError as e:
+        from ..errors import RegistryError
+        raise RegistryError(f"pulling {ref!r} through the Docker engine failed: "
+                            f"{e.explanation or e}.") from None
+    return open_daemon(pulled.id, platform, source=f"docker://{ref}")
