@@ -435,7 +435,7 @@ def find_packages(versions: Iterable[DbVersion], fs: FinalFS | None = None) -> l
     """
     hist = _History()
     for v in versions:
-        if is_database_path(v.path):
+        if v.data is None or is_database_path(v.path):  # deleting a parent deletes them too
             hist.feed(v)
     files = hist.files
     if fs is not None:  # a database file the final fs does not have was deleted
