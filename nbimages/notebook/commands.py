@@ -146,14 +146,83 @@ for _name, _summary in [
 
 # -- registries ----------------------------------------------------------------------------------
 
-for _name, _summary, _needs in [
-    ("pull", "pull into the local store, with progress", "pull"),
-    ("push", "push to a registry, digests kept", "push"),
-    ("copy-image", "copy an image between any two transports", "copy"),
-    ("search", "search Docker Hub", "search"),
-    ("tags", "the tags of a repository", "tags"),
-]:
-    TABLE.planned(_name, _summary, group="registry", needs=(_needs,))
+INSECURE = arg("--insecure", action="store_true", default=None,
+               help="plain http / unverified TLS (loopback registries are plain http already)")
+QUIET = arg("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _registry_kw(inv: Invocation) -> dict[str, Any]:
+    return {"insecure": True} if getattr(inv.args, "insecure", None) else {}
+
+
+@command("pull", "pull into the local store, with progress",
+         arg("ref", metavar="REF", help="an image reference, e.g. python:3.12-slim or 127.0.0.1:5000/app:1"),
+         PLATFORM, INSECURE, QUIET, group="registry", needs=("pull",))
+def pull(inv: Invocation) -> Any:
+    """Pull an image from its registry into the local store and return it (nbimages.pull).
+
+    A progress bar per layer plus a total; layers already in the store are not fetched again.
+    """
+    a = inv.args
+    return nbimages.pull(a.ref, a.platform, progress=not a.quiet, **_registry_kw(inv))
+
+
+@command("push", "push to a registry, digests kept",
+         arg("src", metavar="SRC", help="the image: a source string or a variable holding an Image"),
+         arg("ref", metavar="REF", help="where to push, e.g. 127.0.0.1:5000/team/app:1"),
+         INSECURE, QUIET, group="registry", needs=("push",))
+def push(inv: Invocation) -> Any:
+    """Push an image to a registry as its exact bytes, so its digest is kept (nbimages.push).
+
+    Returns the manifest digest; blobs the registry already has are skipped or mounted.
+    """
+    a = inv.args
+    return nbimages.push(_image_or_source(inv, a.src), a.ref, progress=not a.quiet, **_registry_kw(inv))
+
+
+@command("copy-image", "copy an image between any two transports",
+         arg("src", metavar="SRC", help="docker://REF, store:NAME, docker-archive:FILE, oci:DIR, "
+                                       "oci-archive:FILE, docker-daemon:REF or an Image variable"),
+         arg("dest", metavar="DEST", help="docker://REF, store:NAME, docker-archive:FILE[:TAG], "
+                                         "oci-archive:FILE[:TAG], oci:DIR[:TAG] or docker-daemon:NAME"),
+         PLATFORM, INSECURE, QUIET, group="registry", needs=("copy",))
+def copy_image(inv: Invocation) -> Any:
+    """Copy an image between transports, like `skopeo copy` (nbimages.copy).
+
+    Named copy-image because `copy` is the build step that copies local files into a layer.
+    Returns the manifest digest at the destination.
+    """
+    a = inv.args
+    return nbimages.copy(_image_or_source(inv, a.src), a.dest, platform=a.platform,
+                         progress=not a.quiet, **_registry_kw(inv))
+
+
+@command("search", "search Docker Hub",
+         arg("term", metavar="TERM", help="what to look for"),
+         arg("--limit", type=int, default=25, metavar="N", help="at most N results (25)"),
+         group="registry", needs=("search",))
+def search(inv: Invocation) -> Any:
+    """Docker Hub repositories matching TERM, with stars, pulls and trust badges (nbimages.search)."""
+    return nbimages.search(inv.args.term, limit=inv.args.limit)
+
+
+@command("tags", "the tags of a repository",
+         arg("ref", metavar="REF", help="a repository, e.g. 127.0.0.1:5000/team/app"),
+         arg("--details", action="store_true", help="also the digest, size and platforms of each tag"),
+         INSECURE, group="registry", needs=("tags",))
+def tags(inv: Invocation) -> Any:
+    """The tags of a repository as a DataFrame (nbimages.tags)."""
+    return nbimages.tags(inv.args.ref, details=inv.args.details, **_registry_kw(inv))
+
+
+@command("catalog", "the repositories of a private registry",
+         arg("registry", metavar="HOST[:PORT]", help="the registry, e.g. 127.0.0.1:5000"),
+         INSECURE, group="registry", needs=("tags",))
+def catalog(inv: Invocation) -> Any:
+    """The repositories a registry lists in its catalog (nbimages.registry.catalog)."""
+    from nbimages.registry import catalog as registry_catalog
+    return registry_catalog(inv.args.registry, **_registry_kw(inv))
+
 
 # -- engine --------------------------------------------------------------------------------------
 

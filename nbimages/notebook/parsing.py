@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
-import importlib.util
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -104,23 +102,10 @@ class Command:
 
 
 def api_available(public_name: str) -> bool:
-    """True when `nbimages.<public_name>` can be imported now.
-
-    A module that does not exist yet means "not available"; any other import failure is a bug
-    in that module and is raised.
-    """
-    import nbimages
-    target = nbimages._EXPORTS.get(public_name)
-    if target is None:
-        return hasattr(nbimages, public_name)
-    module_name, attr = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            return False
-        raise
-    return hasattr(module, attr)
+    """True when `nbimages.<public_name>` exists in this installation (a module not written
+    yet means "not available"; any other import failure is a bug and is raised)."""
+    from ..cli import public_api
+    return public_api(public_name) is not None
 
 
 class CommandTable:

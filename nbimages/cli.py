@@ -1,0 +1,356 @@
+"""The `nbimages` command (also `python -m nbimages`): the notebook's verbs from a shell.
+
+A thin parser in front of the public API, like the %image magics. A user's mistake is one
+paragraph on stderr with exit status 2 (bad usage) or 1 (an NbimagesError: a missing image,
+no engine, a registry refusing); an internal bug still prints its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import json
+import os
+import shutil
+import sys
+from typing import Any, Callable, Sequence
+
+PROG = "nbimages"
+
+
+class CLIUsageError(Exception):
+    """Bad command-line usage: printed as one paragraph, exit status 2."""
+
+
+def public_api(name: str) -> Any | None:
+    """`nbimages.<name>` if this installation has it yet, else None.
+
+    Only a missing module (or a missing attribute) counts as "not there yet": an import that
+    fails for another reason is a bug in that module and is raised.
+    """
+    import nbimages
+    target = nbimages._EXPORTS.get(name)
+    if target is None:
+        return getattr(nbimages, name, None)
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            return None
+        raise
+    return getattr(module, attr, None)
+
+
+def _api(name: str, command: str) -> Any:
+    func = public_api(name)
+    if func is None:
+        raise CLIUsageError(f"{PROG} {command} is not available yet in this version of nbimages "
+                            f"(it needs nbimages.{name}).")
+    return func
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one paragraph naming the subcommand and its --help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+# -- output -----------------------------------------------------------------------------------
+
+def _short_digests(df):
+    """Digest columns shortened to 12 hex digits for the text table (docker's habit)."""
+    out = df.copy()
+    for col in out.columns:
+        values = out[col]
+        if values.dtype == object and len(values) and values.map(
+                lambda v: isinstance(v, str) and v.startswith("sha256:") and len(v) == 71).all():
+            out[col] = values.str.slice(0, 19)
+    return out
+
+
+def print_table(df, *, full: bool = False) -> None:
+    """A DataFrame as plain text: every row, no index, digests shortened unless `full`."""
+    import pandas as pd
+    if df is None:
+        return
+    if not isinstance(df, pd.DataFrame):
+        print(df)
+        return
+    if df.empty:
+        print("(no rows)")
+        return
+    width = shutil.get_terminal_size((160, 24)).columns
+    with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                           "display.width", width, "display.max_colwidth", 60):
+        print((df if full else _short_digests(df)).to_string(index=False))
+
+
+def _records(df) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-ready records keyed by column."""
+    return json.loads(df.to_json(orient="records", date_format="iso"))
+
+
+def _print_json(value: Any) -> None:
+    import pandas as pd
+    if isinstance(value, pd.DataFrame):
+        value = _records(value)
+    if isinstance(value, str):
+        print(value)
+    else:
+        print(json.dumps(value, indent=2, default=str))
+
+
+def _summary(insp: Any) -> str:
+    """One line about an inspected image: digest, layers, size, efficiency, waste."""
+    from .progress import format_bytes
+    parts = []
+    image = getattr(insp, "image", None)
+    digest = getattr(insp, "digest", None) or getattr(image, "digest", None)
+    if digest:
+        parts.append(str(digest))
+    layers = getattr(insp, "layers", None)
+    if layers is not None:
+        parts.append(f"{len(layers)} layers")
+    size = getattr(insp, "size", None)
+    if isinstance(size, int):
+        parts.append(format_bytes(size))
+    eff = getattr(insp, "efficiency", None)
+    if isinstance(eff, float):
+        parts.append(f"efficiency {eff:.2%}")
+    wasted = getattr(insp, "wasted_bytes", None)
+    if isinstance(wasted, int):
+        parts.append(f"wasted {format_bytes(wasted)}")
+    return ", ".join(parts)
+
+
+# -- subcommands --------------------------------------------------------------------------------
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    inspect = _api("inspect", "inspect")
+    kw = {"platform": a.platform} if a.platform else {}
+    insp = inspect(a.source, **kw)
+    if a.files:
+        view = insp.files(layer=a.layer)
+    elif a.sizes:
+        view = insp.sizes(depth=a.depth)
+    elif a.waste:
+        view = insp.waste
+    elif a.history:
+        view = insp.history
+    elif a.packages:
+        view = insp.packages()
+    elif a.diff:
+        view = insp.diff(inspect(a.diff, **kw))
+    else:
+        view = None
+    if a.json:
+        _print_json(insp.to_json() if view is None else view)
+    elif view is None:
+        print(_summary(insp))
+        print_table(insp.layers, full=a.full)
+    else:
+        print_table(view, full=a.full)
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None,
+                          Callable[[argparse.Namespace], int] | None]] = {}
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE",
+                   help="docker-daemon:REF, docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH, "
+                        "docker://REF or a name in the local store")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="which image of a multi-platform index (default: this machine's)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--files", action="store_true", help="every entry of every layer")
+    view.add_argument("--sizes", action="store_true", help="size of the final filesystem by directory")
+    view.add_argument("--waste", action="store_true", help="paths written twice or removed later")
+    view.add_argument("--history", action="store_true", help="history entries, also those with no layer")
+    view.add_argument("--packages", action="store_true", help="installed packages with size and layer")
+    view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
+    p.add_argument("--layer", type=int, metavar="N", help="with --files: only layer N")
+    p.add_argument("--depth", type=int, default=2, metavar="N", help="with --sizes: directory depth (2)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON instead of a table: the whole inspection, or the chosen view as records")
+    p.add_argument("--full", action="store_true", help="do not shorten digests in tables")
+
+
+COMMANDS["inspect"] = ("show an image's layers (or files, sizes, waste, diff) as a table or JSON",
+                       _inspect_args, cmd_inspect)
+
+
+def _registry_args(p: argparse.ArgumentParser, *, progress: bool = True) -> None:
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="plain http / unverified TLS (loopback registries are plain http already)")
+    if progress:
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+
+def _registry_kw(a: argparse.Namespace) -> dict[str, Any]:
+    return {"insecure": True} if a.insecure else {}
+
+
+def _pull_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="REF", help="an image reference, e.g. python:3.12-slim")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="default: this machine's")
+    _registry_args(p)
+
+
+def cmd_pull(a: argparse.Namespace) -> int:
+    image = _api("pull", "pull")(a.ref, a.platform, progress=not a.quiet, **_registry_kw(a))
+    print(f"{image.names[0] if image.names else a.ref} {image.digest}")
+    return 0
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="the image: store:NAME, docker-archive:FILE, oci:DIR, ...")
+    p.add_argument("ref", metavar="REF", help="where to push, e.g. 127.0.0.1:5000/team/app:1")
+    _registry_args(p)
+
+
+def cmd_push(a: argparse.Namespace) -> int:
+    print(_api("push", "push")(a.src, a.ref, progress=not a.quiet, **_registry_kw(a)))
+    return 0
+
+
+def _copy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="docker://REF, store:NAME, docker-archive:FILE, oci:DIR[:TAG], "
+                                             "oci-archive:FILE, docker-daemon:REF")
+    p.add_argument("dest", metavar="DEST", help="docker://REF, store:NAME, docker-archive:FILE[:TAG], "
+                                               "oci-archive:FILE[:TAG], oci:DIR[:TAG], docker-daemon:NAME")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="default: this machine's")
+    _registry_args(p)
+
+
+def cmd_copy(a: argparse.Namespace) -> int:
+    print(_api("copy", "copy")(a.src, a.dest, platform=a.platform, progress=not a.quiet,
+                               **_registry_kw(a)))
+    return 0
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("term", metavar="TERM")
+    p.add_argument("--limit", type=int, default=25, metavar="N", help="at most N results (25)")
+    p.add_argument("--json", action="store_true", help="records as JSON")
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    df = _api("search", "search")(a.term, limit=a.limit)
+    _print_json(df) if a.json else print_table(df)
+    return 0
+
+
+def _tags_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="REF", help="a repository, e.g. 127.0.0.1:5000/team/app")
+    p.add_argument("--details", action="store_true", help="also digest, size and platforms of each tag")
+    p.add_argument("--json", action="store_true", help="records as JSON")
+    _registry_args(p, progress=False)
+
+
+def cmd_tags(a: argparse.Namespace) -> int:
+    df = _api("tags", "tags")(a.ref, details=a.details, **_registry_kw(a))
+    _print_json(df) if a.json else print_table(df, full=True)
+    return 0
+
+
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("registry", metavar="HOST[:PORT]", help="the registry, e.g. 127.0.0.1:5000")
+    p.add_argument("--json", action="store_true", help="records as JSON")
+    _registry_args(p, progress=False)
+
+
+def cmd_catalog(a: argparse.Namespace) -> int:
+    _api("tags", "catalog")
+    from .registry import catalog
+    df = catalog(a.registry, **_registry_kw(a))
+    _print_json(df) if a.json else print_table(df)
+    return 0
+
+
+COMMANDS["pull"] = ("pull an image into the local store, with progress", _pull_args, cmd_pull)
+COMMANDS["push"] = ("push an image to a registry, its digest kept", _push_args, cmd_push)
+COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, layouts, engine)",
+                    _copy_args, cmd_copy)
+COMMANDS["search"] = ("search Docker Hub", _search_args, cmd_search)
+COMMANDS["tags"] = ("list the tags of a repository", _tags_args, cmd_tags)
+COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_args, cmd_catalog)
+
+PLANNED = {
+    "build": "build an image from a Dockerfile or a notebook",
+    "save": "write an image as a docker-archive or OCI tar",
+}
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog=PROG, description="Container images without a daemon: look inside, build, "
+                                            "pull, push and save. The %image magics, from a shell.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"nbimages {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (summary, configure, _func) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        if configure:
+            configure(p)
+    for name, summary in PLANNED.items():
+        if name not in COMMANDS:
+            p = sub.add_parser(name, help=f"{summary} (not available yet)", description=summary,
+                               add_help=True)
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _unknown_command_hint(argv: Sequence[str]) -> None:
+    """An unknown subcommand: name the close one and list them all (before argparse's message)."""
+    known = list(COMMANDS) + [n for n in PLANNED if n not in COMMANDS]
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in known and argv and argv[0] == first:
+        close = difflib.get_close_matches(first, known, n=1, cutoff=0.6)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CLIUsageError(f"{PROG}: unknown command '{first}'.{hint} Commands: {', '.join(known)} "
+                            f"(see {PROG} --help)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the nbimages command; returns the exit status (0 ok, 1 user error, 2 usage)."""
+    from .errors import NbimagesError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _unknown_command_hint(argv)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help and --version print and exit 0
+            return int(e.code or 0)
+        if not args.command:
+            parser.print_help()
+            return 2
+        entry = COMMANDS.get(args.command)
+        if entry is None or entry[2] is None:
+            raise CLIUsageError(f"{PROG} {args.command} is not available yet in this version of nbimages.")
+        return entry[2](args)
+    except CLIUsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except NbimagesError as e:
+        print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `nbimages inspect ... | head`: the reader left; say nothing more.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The `nbimages` command as a real subprocess: usage errors, user errors, registry verbs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+NBIMAGES = str(VENV_BIN / "nbimages")
+
+
+def cli(*args: str, module: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nbimages", *args] if module else [NBIMAGES, *args]
+    full_env = dict(os.environ, NBIMAGES_PROGRESS="lines", **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def one_paragraph(text: str) -> str:
+    text = text.strip()
+    assert text, "expected a message on stderr"
+    assert "\n\n" not in text and "Traceback" not in text, text
+    return text
+
+
+def test_console_script_and_module_print_the_same_help():
+    a, b = cli("--help"), cli("--help", module=True)
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout
+    for name in ("inspect", "pull", "push", "copy", "search", "tags"):
+        assert f"    {name} " in a.stdout
+
+
+def test_version():
+    r = cli("--version", module=True)
+    assert r.returncode == 0 and r.stdout.startswith("nbimages ")
+
+
+def test_no_command_prints_help_and_exits_2():
+    r = cli()
+    assert r.returncode == 2
+    assert "usage: nbimages" in r.stdout
+
+
+def test_unknown_command_is_one_paragraph_with_a_suggestion_exit_2():
+    r = cli("inspcet", "x")
+    assert r.returncode == 2
+    msg = one_paragraph(r.stderr)
+    assert "unknown command 'inspcet'" in msg and "Did you mean 'inspect'?" in msg
+    assert r.stdout == ""
+
+
+def test_missing_argument_is_one_paragraph_exit_2():
+    r = cli("push", "store:x")
+    assert r.returncode == 2
+    msg = one_paragraph(r.stderr)
+    assert msg.startswith("nbimages push: the following arguments are required: REF")
+
+
+def test_unknown_option_is_one_paragraph_exit_2():
+    r = cli("pull", "busybox", "--platfrom", "linux/arm64")
+    assert r.returncode == 2
+    assert "unrecognized arguments: --platfrom" in one_paragraph(r.stderr)
+
+
+def test_registry_refusing_is_a_user_error_exit_1():
+    r = cli("pull", "127.0.0.1:9/nothing/here:1")
+    assert r.returncode == 1
+    msg = one_paragraph(r.stderr)
+    assert msg.startswith("nbimages: RegistryError: ") and "127.0.0.1:9" in msg
+
+
+def test_malformed_reference_is_a_user_error_exit_1():
+    r = cli("pull", "UPPER/Case::bad")
+    assert r.returncode == 1
+    assert one_paragraph(r.stderr).startswith("nbimages: InvalidReference: ")
+
+
+def test_pull_prints_name_and_digest_and_progress_lines(busybox_in_registry, tmp_path):
+    r = cli("pull", busybox_in_registry, env={"NBIMAGES_HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    name, digest = r.stdout.split()
+    assert name == busybox_in_registry and digest.startswith("sha256:")
+    assert r.stderr.splitlines()[-1].startswith(f"pull {busybox_in_registry}: done, ")
+    quiet = cli("pull", "-q", busybox_in_registry, env={"NBIMAGES_HOME": str(tmp_path)})
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == r.stdout
+
+
+def test_copy_between_registries_keeps_the_digest(busybox_in_registry, registry, tmp_path):
+    home = {"NBIMAGES_HOME": str(tmp_path / "home")}
+    r = cli("tags", busybox_in_registry.rsplit(":", 1)[0], "--details", "--json", env=home)
+    source_digest = {row["tag"]: row["digest"] for row in json.loads(r.stdout)}["1"]
+    r = cli("copy", "-q", f"docker://{busybox_in_registry}", f"docker://{registry}/nbtest/cli-copy:1",
+            env=home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == source_digest
+    r = cli("tags", f"{registry}/nbtest/cli-copy", "--details", "--json", env=home)
+    assert r.returncode == 0, r.stderr
+    assert [(row["tag"], row["digest"]) for row in json.loads(r.stdout)] == [("1", source_digest)]
+
+
+def test_push_of_an_archive_prints_the_digest_the_registry_holds(busybox_in_registry, registry, tmp_path):
+    home = {"NBIMAGES_HOME": str(tmp_path / "home")}
+    archive = tmp_path / "bb.tar"
+    r = cli("copy", "-q", f"docker://{busybox_in_registry}", f"oci-archive:{archive}", env=home)
+    assert r.returncode == 0, r.stderr
+    assert archive.stat().st_size > 0
+    r = cli("push", "-q", f"oci-archive:{archive}", f"{registry}/nbtest/cli-push:1", env=home)
+    assert r.returncode == 0, r.stderr
+    pushed = r.stdout.strip()
+    r = cli("tags", f"{registry}/nbtest/cli-push", "--details", "--json", env=home)
+    assert [(row["tag"], row["digest"]) for row in json.loads(r.stdout)] == [("1", pushed)]
+
+
+def test_catalog_lists_repositories(busybox_in_registry, registry):
+    r = cli("catalog", registry)
+    assert r.returncode == 0, r.stderr
+    assert "nbtest/busybox" in r.stdout.split()
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_output_piped_into_head_does_not_traceback(module, busybox_in_registry, registry):
+    cmd = [sys.executable, "-m", "nbimages"] if module else [NBIMAGES]
+    p = subprocess.run(" ".join(cmd + ["catalog", registry]) + " | head -c1", shell=True,
+                       capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in p.stderr
