@@ -107,3 +107,7 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, **kw)
     except subprocess.CalledProcessError as e:
         raise AssertionError(f"{cmd} failed ({e.returncode}):\n{e.stdout}\n{e.stderr}") from None
+
+
+# Python base image (debootstrap, cached outside the repo) and test wheels: see tests/bases.py.
+from bases import offline_pip, python_base_image, python_base_in_registry, wheel_index  # noqa: E402,F401
