@@ -97,7 +97,8 @@ def parse_source(text: str) -> Source:
                                              n=1, cutoff=0.8)
             if prefix in LOOKALIKES or near:
                 raise _unknown(prefix, text)
-            if not _is_reference(text) and not _looks_like_path(text):
+            if not _is_reference(text):
+                # `word:rest` that is neither a file nor a reference: a transport we lack.
                 raise _unknown(prefix, text)
     return Source("auto", text)
 
