@@ -272,6 +272,22 @@ def cmd_catalog(a: argparse.Namespace) -> int:
     return 0
 
 
+def _save_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE", help="the image (any source inspect accepts)")
+    p.add_argument("path", metavar="PATH", help="the tar file (or directory for --format oci-dir)")
+    p.add_argument("--format", choices=["docker", "oci", "oci-dir"], default="docker",
+                   help="docker: for `docker load` (default); oci: an OCI tar; oci-dir: an OCI layout")
+    p.add_argument("--tag", metavar="NAME", help="the name inside (default: the image's tagged name)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="default: this machine's")
+
+
+def cmd_save(a: argparse.Namespace) -> int:
+    image = _api("open_image", "save")(a.source, platform=a.platform)
+    print(_api("save", "save")(image, a.path, format=a.format, tag=a.tag))
+    return 0
+
+
+COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", _save_args, cmd_save)
 COMMANDS["pull"] = ("pull an image into the local store, with progress", _pull_args, cmd_pull)
 COMMANDS["push"] = ("push an image to a registry, its digest kept", _push_args, cmd_push)
 COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, layouts, engine)",
@@ -282,7 +298,6 @@ COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_a
 
 PLANNED = {
     "build": "build an image from a Dockerfile or a notebook",
-    "save": "write an image as a docker-archive or OCI tar",
 }
 
 

@@ -128,3 +128,19 @@ def test_output_piped_into_head_does_not_traceback(module, busybox_in_registry, 
     p = subprocess.run(" ".join(cmd + ["catalog", registry]) + " | head -c1", shell=True,
                        capture_output=True, text=True, timeout=120)
     assert "Traceback" not in p.stderr
+
+
+def test_save_writes_a_docker_archive(busybox_image, tmp_path):
+    r = cli("save", f"docker-daemon:{busybox_image}", str(tmp_path / "bb.tar"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "bb.tar")
+    import tarfile
+    with tarfile.open(tmp_path / "bb.tar") as t:
+        assert "manifest.json" in t.getnames()
+
+
+def test_save_of_a_missing_file_is_a_user_error_exit_1(tmp_path):
+    r = cli("save", f"docker-archive:{tmp_path}/missing.tar", str(tmp_path / "out.tar"))
+    assert r.returncode == 1
+    assert one_paragraph(r.stderr).startswith("nbimages: ImageNotFound: ")
+    assert not (tmp_path / "out.tar").exists()

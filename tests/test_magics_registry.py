@@ -103,3 +103,18 @@ def test_search_magic_returns_the_hub_results(ip, monkeypatch):
         server.server_close()
     assert df.name.tolist() == ["python"]
     assert bool(df.official.iloc[0])
+
+
+def test_save_magic_writes_a_tar_that_opens_as_the_same_image(ip, busybox_image, tmp_path):
+    out = ip.run_line_magic("image", f"save docker-daemon:{busybox_image} {tmp_path}/bb.tar --format oci")
+    assert str(out) == f"{tmp_path}/bb.tar"
+    again = nbimages.open_image(f"oci-archive:{out}")
+    original = nbimages.open_image(f"docker-daemon:{busybox_image}")
+    assert again.diff_ids == original.diff_ids
+
+
+def test_save_magic_bad_format_is_one_usage_line(ip, tmp_path):
+    from IPython.core.error import UsageError
+    with pytest.raises(UsageError) as e:
+        ip.run_line_magic("image", f"save docker-daemon:x {tmp_path}/x.tar --format zip")
+    assert "\n" not in str(e.value) and "invalid choice: 'zip'" in str(e.value)

@@ -17,7 +17,7 @@ from .parsing import CELL_ARGS, CELL_TEXT, CommandTable, Invocation, arg
 GROUPS = [
     ("look", "Look inside an image"),
     ("build", "Build an image from cells (no Docker needed)"),
-    ("registry", "Registries"),
+    ("registry", "Move images: registries, tars, layouts"),
     ("engine", "Run with the Docker engine"),
     ("notebook", "Notebook tools"),
 ]
@@ -224,6 +224,24 @@ def catalog(inv: Invocation) -> Any:
     return registry_catalog(inv.args.registry, **_registry_kw(inv))
 
 
+@command("save", "write a docker-archive or OCI tar (or an OCI layout)",
+         SOURCE, arg("path", metavar="PATH", help="the tar file (or directory for --format oci-dir)"),
+         arg("--format", choices=["docker", "oci", "oci-dir"], default="docker",
+             help="docker: for `docker load` (default); oci: an OCI tar; oci-dir: an OCI layout"),
+         arg("--tag", metavar="NAME", help="the name inside (default: the image's own tagged name)"),
+         PLATFORM, group="registry", needs=("save", "open_image"))
+def save(inv: Invocation) -> Any:
+    """Write an image as a handout file and return its path (nbimages.save).
+
+    `--format docker` loads with `docker load`; `oci` and `oci-dir` suit any OCI tool.
+    """
+    a = inv.args
+    image = _image_or_source(inv, a.source)
+    if a.platform or isinstance(image, str):
+        image = nbimages.open_image(image, platform=a.platform)
+    return nbimages.save(image, a.path, format=a.format, tag=a.tag)
+
+
 # -- engine --------------------------------------------------------------------------------------
 
 for _name, _summary, _needs in [
@@ -234,7 +252,6 @@ for _name, _summary, _needs in [
     ("images", "images in the local store and the engine", "images"),
     ("rm", "remove an image", "images"),
     ("tag", "give an image another name", "images"),
-    ("save", "write a docker-archive or OCI tar", "save"),
     ("load", "load a tar into the local store", "open_image"),
 ]:
     TABLE.planned(_name, _summary, group="engine", needs=(_needs,))
