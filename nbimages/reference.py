@@ -118,6 +118,9 @@ class Reference:
             if not comp:
                 raise _bad(original, "it has an empty path component ('//' or a trailing '/')")
             if not _COMPONENT.match(comp):
+                if ":" in comp:
+                    raise _bad(original, "it has more than one ':' - a tag comes once, after the "
+                                         "last '/' (a registry port goes in the first part)")
                 if comp.lower() != comp and _COMPONENT.match(comp.lower()):
                     raise _bad(original, f"repository names must be lower-case ({comp!r})")
                 raise _bad(original, f"{comp!r} is not a valid repository component: use lower-case "

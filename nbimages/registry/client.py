@@ -86,6 +86,8 @@ class RegistryClient:
         ref = Reference.parse(f"{registry}/x")
         self.registry = ref.registry
         self.host = ref.api_host
+        if insecure is None and ca_bundle:
+            insecure = False  # a CA bundle means TLS, even on loopback
         if insecure is None:
             listed = {h.strip() for h in os.environ.get("NBIMAGES_INSECURE_REGISTRIES", "").split(",") if h.strip()}
             insecure = ref.is_loopback or self.registry in listed or ref.hostname in listed
@@ -504,13 +506,13 @@ class RegistryClient:
             yield from doc.get(key) or []
             url = urljoin(resp.url, nxt) if nxt else None
 
-    def tags(self, repository: str) -> list[str]:
+    def tags(self, repository: str, page: int = 1000) -> list[str]:
         return list(self._paged(f"/v2/{repository}/tags/list", "tags", scope_for(repository),
-                                f"the tags of {repository}"))
+                                f"the tags of {repository}", page))
 
-    def catalog(self) -> list[str]:
+    def catalog(self, page: int = 1000) -> list[str]:
         return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*",
-                                "the catalog"))
+                                "the catalog", page))
 
 
 class _Body:
