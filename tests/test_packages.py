@@ -383,3 +383,133 @@ def test_python_names_and_versions_agree_with_syft(python_image):
         ours = frame[(frame.name == a["name"]) & (frame.version == a["version"])]
         layers = {saved.diff_ids.index(loc["layerID"]) for loc in a["locations"]}
         assert layers == {int(ours["layer"].iloc[0])}, a["name"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Debian: real dpkg in layers over the debootstrap base (usrmerged: /lib -> usr/lib)
+
+from bases import _TRIM as TRIMMED, CACHE, python_base_image  # noqa: E402,F401 - fixture by name
+
+DEB_CACHE = CACHE / "debs"
+
+
+def _apt_versions(name: str) -> list[str]:
+    """Versions of `name` the host's apt knows, newest first (`apt-cache madison`)."""
+    out = run(["apt-cache", "madison", name]).stdout
+    versions = [line.split("|")[1].strip() for line in out.splitlines() if "|" in line]
+    return sorted(set(versions), key=versions.index)
+
+
+def _apt_download(name: str, version: str) -> Path:
+    """The .deb of name=version, downloaded on the host once into the test cache."""
+    import filelock
+    DEB_CACHE.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(DEB_CACHE / ".lock"), timeout=600):
+        for deb in DEB_CACHE.glob(f"{name}_*.deb"):
+            if _deb_field(deb, "Version") == version:
+                return deb
+        run(["apt-get", "download", "-q", f"{name}={version}"], cwd=DEB_CACHE)
+    return next(d for d in DEB_CACHE.glob(f"{name}_*.deb") if _deb_field(d, "Version") == version)
+
+
+def _deb_field(deb: Path, field: str) -> str:
+    return run(["dpkg-deb", "-f", str(deb), field]).stdout.strip()
+
+
+def _deb_payload_size(deb: Path) -> int:
+    """Bytes of the regular files in the package's data archive (what dpkg unpacks)."""
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                          check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return sum(m.size for m in tf if m.isreg())
+
+
+@pytest.fixture(scope="session")
+def deb_image(docker_client, python_base_image, tmp_path_factory):
+    """The Debian base (layer 0) plus packages installed with dpkg in later layers:
+
+    1: COPY the .debs               2: dpkg -i jq, libjq1, libonig5 (the older version if two)
+    3: dpkg -i tree                 4: dpkg -i jq, libjq1 (the newest: an upgrade if two)
+    5: dpkg --purge tree, rm the .debs
+    """
+    ctx = tmp_path_factory.mktemp("debimg")
+    (ctx / "debs").mkdir()
+    jq_versions = _apt_versions("jq")
+    old, new = jq_versions[-1], jq_versions[0]
+    debs = {}
+    for key, name, version in [("jq-old", "jq", old), ("libjq1-old", "libjq1", old),
+                               ("jq-new", "jq", new), ("libjq1-new", "libjq1", new),
+                               ("libonig5", "libonig5", _apt_versions("libonig5")[0]),
+                               ("tree", "tree", _apt_versions("tree")[0])]:
+        debs[key] = _apt_download(name, version)
+        shutil.copy(debs[key], ctx / "debs" / f"{key}.deb")
+    tag = "nbtest/packages-deb:1"
+    docker_build(docker_client, ctx, tag, f"""\
+FROM {python_base_image}
+COPY debs/ /tmp/debs/
+RUN dpkg -i /tmp/debs/libonig5.deb /tmp/debs/libjq1-old.deb /tmp/debs/jq-old.deb
+RUN dpkg -i /tmp/debs/tree.deb
+RUN dpkg -i /tmp/debs/libjq1-new.deb /tmp/debs/jq-new.deb
+RUN dpkg --purge tree && rm -rf /tmp/debs
+""")
+    saved = save_and_walk(docker_client, tag, ctx / "image.tar")
+    return saved, {"old": old, "new": new, "debs": debs}
+
+
+def test_debian_packages_carry_the_layer_where_dpkg_installed_them(deb_image):
+    saved, info = deb_image
+    frame = saved.packages()
+    deb = frame[frame.type == "deb"].set_index("name")
+    assert "tree" not in deb.index  # purged in layer 5
+    assert deb.loc["libonig5", "layer"] == 2
+    upgraded = info["old"] != info["new"]
+    assert deb.loc["jq", "version"] == info["new"]
+    assert deb.loc["jq", "layer"] == (4 if upgraded else 2)
+    assert deb.loc["libjq1", "arch"] == "amd64"
+    # Base packages were not touched by the rewrites of the status file in layers 2 to 5.
+    assert deb.loc["libc6", "layer"] == 0
+    assert deb.loc["python3.11-minimal", "layer"] == 0
+    assert set(deb["layer"]) == ({0, 2, 4} if upgraded else {0, 2})
+
+
+def test_debian_package_sizes_are_the_bytes_their_archives_unpacked(deb_image):
+    saved, info = deb_image
+    deb = saved.packages().query("type == 'deb'").set_index("name")
+    for key, name in [("jq-new", "jq"), ("libjq1-new", "libjq1"), ("libonig5", "libonig5")]:
+        assert deb.loc[name, "size"] == _deb_payload_size(info["debs"][key]), name
+        assert deb.loc[name, "missing_files"] == 0, name
+        declared = int(_deb_field(info["debs"][key], "Installed-Size")) * 1024
+        assert deb.loc[name, "declared_size"] == declared
+    # dpkg lists /lib/x86_64-linux-gnu/... while the files live behind the /lib -> usr/lib link;
+    # only what the base trimmed after debootstrap (docs, man pages, locales) is missing.
+    listed = next(v.data.decode() for v in saved.versions
+                  if v.path == "var/lib/dpkg/info/libc6:amd64.list")
+    paths = pk.parse_dpkg_list(listed)
+    assert sum(p.startswith("/lib/") for p in paths) > 10
+    trimmed = [p for p in paths if p.startswith(tuple(f"/{t}/" for t in TRIMMED))]
+    assert deb.loc["libc6", "missing_files"] == len(trimmed)
+    assert deb.loc["libc6", "size"] > 5_000_000
+
+
+def test_debian_names_and_versions_agree_with_syft(deb_image):
+    saved, _ = deb_image
+    frame = saved.packages()
+    artifacts = syft(f"docker-archive:{saved.tar}")
+    ours = _by_type(frame, "deb")
+    assert len(ours) > 80
+    assert ours == _syft_by_type(artifacts, "deb")
+    assert _by_type(frame, "python") == _syft_by_type(artifacts, "python")
+
+
+def test_debian_layers_agree_with_where_syft_first_sees_each_version(deb_image):
+    saved, _ = deb_image
+    frame = saved.packages().query("type == 'deb'")
+    first: dict[tuple[str, str], int] = {}
+    for a in syft(f"docker-archive:{saved.tar}", "--scope", "all-layers"):
+        for loc in a["locations"]:
+            if a["type"] == "deb" and loc["path"] == "/var/lib/dpkg/status":
+                key, layer = (a["name"], a["version"]), saved.diff_ids.index(loc["layerID"])
+                first[key] = min(first.get(key, layer), layer)
+    ours = {(r.name, r.version): r.layer for r in frame.itertuples()}
+    assert ours == {k: first[k] for k in ours}
+    assert "tree" in {name for name, _ in set(first) - set(ours)}  # syft saw it before the purge
