@@ -89,8 +89,18 @@ def open_daemon(ref: str, platform=None, *, source: str | None = None):
         with _cache_lock:
             _cache[image_id] = archive
     img = archive.image(None, platform, source=source or f"docker-daemon:{ref}")
-    img.names = list(engine_image.tags)
+    img.names = _names_first(ref, list(engine_image.tags))
     return img
+
+
+def _names_first(ref: str, tags: list[str]) -> list[str]:
+    """The engine's tags for the image, the one the user asked for first."""
+    from ..oci.dockerarchive import familiar
+    try:
+        asked = familiar(ref)
+    except InvalidReference:
+        return tags
+    return [asked] + [t for t in tags if t != asked] if asked in tags else tags
 
 
 def _save_to_tmp(c, image_id: str) -> DockerArchive:
