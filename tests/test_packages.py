@@ -513,3 +513,86 @@ def test_debian_layers_agree_with_where_syft_first_sees_each_version(deb_image):
     ours = {(r.name, r.version): r.layer for r in frame.itertuples()}
     assert ours == {k: first[k] for k in ours}
     assert "tree" in {name for name, _ in set(first) - set(ours)}  # syft saw it before the purge
+
+
+# ---------------------------------------------------------------------------------------------
+# Alpine: apk's installed database with the files it lists
+
+
+def _apk_record(name: str, version: str, files: dict[str, bytes]) -> str:
+    """An apk-tools v2 record for `files` (path -> content), with checksums as apk writes them."""
+    def q1(data: bytes) -> str:
+        return "Q1" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+    lines = [f"C:{q1(name.encode() + version.encode())}", f"P:{name}", f"V:{version}",
+             "A:x86_64", f"S:{sum(map(len, files.values())) // 2}",
+             f"I:{sum(map(len, files.values()))}", f"T:{name} for the nbimages tests",
+             "U:https://example.invalid/", "L:MIT", f"o:{name}", "m:Tests <t@example.invalid>",
+             "t:1700000000", "c:0123456789abcdef0123456789abcdef01234567", "D:so:libc.musl-x86_64.so.1"]
+    directory = None
+    for path in sorted(files):
+        d, base = posixpath.split(path)
+        if d != directory:
+            lines += [f"F:{d}", "M:0:0:755"]
+            directory = d
+        lines += [f"R:{base}", "a:0:0:755", f"Z:{q1(files[path])}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def apk_image(docker_client, busybox_image, tmp_path_factory):
+    """busybox + an apk database: 2: nbmusl and nbzlib, 3: nbtool added (database rewritten),
+    4: database without nbzlib, 5: nbzlib's files removed."""
+    ctx = tmp_path_factory.mktemp("apkimg")
+    payload = {
+        "nbmusl": {"lib/ld-musl-x86_64.so.1": os.urandom(60_000),
+                   "usr/lib/libc.musl-x86_64.so.1": os.urandom(1_000)},
+        "nbzlib": {"lib/libz.so.1.3.1": os.urandom(20_000)},
+        "nbtool": {"usr/bin/nbtool": os.urandom(30_000), "usr/share/nbtool/data": b"x" * 5_000},
+    }
+    versions = {"nbmusl": "1.2.4_git20230717-r4", "nbzlib": "1.3.1-r0", "nbtool": "0.9-r1"}
+    records = {n: _apk_record(n, versions[n], payload[n]) for n in payload}
+    for step, names in [("a", ["nbmusl", "nbzlib"]), ("b", ["nbtool"])]:
+        for n in names:
+            for path, data in payload[n].items():
+                (ctx / step / path).parent.mkdir(parents=True, exist_ok=True)
+                (ctx / step / path).write_bytes(data)
+    for step, names in [("a", ["nbmusl", "nbzlib"]), ("b", ["nbmusl", "nbzlib", "nbtool"]),
+                        ("c", ["nbmusl", "nbtool"])]:
+        db = ctx / step / APK_DB_PATH
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.write_text("\n".join(records[n] for n in names) + "\n")
+    tag = "nbtest/packages-apk:1"
+    docker_build(docker_client, ctx, tag, f"""\
+FROM {busybox_image}
+COPY a/ /
+COPY b/ /
+COPY c/ /
+RUN rm /lib/libz.so.1.3.1
+""")
+    saved = save_and_walk(docker_client, tag, ctx / "image.tar")
+    sizes = {n: sum(map(len, files.values())) for n, files in payload.items()}
+    return saved, versions, sizes
+
+
+APK_DB_PATH = "lib/apk/db/installed"
+
+
+def test_apk_packages_are_sized_from_their_files_with_the_installing_layer(apk_image):
+    saved, versions, sizes = apk_image
+    apk = saved.packages().query("type == 'apk'").set_index("name")
+    assert set(apk.index) == {"nbmusl", "nbtool"}  # nbzlib removed in layers 4 and 5
+    assert apk.loc["nbmusl", "layer"] == 2
+    assert apk.loc["nbtool", "layer"] == 3
+    for name in apk.index:
+        assert apk.loc[name, "version"] == versions[name]
+        assert apk.loc[name, "size"] == sizes[name] == apk.loc[name, "declared_size"]
+        assert apk.loc[name, "files"] == 2
+        assert apk.loc[name, "missing_files"] == 0
+
+
+def test_apk_names_and_versions_agree_with_syft(apk_image):
+    saved, _, _ = apk_image
+    frame = saved.packages()
+    artifacts = syft(f"docker-archive:{saved.tar}")
+    assert _by_type(frame, "apk") == _syft_by_type(artifacts, "apk") == {
+        ("nbmusl", "1.2.4_git20230717-r4"), ("nbtool", "0.9-r1")}
