@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -375,3 +376,58 @@ def test_malformed_manifest_json_is_reported(tmp_path):
     with pytest.raises(errors.InvalidImage, match="not valid JSON"):
         open_image(str(bad))
 
+
+
+def _rewrite_tar(src: Path, dst: Path, edit) -> None:
+    """Copy a tar member by member; `edit(tarinfo, data)` returns (tarinfo, data) or None to drop."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for ti in tin:
+            data = tin.extractfile(ti).read() if ti.isreg() else None
+            kept = edit(ti, data)
+            if kept is None:
+                continue
+            ti, data = kept
+            if data is not None:
+                ti.size = len(data)
+            tout.addfile(ti, io.BytesIO(data) if data is not None else None)
+
+
+def test_legacy_layer_stored_once_and_linked_is_followed(files, tmp_path):
+    """docker save writes a repeated layer once and symlinks the second <v1id>/layer.tar."""
+    manifest = json.loads(tarfile.open(files["legacy"]).extractfile("manifest.json").read())
+    first, second = manifest[0]["Layers"][0], manifest[0]["Layers"][1]
+    config_name = manifest[0]["Config"]
+    out = tmp_path / "linked.tar"
+    new_config = {}
+
+    def edit(ti, data):
+        if ti.name == config_name:
+            config = json.loads(data)
+            config["rootfs"]["diff_ids"][1] = config["rootfs"]["diff_ids"][0]
+            new_config["bytes"] = canonical.dumps(config)
+            ti.name = hashlib.sha256(new_config["bytes"]).hexdigest() + ".json"
+            return ti, new_config["bytes"]
+        if ti.name == "manifest.json":
+            manifest[0]["Config"] = hashlib.sha256(new_config["bytes"]).hexdigest() + ".json"
+            return ti, json.dumps(manifest).encode()
+        if ti.name == second:
+            link = tarfile.TarInfo(second)
+            link.type = tarfile.SYMTYPE
+            link.linkname = "../" + first
+            return link, None
+        return ti, data
+
+    _rewrite_tar(files["legacy"], out, edit)
+    img = open_image(f"docker-archive:{out}")
+    assert img.layers[1].digest == img.layers[0].digest == img.diff_ids[0]
+    assert layer_listing(img)[1] == layer_listing(img)[0]
+
+
+def test_docker25_tar_without_its_manifest_blob_is_still_read(reference, files, tmp_path):
+    ours = save(reference, tmp_path / "ours.tar", tag=TAG)
+    stripped = tmp_path / "stripped.tar"
+    _rewrite_tar(ours, stripped,
+                 lambda ti, data: None if ti.name.endswith(reference.digest.split(":")[1]) else (ti, data))
+    img = open_image(f"docker-archive:{stripped}")
+    assert (img.id, img.diff_ids) == (reference.id, reference.diff_ids)
+    assert [layer.digest for layer in img.layers] == [layer.digest for layer in reference.layers]
