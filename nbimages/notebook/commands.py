@@ -12,7 +12,7 @@ from typing import Any
 
 import nbimages
 
-from .parsing import CELL_ARGS, CELL_TEXT, CommandTable, Invocation, arg
+from .parsing import CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CommandTable, Invocation, arg
 
 GROUPS = [
     ("look", "Look inside an image"),
@@ -244,17 +244,134 @@ def save(inv: Invocation) -> Any:
 
 # -- engine --------------------------------------------------------------------------------------
 
-for _name, _summary, _needs in [
-    ("run", "run a container, output streamed into the cell", "run"),
-    ("ps", "running containers", "engine"),
-    ("stop", "stop a container", "engine"),
-    ("logs", "a container's output", "engine"),
-    ("images", "images in the local store and the engine", "images"),
-    ("rm", "remove an image", "images"),
-    ("tag", "give an image another name", "images"),
-    ("load", "load a tar into the local store", "open_image"),
-]:
-    TABLE.planned(_name, _summary, group="engine", needs=(_needs,))
+ENGINE = arg("--engine", choices=["auto", "docker", "embedded"], default=None,
+             help="which engine (default: auto, the Docker engine when one answers)")
+WHERE = arg("--where", choices=["engine", "store"], default=None,
+            help="the Docker engine or the local store (default: the engine in use)")
+
+
+def _engines() -> Any:
+    import nbimages.engines as engines
+    return engines
+
+
+def _env_list(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            from IPython.core.error import UsageError
+            raise UsageError(f"%image run: -e {item!r} is not KEY=VALUE")
+        env[key] = value
+    return env
+
+
+@command("run", "run a container, output streamed into the cell",
+         arg("-e", "--env", action="append", default=[], metavar="K=V", help="an environment variable"),
+         arg("-p", "--port", action="append", default=[], metavar="PORT",
+             help="a port the container serves on (reach it at 127.0.0.1:PORT)"),
+         arg("-v", "--volume", action="append", default=[], metavar="HOST:PATH[:ro]", help="a bind mount"),
+         arg("--network", choices=["none", "host"], default=None,
+             help="none (default), or host (default when ports are given)"),
+         arg("-d", "--detach", action="store_true", help="start it in the background; returns a handle"),
+         arg("--keep", action="store_true", help="do not remove the container when it exits"),
+         arg("--name", default=None), arg("--user", default=None), arg("--workdir", default=None),
+         arg("--entrypoint", default=None),
+         arg("--pull", choices=["missing", "never", "always"], default="missing"),
+         ENGINE,
+         arg("image", metavar="IMAGE", help="a reference, a store name or a variable holding an Image"),
+         arg("command", nargs="...", metavar="COMMAND",
+             help="the command (default: the image's CMD); one quoted word runs in /bin/sh -c"),
+         group="engine", needs=("run",), cell=CELL_OPTIONAL,
+         epilog="Options go before IMAGE; everything after IMAGE is the command. With %%image run "
+                "IMAGE, the cell body is a shell script run with /bin/sh -c.")
+def run(inv: Invocation) -> Any:
+    """Run a container of IMAGE with the Docker engine; its output streams into the cell.
+
+    Returns the exit code (an int with `.output`), or a container handle with --detach.
+    """
+    from IPython.core.error import UsageError
+    a = inv.args
+    command: Any = list(a.command) or None
+    if inv.cell is not None and inv.cell.strip():
+        if command:
+            raise UsageError("%%image run: give the command either after IMAGE or in the cell body, not both")
+        command = inv.cell
+    elif command and len(command) == 1 and any(c.isspace() for c in command[0]):
+        command = command[0]  # one quoted word: the shell form
+    return nbimages.run(_image_or_source(inv, a.image), command, env=_env_list(a.env) or None,
+                        ports=a.port or None, volumes=a.volume or None, network=a.network,
+                        detach=a.detach, remove=not a.keep, name=a.name, user=a.user,
+                        workdir=a.workdir, entrypoint=a.entrypoint, pull=a.pull, engine=a.engine)
+
+
+@command("ps", "containers started from nbimages", arg("-a", "--all", action="store_true",
+         help="also the stopped ones"), ENGINE, group="engine", needs=("engine",))
+def ps(inv: Invocation) -> Any:
+    """The containers nbimages started, as a DataFrame (nbimages.engines.ps)."""
+    return _engines().ps(all=inv.args.all, engine=inv.args.engine)
+
+
+@command("stop", "stop a container (and remove it unless kept)",
+         arg("names", nargs="*", metavar="NAME", help="container names or IDs"),
+         arg("--all", action="store_true", help="every container nbimages started"),
+         ENGINE, group="engine", needs=("engine",))
+def stop(inv: Invocation) -> Any:
+    """Stop containers by name (or --all); returns the names stopped (nbimages.engines.stop)."""
+    a = inv.args
+    if a.all:
+        return _engines().stop(all=True, engine=a.engine)
+    if not a.names:
+        from IPython.core.error import UsageError
+        raise UsageError("%image stop: name the containers to stop (see %image ps), or give --all")
+    stopped: list[str] = []
+    for name in a.names:
+        stopped += _engines().stop(name, engine=a.engine)
+    return stopped
+
+
+@command("logs", "what a container wrote",
+         arg("name", metavar="NAME", help="a container name or ID"),
+         arg("--tail", type=int, default=None, metavar="N", help="only the last N lines"),
+         arg("-f", "--follow", action="store_true", help="stream it into the cell until it exits"),
+         ENGINE, group="engine", needs=("engine",))
+def logs(inv: Invocation) -> Any:
+    """A container's stdout and stderr (nbimages.engines.logs)."""
+    a = inv.args
+    return _engines().logs(a.name, tail=a.tail, follow=a.follow, engine=a.engine)
+
+
+@command("images", "images in the local store and the engine",
+         arg("--no-store", action="store_true", help="only the engine's images"),
+         ENGINE, group="engine", needs=("images",))
+def images(inv: Invocation) -> Any:
+    """The engine's and the local store's images as one DataFrame (nbimages.images)."""
+    return nbimages.images(engine=inv.args.engine, store=not inv.args.no_store)
+
+
+@command("rm", "remove an image name", arg("ref", metavar="REF"),
+         arg("-f", "--force", action="store_true"), WHERE, ENGINE, group="engine", needs=("engine",))
+def rm(inv: Invocation) -> Any:
+    """Remove an image name from the engine and/or the store (nbimages.engines.rm)."""
+    a = inv.args
+    return _engines().rm(a.ref, force=a.force, where=a.where, engine=a.engine)
+
+
+@command("tag", "give an image another name", arg("source", metavar="SOURCE"),
+         arg("target", metavar="TARGET"), WHERE, ENGINE, group="engine", needs=("engine",))
+def tag(inv: Invocation) -> Any:
+    """Name an image TARGET too, in the engine or the store (nbimages.engines.tag)."""
+    a = inv.args
+    return _engines().tag(a.source, a.target, where=a.where, engine=a.engine)
+
+
+@command("load", "load a docker-save tar into the engine or the store",
+         arg("path", metavar="PATH"), WHERE, ENGINE, group="engine", needs=("engine",))
+def load(inv: Invocation) -> Any:
+    """Load a `docker save` tar; returns the names loaded (nbimages.engines.load)."""
+    a = inv.args
+    return _engines().load(a.path, where=a.where, engine=a.engine)
+
 
 # -- notebook ------------------------------------------------------------------------------------
 

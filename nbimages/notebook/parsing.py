@@ -23,6 +23,7 @@ CELL_MAGIC = "%%image"
 NO_CELL = "none"          # a body is a mistake
 CELL_TEXT = "text"        # the body is the command's input text (file content, Dockerfile)
 CELL_ARGS = "args"        # the body's lines are more arguments (requirements, K=V lines)
+CELL_OPTIONAL = "optional" # the body, when there is one, is the command's input text
 
 
 SOURCE_NOTE = ("SOURCE is docker-daemon:REF, docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH,\n"
