@@ -210,7 +210,8 @@ class Authenticator:
                 return f"Bearer {tok[0]}"
         return None
 
-    def answer(self, challenge: str, scope: str | None, session, timeout: float) -> str:
+    def answer(self, challenge: str, scope: str | None, session, timeout: float,
+               verify: str | bool = True) -> str:
         """Handle a 401 challenge and return the Authorization value to retry with."""
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
@@ -226,8 +227,10 @@ class Authenticator:
             raise AuthenticationError(f"the registry {self.registry} asked for an authentication "
                                       f"scheme nbimages does not speak ({scheme or 'none'}).")
         self._scheme, self._params = "bearer", params
-        wanted = [s for s in (scope, params.get("scope")) if s]
-        token, ttl = self._fetch_token(params, wanted, session, timeout)
+        # Ask for the scope this request needs (the challenge's when we have none): a token
+        # that also carries the challenge's narrower scope would only be larger.
+        wanted = [scope] if scope else [params["scope"]] if params.get("scope") else []
+        token, ttl = self._fetch_token(params, wanted, session, timeout, verify)
         key = scope or params.get("scope") or ""
         with self._lock:
             self._tokens[key] = (token, time.monotonic() + max(ttl - 10, 5))
@@ -238,7 +241,7 @@ class Authenticator:
             self._tokens.pop(scope or "", None)
 
     def _fetch_token(self, params: dict[str, str], scopes: list[str], session,
-                     timeout: float) -> tuple[str, float]:
+                     timeout: float, verify: str | bool = True) -> tuple[str, float]:
         import requests
 
         realm = params["realm"]
@@ -255,10 +258,11 @@ class Authenticator:
                 data = {"grant_type": "refresh_token", "refresh_token": creds.secret,
                         "client_id": "nbimages", "service": params.get("service", ""),
                         "scope": " ".join(scopes)}
-                resp = session.post(realm, data=data, timeout=timeout)
+                resp = session.post(realm, data=data, timeout=timeout, verify=verify)
             else:
                 headers = {"Authorization": creds.basic_header()} if creds else {}
-                resp = session.get(realm, params=query, headers=headers, timeout=timeout)
+                resp = session.get(realm, params=query, headers=headers, timeout=timeout,
+                                   verify=verify)
         except requests.RequestException as e:
             raise RegistryError(f"could not reach the token service of {self.registry} "
                                 f"({_host_of(realm)}): {e.__class__.__name__}. Check the network "

@@ -106,8 +106,8 @@ class RegistryClient:
         docker_ca = Path("/etc/docker/certs.d") / self.registry / "ca.crt"
         if not ca and docker_ca.is_file():
             ca = str(docker_ca)
-        if ca:
-            self.session.verify = ca
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        self.verify: str | bool = ca or True
 
     def __repr__(self) -> str:
         return f"<RegistryClient {self.base}>"
@@ -135,7 +135,8 @@ class RegistryClient:
                 hdrs["Authorization"] = auth
             try:
                 resp = self.session.request(method, url, headers=hdrs, data=data, stream=stream,
-                                            timeout=self.timeout, allow_redirects=allow_redirects)
+                                            timeout=self.timeout, allow_redirects=allow_redirects,
+                                            verify=self.verify)
             except requests.exceptions.SSLError as e:
                 raise RegistryError(
                     f"TLS with the registry {self.registry} failed ({_ssl_reason(e)}). If it uses "
@@ -157,7 +158,7 @@ class RegistryClient:
                 if not (retry_body or data is None):
                     raise RegistryError("internal: a streamed request met an auth challenge")
                 self.auth.forget(scope)
-                self.auth.answer(challenge, scope, self.session, self.timeout)
+                self.auth.answer(challenge, scope, self.session, self.timeout, self.verify)
                 answered_challenge = True
                 continue
             if resp.status_code in _RETRY_STATUS and attempt < self.retries and (retry_body or data is None):

@@ -1,0 +1,142 @@
+"""Pulls are verified and resumable: a proxy in front of the real registry corrupts or throttles
+blobs, and a pulling subprocess is killed half-way with SIGKILL."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from nbimages.errors import DigestMismatch, ImageNotFound
+from nbimages.oci import canonical, mediatypes as mt
+from nbimages.oci.descriptor import Descriptor
+from nbimages.oci.manifest import Manifest
+from nbimages.registry import pull, push
+from nbimages.store import Store
+
+from registry_servers import Proxy, sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tar_of(name: str, data: bytes) -> bytes:
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def layered(registry, tmp_path_factory) -> dict:
+    """An image of three random-data layers (one of 6 MB) pushed to the real registry."""
+    store = Store(tmp_path_factory.mktemp("layered"))
+    layers, diff_ids = [], []
+    for i, size in enumerate((200_000, 6_000_000, 300_000)):
+        tar = _tar_of(f"data{i}.bin", os.urandom(size))
+        blob = gzip.compress(tar, compresslevel=1, mtime=0)
+        layers.append(store.write_blob(blob, sha256(blob), mt.OCI_LAYER_GZIP))
+        diff_ids.append(sha256(tar))
+    config = canonical.dumps({"architecture": "amd64", "os": "linux",
+                              "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    cfg = store.write_blob(config, sha256(config), mt.OCI_CONFIG)
+    manifest = Manifest.build(cfg, layers)
+    store.write_blob(manifest.raw, manifest.digest)
+    image = store.image(Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)))
+    repo = f"nbtest/layered-{uuid.uuid4().hex[:8]}"
+    push(image, f"{registry}/{repo}:1", progress=False)
+    return {"repo": repo, "image": image, "big": layers[1], "small": [layers[0], layers[2]]}
+
+
+@pytest.fixture
+def proxy(registry):
+    with Proxy(registry) as p:
+        yield p
+
+
+def _assert_store_consistent(store: Store) -> None:
+    """Every visible blob hashes to its name; index.json parses."""
+    for path in (store.path / "blobs" / "sha256").iterdir():
+        if path.name.startswith("."):
+            continue
+        assert "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() == f"sha256:{path.name}"
+    json.loads((store.path / "index.json").read_text())
+
+
+def test_a_corrupted_blob_is_rejected_and_never_stored(layered, proxy, tmp_path):
+    store = Store(tmp_path)
+    bad = layered["small"][0].digest
+    proxy.corrupt.add(bad)
+    with pytest.raises(DigestMismatch, match="not stored"):
+        pull(f"{proxy.address}/{layered['repo']}:1", store=store, progress=False)
+    assert not store.has_blob(bad)
+    assert not list((store.home / "tmp" / "downloads").glob("*.partial"))
+    _assert_store_consistent(store)
+    with pytest.raises(ImageNotFound):
+        store.get(f"{proxy.address}/{layered['repo']}:1")
+
+
+def test_a_damaged_partial_download_is_fetched_again(layered, registry, tmp_path):
+    store = Store(tmp_path)
+    big = layered["big"]
+    partial = store.tmpdir() / "downloads" / f"sha256-{big.digest.split(':')[1]}.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"garbage" * 1000)
+    image = pull(f"{registry}/{layered['repo']}:1", store=store, progress=False)
+    assert image.digest == layered["image"].digest
+    assert sha256(store.blob_path(big.digest).read_bytes()) == big.digest
+
+
+def test_a_killed_pull_leaves_the_store_consistent_and_resumes(layered, proxy, tmp_path):
+    home = tmp_path / "home"
+    ref = f"{proxy.address}/{layered['repo']}:1"
+    big = layered["big"]
+    partial = home / "tmp" / "downloads" / f"sha256-{big.digest.split(':')[1]}.partial"
+    proxy.rate = 1_500_000  # bytes/s per response: the 6 MB layer takes about 4 s
+    env = {**os.environ, "NBIMAGES_HOME": str(home), "NBIMAGES_PROGRESS": "0"}
+    child = subprocess.Popen([sys.executable, "-c", f"import nbimages; nbimages.pull({ref!r})"],
+                             env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.stat().st_size >= 2_000_000:
+                break
+            assert child.poll() is None, "the pull ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the throttled pull never got going")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+    store = Store(home)
+    _assert_store_consistent(store)
+    assert not store.has_blob(big.digest)
+    with pytest.raises(ImageNotFound):
+        store.get(ref)
+    had = {d.digest for d in layered["small"] if store.has_blob(d.digest)}
+    assert had, "the small layers were complete before the kill"
+    kept = partial.stat().st_size
+
+    proxy.rate = None
+    proxy.blob_requests.clear()
+    proxy.blob_bytes.clear()
+    image = pull(ref, store=store, progress=False)
+    assert image.digest == layered["image"].digest
+    assert not any(d in proxy.blob_requests for d in had)  # complete blobs are not fetched again
+    assert proxy.blob_requests[big.digest] == [f"bytes={kept}-"]  # the partial one resumes
+    assert proxy.blob_bytes[big.digest] == big.size - kept
+    _assert_store_consistent(store)
+    assert not partial.exists()
