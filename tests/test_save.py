@@ -108,14 +108,17 @@ def test_skopeo_reads_the_docker_tar_both_ways(image, docker_tar):
     assert config["rootfs"]["diff_ids"] == image.diff_ids
 
 
-def test_dive_reads_the_docker_tar(image, docker_tar, tmp_path):
-    dive = tool("dive")
+def test_dive_reads_the_docker_tar_with_plain_and_gzip_layers(image, out, tmp_path):
+    mixed = with_new_layer(image, {"srv/dive.txt": b"dive reads gzip blobs\n"}, tmp_path)
+    path = save(mixed, out / "mixed.tar", tag="nbtest/mixed:1")
+    assert [layer.compression for layer in open_image(str(path)).layers][-2:] == [None, "gzip"]
     report = tmp_path / "dive.json"
-    run([dive, "--source", "docker-archive", str(docker_tar), "-j", str(report)],
+    run([tool("dive"), "--source", "docker-archive", str(path), "-j", str(report)],
         env={**os.environ, "CI": "true"}, cwd=tmp_path)
     data = json.loads(report.read_text())
-    assert [layer["digestId"] for layer in data["layer"]] == image.diff_ids
-    assert any(f["path"] == "opt/d/f" for f in data["layer"][-1]["fileList"])
+    assert [layer["digestId"] for layer in data["layer"]] == mixed.diff_ids
+    assert any(f["path"] == "opt/d/f" for f in data["layer"][-2]["fileList"])
+    assert any(f["path"] == "srv/dive.txt" for f in data["layer"][-1]["fileList"])
 
 
 def test_docker_load_runs_a_new_image_with_gzip_layers(image, out, docker_client):

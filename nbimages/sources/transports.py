@@ -116,11 +116,14 @@ def looks_like_path(text: str) -> bool:
 def split_path_ref(target: str) -> tuple[str, str | None]:
     """`PATH[:REF]` -> (PATH, REF): the longest prefix that exists is the path (paths may hold
     colons, references do too: `docker-archive:a.tar:busybox:1`)."""
-    if os.path.exists(target):
+    def exists(p: str) -> bool:
+        return os.path.exists(os.path.expanduser(p))
+
+    if exists(target):
         return target, None
     positions = [i for i, c in enumerate(target) if c == ":"]
     for i in reversed(positions):
-        if os.path.exists(target[:i]):
+        if exists(target[:i]):
             return target[:i], target[i + 1:] or None
     if positions:
         # Nothing exists: report the part before the first colon as the missing path.
