@@ -141,6 +141,11 @@ class _Tree:
             if old is not None and old.kind == "dir" and entry.kind != "dir":
                 self._remove_below(path, keep_self=True)
             self.entries[path] = entry
+            # Layers may omit parent directories; they exist implicitly.
+            parent = path.rpartition("/")[0]
+            while parent and parent not in self.entries:
+                self.entries[parent] = _Entry("dir")
+                parent = parent.rpartition("/")[0]
 
     def _remove_below(self, path: str, keep_self: bool) -> None:
         if not keep_self:
@@ -236,7 +241,8 @@ def _package_versions(kind: str, text: str) -> dict[str, str]:
                 name = line[len(name_key):].strip()
             elif line.startswith(ver_key):
                 ver = line[len(ver_key):].strip()
-        if name and ver and (name == "musl" or re.match(r"^(lib)?python3\.\d+(-minimal)?$", name)):
+        wanted = name == "musl" or re.match(r"^(lib)?python3(\.\d+)?(-minimal)?$", name or "")
+        if name and ver and wanted:
             out[name] = ver
     return out
 
