@@ -178,6 +178,21 @@ def test_a_deleted_dist_info_directory_removes_the_distribution():
     assert pk.find_packages(versions) == []
 
 
+def test_whiteouts_of_a_layer_apply_before_its_own_files_whatever_the_tar_order():
+    d = f"{SITE}/x-1.dist-info"
+    entries = [(1, Entry(f"{d}/RECORD", b"x.py,,3\n")),
+               (1, Entry(f"{d}/METADATA", b"Name: x\nVersion: 1\n")),
+               (2, Entry(f"{d}/RECORD", b"x.py,,4\n")),  # rewritten, then the layer's
+               (2, Entry(f"{d}/.wh..wh..opq", b"")),      # opaque marker comes later in its tar
+               (3, Entry(f"./{SITE}/.wh.y-1.dist-info", b""))]
+    versions = list(pk.database_versions(entries))
+    assert [(v.layer, v.path, v.data is None) for v in versions] == [
+        (1, f"{d}/RECORD", False), (1, f"{d}/METADATA", False),
+        (2, d, True), (2, f"{d}/RECORD", False), (3, f"{SITE}/y-1.dist-info", True)]
+    [p] = pk.find_packages(versions)
+    assert (p.name, p.version, p.layer) == ("x", "1", 2)  # METADATA went with the opaque dir
+
+
 def test_usrmerged_paths_of_dpkg_lists_are_found_behind_the_bin_link():
     fs = FinalFS({"bin": FileRow("symlink", 0, 0, "usr/bin"), "usr/bin/ls": FileRow("file", 7, 3),
                   "lib64": FileRow("symlink", 0, 0, "/usr/lib64"),
@@ -206,6 +221,12 @@ class Saved:
         return pk.to_frame(pk.find_packages(self.versions, FinalFS(self.rows)))
 
 
+@dataclass
+class Entry:  # the two fields of a TarEntry that packages reads
+    path: str
+    data: bytes | None
+
+
 def _kind(m: tarfile.TarInfo) -> str:
     return ("dir" if m.isdir() else "symlink" if m.issym() else "hardlink" if m.islnk()
             else "file" if m.isfile() else "other")
@@ -217,7 +238,7 @@ def save_and_walk(client, tag: str, dest: Path) -> Saved:
         for chunk in client.images.get(tag).save(named=True):
             f.write(chunk)
     rows: dict[str, FileRow] = {}
-    versions: list[DbVersion] = []
+    handed: list[tuple[int, Entry]] = []  # what a layer walk hands to pk.database_versions
     with tarfile.open(dest) as outer:
         manifest = json.load(outer.extractfile("manifest.json"))[0]
         config = json.load(outer.extractfile(manifest["Config"]))
@@ -228,16 +249,15 @@ def save_and_walk(client, tag: str, dest: Path) -> Saved:
                     d, base = posixpath.split(pk.norm(m.name))
                     if base.startswith(".wh."):
                         gone = d if base == ".wh..wh..opq" else posixpath.join(d, base[4:])
-                        for p in [p for p in rows if p.startswith(gone + "/") or p == gone and gone != d]:
+                        for p in [p for p in rows if p.startswith(gone + "/") or p == gone != d]:
                             del rows[p]
-                        versions.append(DbVersion(index, gone, None))
                 for m in members:
                     path = pk.norm(m.name)
-                    if posixpath.basename(path).startswith(".wh.") or not path:
-                        continue
-                    rows[path] = FileRow(_kind(m), m.size, index, m.linkname)
-                    if m.isfile() and pk.is_database_path(path):
-                        versions.append(DbVersion(index, path, layer.extractfile(m).read()))
+                    if m.isfile() and pk.wanted(path):
+                        handed.append((index, Entry(m.name, layer.extractfile(m).read())))
+                    if path and not posixpath.basename(path).startswith(".wh."):
+                        rows[path] = FileRow(_kind(m), m.size, index, m.linkname)
+    versions = list(pk.database_versions(handed))
     return Saved(tag, dest, config["rootfs"]["diff_ids"], versions, rows)
 
 

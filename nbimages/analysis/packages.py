@@ -555,29 +555,55 @@ def to_frame(pkgs: Iterable[Package]) -> pd.DataFrame:
 # Entry point over an Inspection
 
 
+def wanted(path: str) -> bool:
+    """The paths a layer walk must hand over: database files, and whiteouts (deletions)."""
+    return is_database_path(path) or posixpath.basename(path).startswith(WHITEOUT)
+
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+def database_versions(entries: Iterable[tuple[int, Any]]) -> Iterator[DbVersion]:
+    """`(layer, TarEntry)` pairs in layer order -> DbVersion, whiteouts turned into deletions.
+
+    A layer's whiteouts apply to the layers below it (OCI image-spec, "Whiteouts"), so each
+    layer's deletions are yielded before its files, whatever the order inside its tar.
+    """
+    current = None
+    deleted: list[DbVersion] = []
+    written: list[DbVersion] = []
+    for layer, entry in entries:
+        if layer != current:
+            yield from deleted
+            yield from written
+            current, deleted, written = layer, [], []
+        path = norm(entry.path)
+        parent, base = posixpath.split(path)
+        if base == OPAQUE:
+            deleted.append(DbVersion(layer, parent, None))  # the parent stays, its contents go
+        elif base.startswith(WHITEOUT):
+            deleted.append(DbVersion(layer, posixpath.join(parent, base[len(WHITEOUT):]), None))
+        elif entry.data is not None and is_database_path(path):
+            written.append(DbVersion(layer, path, entry.data))
+    yield from deleted
+    yield from written
+
+
 def packages(inspection: Any) -> pd.DataFrame:
     """`Inspection.packages()`: one row per installed package, largest first.
 
-    Reads the database files of every layer through `inspection.read_files(predicate)`
-    (yielding `(layer_index, TarEntry)` in layer order) and measures against the final file
-    table `inspection.files()`.
+    Reads the database files (and whiteouts) of every layer through
+    `inspection.read_files(predicate)`, which yields `(layer_index, TarEntry)` in layer order,
+    and measures each package against the final file table `inspection.files()`.
     """
     fs = FinalFS.from_frame(_final_table(inspection))
-
-    def versions() -> Iterator[DbVersion]:
-        for layer, entry in inspection.read_files(is_database_path):
-            kind = getattr(entry, "kind", "file")
-            if kind in ("whiteout", "deleted", "opaque"):
-                yield DbVersion(layer, entry.path, None)
-            elif entry.data is not None and not _is_dir(kind):
-                yield DbVersion(layer, entry.path, entry.data)
-
-    return to_frame(find_packages(versions(), fs))
+    versions = database_versions(inspection.read_files(wanted))
+    return to_frame(find_packages(versions, fs))
 
 
 def _final_table(inspection: Any) -> pd.DataFrame:
     frame = inspection.files()
-    if "change" in frame.columns:  # a per-layer change log: keep each path's last state
-        frame = frame.drop_duplicates("path", keep="last")
+    if "change" in frame.columns:
         frame = frame[frame["change"] != "deleted"]
     return frame
