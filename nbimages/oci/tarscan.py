@@ -1,0 +1,425 @@
+"""A fast streaming reader of tar headers: lists a layer without building TarInfo objects.
+
+Python's `tarfile` spends most of its time building one TarInfo per entry (2.5 s for 157k
+entries where GNU tar needs 0.5 s), so layer analysis reads the 512-byte headers itself:
+ustar and GNU fields, GNU long names ('L'/'K'), per-entry PAX records ('x'), PAX globals
+('g', skipped). File data is skipped with positioned reads when the stream is a file or a
+seekable window (uncompressed layers) and read-and-discarded otherwise (gzip, zstd).
+
+Entries whose names contain '..', are absolute, or whose links climb out of the root are
+flagged in `unsafe`; this module never creates anything on the host.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import stat
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+from ..errors import InvalidImage
+from .fileslice import FileSlice
+
+BLOCK = 512
+# Bytes fetched per refill of the header window. Large enough to hold many headers of small
+# files in one read, small enough that a header after a big file does not pull megabytes.
+WINDOW = 64 << 10
+SEQ_WINDOW = 1 << 20
+ZERO_BLOCK = bytes(BLOCK)
+
+KINDS = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
+# typeflag byte -> kind; unknown flags are regular files (POSIX.1-2001 "ustar Interchange
+# Format": "other values ... shall be treated as regular files").
+_KIND_OF = {0: "file", 48: "file", 55: "file", 49: "hardlink", 50: "symlink", 51: "char",
+            52: "block", 53: "dir", 54: "fifo", 68: "dir", 83: "file"}
+_TF_LONGNAME, _TF_LONGLINK, _TF_PAX, _TF_PAX_GLOBAL, _TF_SOLARIS_PAX = 76, 75, 120, 103, 88
+_SKIPPED_TF = frozenset({86, 77, 78})  # 'V' volume label, 'M' multi-volume, 'N' old GNU names
+_EXTENDED_TF = frozenset({_TF_LONGNAME, _TF_LONGLINK, _TF_PAX, _TF_PAX_GLOBAL, _TF_SOLARIS_PAX})
+_USTAR = b"ustar\x0000"
+_GNU_MAGIC = b"ustar  \x00"
+_TERMINATORS = (0, 32)
+# name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic+version, prefix; the
+# numeric fields without their NUL/space terminator (uname/gname/devices are skipped).
+_HEADER = struct.Struct("100s7sx7sx7sx12s11sx8sB100s8s80x155s")
+
+
+@dataclass(slots=True)
+class TarEntry:
+    """One tar member, path normalised: no leading './' or '/', no trailing '/'.
+
+    `data` holds the file's bytes only when the caller's `want(path)` asked for them.
+    `unsafe` is empty, or says why the entry would escape the root if written naively.
+    """
+
+    path: str
+    kind: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    linkname: str
+    data: bytes | None = None
+    unsafe: str = ""
+
+
+def scan(stream: BinaryIO, want: Callable[[str], bool] | None = None,
+         max_data: int = 64 << 20) -> Iterator[TarEntry]:
+    """Yield every entry of the tar `stream` in order, never holding more than one file's data.
+
+    `want(path)` selects regular files whose contents are returned in `entry.data` (files
+    larger than `max_data` get None). A truncated or non-tar stream raises InvalidImage.
+    """
+    for rec in records(stream, want, max_data):
+        yield TarEntry(*rec)
+
+
+def records(stream: BinaryIO, want: Callable[[str], bool] | None = None,
+            max_data: int = 64 << 20) -> Iterator[tuple]:
+    """`scan` as plain tuples in TarEntry field order: the cheaper form for hot loops."""
+    read_at, total = _reader(stream)
+    window = SEQ_WINDOW if total is None else WINDOW
+    buf = b""
+    start = 0            # absolute position of buf[0]
+    pos = 0              # absolute position of the next header
+    long_name = long_link = None
+    pax: dict | None = None
+    first = True
+    decode = bytes.decode
+    kind_of = _KIND_OF
+    unpack_header = _HEADER.unpack_from
+    while True:
+        off = pos - start
+        if off < 0 or off + BLOCK > len(buf):
+            keep = buf[off:] if 0 <= off < len(buf) else b""
+            more = read_at(pos + len(keep), window)
+            buf = keep + more if keep else more
+            start, off = pos, 0
+            if len(buf) < BLOCK:
+                if not buf and total is not None and pos > total:
+                    raise _truncated(pos, total)
+                if buf or long_name is not None or long_link is not None or pax is not None:
+                    raise _truncated(pos, None)
+                return  # clean end of stream on a block boundary without end-of-archive blocks
+        (name_f, mode_f, uid_f, gid_f, size_f, mtime_f, _csum, tf, link_f, magic,
+         prefix_f) = unpack_header(buf, off)
+        if first or (magic != _USTAR and magic != _GNU_MAGIC):
+            # Headers with a ustar or GNU magic are trusted; the first header and any header
+            # without one (v7 tars, zero blocks, garbage) have their checksum verified.
+            if buf[off] == 0 and buf[off:off + BLOCK] == ZERO_BLOCK:
+                # End-of-archive marker (a tar of only zero blocks is an empty layer).
+                if long_name is not None or long_link is not None or pax is not None:
+                    raise _truncated(pos, total)
+                return
+            if not _checksum_ok(buf[off:off + BLOCK]):
+                raise InvalidImage(
+                    f"the layer is not a valid tar: the header at byte {pos:,} has a bad checksum"
+                    + (" (this does not look like a tar archive at all)" if first else
+                       " (the archive is corrupt or truncated)")
+                    + ". Re-export or pull the image again.")
+            first = False
+        try:
+            size = int(size_f[:11], 8) if size_f[11] in _TERMINATORS else _num(size_f, 0, 12)
+        except ValueError:
+            size = _num(size_f, 0, 12)
+        if size < 0:
+            raise InvalidImage(f"the layer tar has a negative size in the header at byte {pos:,}.")
+        data_start = pos + BLOCK
+        pos = data_start + ((size + 511) & ~511)
+
+        if tf in _EXTENDED_TF:
+            if size > 16 << 20:
+                raise InvalidImage(f"the layer tar has an extended header of {size:,} bytes at "
+                                   f"byte {data_start - BLOCK:,}; refusing to read it.")
+            payload, buf, start = _take(read_at, buf, start, data_start, size, total)
+            if tf == _TF_LONGNAME:
+                long_name = payload.split(b"\0", 1)[0]
+            elif tf == _TF_LONGLINK:
+                long_link = payload.split(b"\0", 1)[0]
+            elif tf == _TF_PAX_GLOBAL:
+                pass  # global defaults (usually a comment); per-entry records override them
+            else:
+                pax = _parse_pax(payload, data_start)
+            continue
+        if tf in _SKIPPED_TF:
+            long_name = long_link = pax = None
+            continue
+
+        # ---- an ordinary member
+        if long_name is not None:
+            raw_name = long_name
+        else:
+            e = name_f.find(0)
+            raw_name = name_f if e < 0 else name_f[:e]
+            if prefix_f[0] and magic == _USTAR:
+                e = prefix_f.find(0)
+                raw_name = (prefix_f if e < 0 else prefix_f[:e]) + b"/" + raw_name
+        if long_link is not None:
+            linkname = decode(long_link, "utf-8", "surrogateescape")
+        elif link_f[0]:
+            e = link_f.find(0)
+            linkname = decode(link_f if e < 0 else link_f[:e], "utf-8", "surrogateescape")
+        else:
+            linkname = ""
+        try:
+            mode = int(mode_f, 8)
+            uid = int(uid_f, 8)
+            gid = int(gid_f, 8)
+            mtime = int(mtime_f, 8)
+        except ValueError:
+            mode = _num(buf, off + 100, 8)
+            uid = _num(buf, off + 108, 8)
+            gid = _num(buf, off + 116, 8)
+            mtime = _num(buf, off + 136, 12)
+        name = decode(raw_name, "utf-8", "surrogateescape")
+        if pax is not None:
+            name, linkname, size, uid, gid, mtime = _apply_pax(pax, name, linkname, size, uid,
+                                                               gid, mtime)
+            pos = data_start + ((size + 511) & ~511)
+            pax = None
+        long_name = long_link = None
+        kind = kind_of.get(tf, "file")
+        if tf == 0 and name.endswith("/"):
+            kind = "dir"  # pre-POSIX tars mark directories by a trailing slash only
+
+        # Normalise the path; anything unusual takes the careful route.
+        if name[-1:] == "/":
+            name = name[:-1]
+        if name[:2] == "./":
+            name = name[2:]
+        unsafe = ""
+        if name[:1] in "./" or "/." in name or "//" in name or name[-1:] == "/":
+            name, unsafe = _normalise(name)
+        if linkname and ".." in linkname:
+            unsafe = unsafe or _link_escapes(name, linkname, kind)
+
+        data = None
+        if want is not None and kind == "file" and size <= max_data and want(name):
+            data, buf, start = _take(read_at, buf, start, data_start, size, total)
+        yield (name, kind, size, mode & 0o7777, uid, gid, mtime, linkname, data, unsafe)
+
+
+# ---------------------------------------------------------------- reading
+
+def _reader(stream):
+    """(read_at(pos, n) -> bytes, total size or None) for positions relative to the start.
+
+    Regular files use os.pread (no seek, no buffer copies); other seekable streams are read
+    through their raw object so a seek past a large file does not refill a big buffer;
+    anything else is read in order and skipped data is read and discarded.
+    """
+    raw = stream.raw if isinstance(stream, io.BufferedReader) else stream
+    if isinstance(raw, io.FileIO):
+        fd = raw.fileno()
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            base = stream.tell()
+            total = os.fstat(fd).st_size - base
+
+            def pread_at(pos: int, n: int) -> bytes:
+                return os.pread(fd, n, base + pos)
+            return pread_at, total
+    if isinstance(raw, (FileSlice, io.BytesIO, io.FileIO)):
+        # Only streams whose seek is cheap: GzipFile says seekable() too, but seeks by
+        # decompressing from the start (and its fileno() is the compressed file's).
+        base = stream.tell()
+        total = raw.seek(0, io.SEEK_END) - base
+
+        def read_at(pos: int, n: int) -> bytes:
+            raw.seek(base + pos)
+            return _read_full(raw, n)
+        return read_at, total
+
+    state = [0]  # stream position relative to the start
+    scratch = bytearray(SEQ_WINDOW)
+    readinto = getattr(stream, "readinto", None)
+
+    def read_seq(pos: int, n: int) -> bytes:
+        gap = pos - state[0]
+        if gap < 0:
+            raise AssertionError("sequential tar reader asked to go backwards")
+        view = memoryview(scratch)
+        while gap > 0:
+            if readinto is not None:
+                got = readinto(view[:min(gap, len(scratch))])
+            else:
+                got = len(stream.read(min(gap, len(scratch))))
+            if not got:
+                raise _truncated(pos - gap, None)
+            gap -= got
+        if readinto is None:
+            data = _read_full(stream, n)
+        else:
+            # readinto a fresh buffer saves a copy per window over read() (igzip: 2.1 s
+            # instead of 2.7 s for 1.3 GB).
+            data = bytearray(n)
+            got = 0
+            while got < n:
+                k = readinto(memoryview(data)[got:])
+                if not k:
+                    break
+                got += k
+            if got < n:
+                del data[got:]
+        state[0] = pos + len(data)
+        return data
+    return read_seq, None
+
+
+def _read_full(f, n: int) -> bytes:
+    data = f.read(n)
+    if data is None:
+        data = b""
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _take(read_at, buf: bytes, start: int, at: int, size: int, total: int | None):
+    """Bytes [at, at+size) of the stream, from the window if there; returns (data, buf, start)."""
+    off = at - start
+    if 0 <= off and off + size <= len(buf):
+        return bytes(buf[off:off + size]), buf, start
+    have = buf[off:] if 0 <= off < len(buf) else b""
+    rest = read_at(at + len(have), size - len(have))
+    data = bytes(have + rest)
+    if len(data) < size:
+        raise _truncated(at + len(data), total)
+    return data, b"", at + size
+
+
+def _truncated(pos: int, total: int | None) -> InvalidImage:
+    where = f"at byte {pos:,}" if total is None else f"at byte {pos:,} of {total:,}"
+    return InvalidImage(f"the layer tar is truncated: it ends in the middle of an entry ({where}). "
+                        "The download or export was cut short; fetch the image again.")
+
+
+# ---------------------------------------------------------------- fields
+
+def _num(b: bytes, off: int, width: int) -> int:
+    """A numeric header field: octal text (NUL/space padded) or GNU base-256."""
+    field = b[off:off + width]
+    if field[0] & 0x80:
+        value = int.from_bytes(field, "big") & ~(0x80 << (8 * (width - 1)))
+        if field[0] & 0x40:  # negative in two's complement
+            value -= 1 << (8 * width - 1)
+        return value
+    text = field.split(b"\0", 1)[0].strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise InvalidImage(f"the layer tar has a malformed number {field!r} in a header; "
+                           "the archive is corrupt.") from None
+
+
+def _checksum_ok(h: bytes) -> bool:
+    text = h[148:156].split(b"\0", 1)[0].strip()
+    try:
+        stored = int(text, 8)
+    except ValueError:
+        return False
+    spaced = h[:148] + b"        " + h[156:]
+    if stored == sum(spaced):
+        return True
+    # Some old tars summed signed chars.
+    return stored == sum(c - 256 if c > 127 else c for c in spaced)
+
+
+def _parse_pax(payload: bytes, at: int) -> dict[bytes, bytes]:
+    """PAX records 'LEN key=value\\n' (POSIX.1-2001 pax Extended Header)."""
+    out: dict[bytes, bytes] = {}
+    p = 0
+    n = len(payload)
+    while p < n:
+        sp = payload.find(b" ", p)
+        try:
+            length = int(payload[p:sp])
+        except ValueError:
+            if not payload[p:].strip(b"\0"):
+                break  # NUL padding after the last record
+            raise InvalidImage(f"the layer tar has a malformed PAX header at byte {at:,}.") from None
+        if sp < 0 or length <= 0 or p + length > n:
+            raise InvalidImage(f"the layer tar has a malformed PAX header at byte {at:,}.")
+        key, _, value = payload[sp + 1:p + length - 1].partition(b"=")
+        out[key] = value
+        p += length
+    return out
+
+
+def _apply_pax(pax: dict, name, linkname, size, uid, gid, mtime):
+    def dec(v: bytes) -> str:
+        return v.decode("utf-8", "surrogateescape")
+    try:
+        if b"path" in pax:
+            name = dec(pax[b"path"])
+        if b"linkpath" in pax:
+            linkname = dec(pax[b"linkpath"])
+        if b"size" in pax:
+            size = int(pax[b"size"])
+        if b"uid" in pax:
+            uid = int(pax[b"uid"])
+        if b"gid" in pax:
+            gid = int(pax[b"gid"])
+        if b"mtime" in pax:
+            mtime = int(float(pax[b"mtime"]))
+    except ValueError:
+        raise InvalidImage("the layer tar has a PAX record with a malformed number.") from None
+    return name, linkname, size, uid, gid, mtime
+
+
+# ---------------------------------------------------------------- paths
+
+def _normalise(name: str) -> tuple[str, str]:
+    """Clean a member name; say why it is unsafe if it is absolute or has '..' parts."""
+    unsafe = ""
+    if name.startswith("/"):
+        unsafe = "absolute path"
+    parts = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            unsafe = "'..' in path"
+            if parts:
+                parts.pop()
+                continue
+            unsafe = "path escapes the image root"
+            continue
+        parts.append(part)
+    return "/".join(parts), unsafe
+
+
+def escapes_root(path: str) -> bool:
+    """True if a relative path, taken from the image root, climbs above it."""
+    depth = 0
+    for part in path.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def _link_escapes(name: str, linkname: str, kind: str) -> str:
+    if kind == "hardlink":
+        return "hard link target escapes the image root" if escapes_root(linkname) else ""
+    if kind == "symlink" and not linkname.startswith("/"):
+        # Absolute targets resolve inside the image's root at run time; relative ones are
+        # resolved from the link's directory and must not climb above the root.
+        if escapes_root(posixpath.join(posixpath.dirname(name), linkname)):
+            return "symlink target escapes the image root"
+    return ""
