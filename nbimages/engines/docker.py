@@ -773,6 +773,9 @@ def follow_progress(events: Iterator[dict], desc: str, moving: str, *, enabled=N
     return summary
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the legacy builder colours a step's stderr
+
+
 class BuildLog:
     """Follows a legacy-builder stream: echoes it, tracks the step, explains a failure."""
 
@@ -791,7 +794,7 @@ class BuildLog:
         if self.stream:
             _write(sys.stdout, text)
         self.log.add("stdout", text)
-        for line in text.splitlines():
+        for line in ANSI.sub("", text).splitlines():
             m = self.STEP.match(line)
             if m:
                 self.step = (m.group(1), m.group(2), m.group(3))
@@ -829,4 +832,8 @@ class BuildLog:
                      if lines else "It printed nothing.")
             return BuildError(f"{where} failed with exit code {exit_code}. {shown}\nFix that "
                               "command and build again (earlier steps come from the build cache).")
-        return BuildError(f"{where} failed: {message.strip()}")
+        hint = ""
+        if self.step and self.step[2].upper().startswith("FROM"):
+            hint = (" The engine needs the base image: build, load or pull it into the engine "
+                    "first (nbimages.images() lists what it has).")
+        return BuildError(f"{where} failed: {message.strip()}.{hint}")
