@@ -14,7 +14,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 
-from ..errors import BuildError
+from ..errors import BuildError, InvalidImage
 
 # OCI architecture (+ variant) -> the machine name in wheel platform tags and markers.
 _MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "ppc64le": "ppc64le",
@@ -263,39 +263,54 @@ def scan_layers(image) -> _Tree:
         opaque: list[str] = []
         with layer.open_tar() as stream:
             try:
-                tf = tarfile.open(fileobj=stream, mode="r|")
-                for m in tf:
-                    path = _norm(m.name)
+                for path, kind, link, data in _entries(stream):
                     base = path.rsplit("/", 1)[-1]
                     parent = path.rsplit("/", 1)[0] if "/" in path else ""
                     if base == ".wh..wh..opq":
                         opaque.append(parent)
-                        continue
-                    if base.startswith(".wh."):
+                    elif base.startswith(".wh."):
                         whiteouts.append(posixpath.join(parent, base[4:]))
-                        continue
-                    if not path:
-                        continue
-                    if m.isdir():
-                        members.append((path, _Entry("dir")))
-                    elif m.issym():
-                        members.append((path, _Entry("symlink", m.linkname)))
-                    elif m.islnk():
-                        members.append((path, _Entry("hardlink", _norm(m.linkname))))
-                    elif m.isreg():
-                        entry = _Entry("file")
-                        kind = _interesting(path)
-                        if kind and m.size <= _MAX_FACT_READ:
-                            f = tf.extractfile(m)
-                            entry.fact = _fact(kind, f.read() if f else b"")
+                    elif path:
+                        entry = _Entry(kind, _norm(link) if kind == "hardlink" else link)
+                        if data is not None:
+                            entry.fact = _fact(_interesting(path), data)
                         members.append((path, entry))
-                    else:
-                        members.append((path, _Entry("other")))
-            except tarfile.TarError as e:
+            except (tarfile.TarError, InvalidImage) as e:
                 raise BuildError(f"layer {layer.digest} of the base image is not a readable tar "
                                  f"({e}); the image is damaged, pull or build it again.") from None
         tree.add_layer(members, whiteouts, opaque)
     return tree
+
+
+def _entries(stream):
+    """(path, kind, link, data-if-interesting) per member; tarscan when present, else tarfile."""
+    want = (lambda p: _interesting(p) is not None)
+    try:
+        from ..oci import tarscan
+    except ImportError:
+        tarscan = None
+    if tarscan is not None:
+        for e in tarscan.scan(stream, want, max_data=_MAX_FACT_READ):
+            kind = e.kind if e.kind in ("file", "dir", "symlink", "hardlink") else "other"
+            yield e.path, kind, e.linkname, e.data
+        return
+    tf = tarfile.open(fileobj=stream, mode="r|")
+    for m in tf:
+        path = _norm(m.name)
+        if m.isdir():
+            yield path, "dir", "", None
+        elif m.issym():
+            yield path, "symlink", m.linkname, None
+        elif m.islnk():
+            yield path, "hardlink", m.linkname, None
+        elif m.isreg():
+            data = None
+            if want(path) and m.size <= _MAX_FACT_READ:
+                f = tf.extractfile(m)
+                data = f.read() if f else b""
+            yield path, "file", "", data
+        else:
+            yield path, "other", "", None
 
 
 # ---------------------------------------------------------------- the target
