@@ -20,6 +20,7 @@ _EXPORTS = {
     "Store": "nbimages.store:Store",
     "open_image": "nbimages.sources:open_image",
     "save": "nbimages.sources:save",
+    "load_into_engine": "nbimages.sources:load_into_engine",
     "inspect": "nbimages.analysis:inspect",
     "Inspection": "nbimages.analysis:Inspection",
     "Reference": "nbimages.reference:Reference",
