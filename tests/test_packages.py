@@ -326,6 +326,30 @@ def _tree_size(root: Path, *tops: str) -> int:
     return total
 
 
+def _egg_infos(site: Path) -> dict[str, int]:
+    """Three setuptools/distutils-era installs into `site`; returns their expected sizes."""
+    def put(rel: str, data: bytes) -> int:
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        return len(data)
+    info = "nbegg-1.1-py3.11.egg-info"
+    sizes = {"nbegg": put("nbegg/__init__.py", b"a" * 7_000) + put("nbegg/big.py", b"b" * 9_000)}
+    listed = ["../nbegg/__init__.py", "../nbegg/big.py", "PKG-INFO", "top_level.txt"]
+    sizes["nbegg"] += put(f"{info}/PKG-INFO", b"Metadata-Version: 1.1\nName: nbegg\nVersion: 1.1\n")
+    sizes["nbegg"] += put(f"{info}/top_level.txt", b"nbegg\n")
+    sizes["nbegg"] += put(f"{info}/installed-files.txt", ("\n".join(listed) + "\n").encode())
+    put(f"{info}/SOURCES.txt", b"setup.py\n")  # not installed-files.txt-listed: not counted
+    sizes["nbegg"] -= len(("\n".join(listed) + "\n").encode())  # nor is the list itself
+    sizes["nbtop"] = (put("nbtop.egg-info/PKG-INFO", b"Name: nbtop\nVersion: 0.3\n")
+                      + put("nbtop.egg-info/top_level.txt", b"nbtop\nnbtop_ext\n")
+                      + put("nbtop/__init__.py", b"c" * 3_000)
+                      + put("nbtop_ext.cpython-311-x86_64-linux-gnu.so", b"d" * 11_000))
+    put("nbtop_helper.py", b"not in top_level.txt\n")
+    sizes["nbold"] = put("nbold-0.1-py3.11.egg-info", b"Metadata-Version: 1.0\nName: nbold\nVersion: 0.1\n")
+    put("nbold.py", b"e" * 500)
+    return sizes
+
+
 @pytest.fixture(scope="session")
 def python_image(docker_client, busybox_image, tmp_path_factory):
     """busybox + Python distributions over six layers:
@@ -334,6 +358,7 @@ def python_image(docker_client, busybox_image, tmp_path_factory):
     3: COPY /usr/local/.../site-packages: nbdemo 2.0 (a second version, another site dir)
     4: RUN rm nbgone                5: RUN overwrite idna/core.py with 100 kB
     6: RUN rm nbup 1.0              7: COPY nbup 2.0 (the upgrade)
+    8: COPY egg-info installs: with installed-files.txt, with top_level.txt only, a lone file
     """
     ctx = tmp_path_factory.mktemp("pyimg")
     wheels = ctx / "wheels"
@@ -345,6 +370,7 @@ def python_image(docker_client, busybox_image, tmp_path_factory):
     _pip_install(site2, _wheel(wheels, "nbdemo", "2.0", 50_000))
     _pip_install(site3, _wheel(wheels, "nbup", "2.0", 40_000))
     shutil.rmtree(wheels)
+    eggs = _egg_infos(ctx / "eggs")
     tag = "nbtest/packages-python:1"
     docker_build(docker_client, ctx, tag, f"""\
 FROM {busybox_image}
@@ -354,6 +380,7 @@ RUN rm -rf /{SITE}/nbgone /{SITE}/nbgone-1.0.dist-info
 RUN head -c 100000 /bin/busybox > /{SITE}/idna/core.py
 RUN rm -rf /{SITE}/nbup /{SITE}/nbup-1.0.dist-info
 COPY site3/ /{SITE}/
+COPY eggs/ /{SITE}/
 """)
     saved = save_and_walk(docker_client, tag, ctx / "image.tar")
     idna = next(site1.glob("idna-*.dist-info"))
@@ -363,6 +390,7 @@ COPY site3/ /{SITE}/
         "nbup-2.0": _tree_size(site3, "nbup", "nbup-2.0.dist-info"),
         "idna": _tree_size(site1, "idna", idna.name) - (site1 / "idna/core.py").stat().st_size + 100_000,
         "idna-version": idna.name[len("idna-"):-len(".dist-info")],
+        **eggs,
     }
     return saved, expected
 
@@ -372,7 +400,8 @@ def test_python_distributions_are_sized_from_their_files_with_the_installing_lay
     frame = saved.packages()
     py = frame[frame.type == "python"].set_index(["name", "version"])
     assert set(py.index) == {("nbdemo", "1.0"), ("nbdemo", "2.0"), ("nbup", "2.0"),
-                             ("idna", expected["idna-version"])}
+                             ("idna", expected["idna-version"]), ("nbegg", "1.1"),
+                             ("nbtop", "0.3"), ("nbold", "0.1")}
     assert py.loc[("nbdemo", "1.0"), "size"] == expected["nbdemo-1.0"]
     assert py.loc[("nbdemo", "2.0"), "size"] == expected["nbdemo-2.0"]
     assert py.loc[("nbup", "2.0"), "size"] == expected["nbup-2.0"]
@@ -380,6 +409,16 @@ def test_python_distributions_are_sized_from_their_files_with_the_installing_lay
     assert py.loc[("nbdemo", "2.0"), "layer"] == 3
     assert py.loc[("nbdemo", "2.0"), "location"] == f"/{LOCAL_SITE}/nbdemo-2.0.dist-info"
     assert py.loc[("nbup", "2.0"), "layer"] == 7  # upgraded: the new version's layer
+
+
+def test_egg_info_installs_are_sized_from_their_file_list_or_top_level_modules(python_image):
+    saved, expected = python_image
+    py = saved.packages().query("type == 'python'").set_index("name")
+    for name in ("nbegg", "nbtop", "nbold"):
+        assert py.loc[name, "size"] == expected[name], name
+        assert py.loc[name, "layer"] == 8
+    assert py.loc["nbegg", "files"] == 4
+    assert py.loc["nbold", "location"] == f"/{SITE}/nbold-0.1-py3.11.egg-info"
 
 
 def test_a_file_overwritten_later_counts_with_its_final_size_and_layer(python_image):
