@@ -1,0 +1,547 @@
+"""The embedded builder: a recipe -> layers, config and manifest in the store, no daemon.
+
+Reproducible by construction: every layer is a deterministic tar (oci.tarwriter) compressed
+by one pinned compressor (oci.compressor), JSON is canonical, dates come from
+SOURCE_DATE_EPOCH (else 1970-01-01), `created_by` names the step, never the tool version.
+
+Cache keys say exactly what a layer's bytes depend on:
+- file, copy and remove steps: the full list of entries as they will be written (paths after
+  following lower symlinks, modes and owners, parent directories' inherited metadata, and the
+  sha256 of every file's content), the epoch and the compressor. Equal keys mean equal bytes,
+  so a layer is reused even when an unrelated earlier step changed;
+- pip steps: the ChainID of the layers below (the packages depend on the image's Python),
+  the requirements and options, the epoch and the compressor.
+
+Nothing reaches the store until every step has succeeded: new layer blobs are written to the
+store's tmp area and renamed into place at the end, with the config, manifest, cache entries
+and tag, so a failed build leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy as _copy
+import datetime as _dt
+import hashlib
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BuildError, NbimagesError
+from ..image import Image, Layer
+from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
+from ..oci.descriptor import Descriptor, Platform
+from ..oci.manifest import Manifest
+from ..oci.tarwriter import DIR, FILE, SYMLINK, Entry, LayerTree, iter_tar, normalize_path, \
+    source_date_epoch
+from .cache import BuildCache
+from .context import Context, file_digest
+from .lower import LowerView, chain_id, view_of_layers
+from .steps import CONFIG_KINDS, EMBEDDED_KINDS, Step
+
+PIP_LABEL = "org.nbimages.pip"
+BASE_DIGEST_ANNOTATION = "org.opencontainers.image.base.digest"
+_KEY_VERSION = "nbimages-layer-1"
+
+# Docker layer media types have OCI twins with the same bytes (image-spec media-types.md).
+_TO_OCI = {mt.DOCKER_LAYER: mt.OCI_LAYER, mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
+           mt.DOCKER_LAYER_ZSTD: mt.OCI_LAYER_ZSTD,
+           mt.DOCKER_LAYER_FOREIGN_GZIP: mt.OCI_LAYER_ND_GZIP}
+
+
+def rfc3339(epoch: int) -> str:
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- the build report
+
+class BuildReport(list):
+    """One row per step: what it made, from the cache or rebuilt, in how long (a DataFrame-able list)."""
+
+    COLUMNS = ("step", "origin", "instruction", "layer", "size", "cache", "seconds")
+
+    def to_frame(self):
+        import pandas as pd
+        return pd.DataFrame(list(self), columns=[*self.COLUMNS, "kind", "key", "diff_id"])
+
+    def _repr_html_(self) -> str:
+        return self.to_frame()[list(self.COLUMNS)]._repr_html_()
+
+    def __repr__(self) -> str:
+        lines = [f"{'#':>3} {'origin':>7} {'cache':8} {'layer':14} {'size':>11} {'s':>6}  step"]
+        for r in self:
+            layer = dg.short(r["layer"]) if r["layer"] else ""
+            size = f"{r['size']:,}" if r["size"] is not None else ""
+            origin = "" if r["origin"] is None else str(r["origin"])
+            lines.append(f"{r['step']:>3} {origin:>7} {r['cache']:8} {layer:14} {size:>11} "
+                         f"{r['seconds']:6.2f}  {r['instruction'][:70]}")
+        return "\n".join(lines)
+
+
+# ---- opening the base
+
+def open_base(source: str | None, platform: str | Platform | None, store) -> Image | None:
+    """The base image (None for scratch), through nbimages.sources.open_image when present."""
+    if source is None or source.strip().lower() == "scratch":
+        return None
+    try:
+        from ..sources import open_image
+    except ImportError:
+        open_image = None
+    if open_image is not None:
+        return open_image(source, platform=platform)
+    # Before the sources package lands: the local store and OCI layout directories.
+    from ..oci.layout import OCILayout
+    if source.startswith("store:"):
+        return store.get(source[6:], platform)
+    if source.startswith("oci:"):
+        rest = source[4:]
+        path, _, tag = rest.rpartition(":") if ":" in rest and not os.path.isdir(rest) else (rest, "", "")
+        return OCILayout(path).image(tag or None, platform, source=source)
+    return store.get(source, platform)
+
+
+def _scratch_config(platform: Platform) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"architecture": platform.architecture, "os": platform.os,
+                           "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
+                           "history": []}
+    if platform.variant:
+        cfg["variant"] = platform.variant
+    return cfg
+
+
+def _start_config(base: Image | None, platform: Platform) -> dict[str, Any]:
+    if base is None:
+        return _scratch_config(platform)
+    cfg = _copy.deepcopy(base.config)
+    # These describe the container that built the base, not this image.
+    for k in ("container", "container_config", "docker_version", "parent", "id", "author"):
+        cfg.pop(k, None)
+    cfg.setdefault("config", {})
+    if cfg["config"] is None:
+        cfg["config"] = {}
+    cfg.setdefault("history", [])
+    return cfg
+
+
+# ---- config steps
+
+class _ConfigState:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.c = cfg["config"]
+        self.workdir = self.c.get("WorkingDir") or "/"
+        self.cmd_set = False
+
+    def apply(self, step: Step) -> None:
+        a, c = step.args, self.c
+        if step.kind == "env":
+            env = list(c.get("Env") or [])
+            for name, value in a["vars"].items():
+                env = [e for e in env if e.split("=", 1)[0] != name] + [f"{name}={value}"]
+            c["Env"] = env
+        elif step.kind == "workdir":
+            self.workdir = posixpath.normpath(posixpath.join(self.workdir, a["path"]))
+            c["WorkingDir"] = self.workdir
+        elif step.kind == "user":
+            c["User"] = a["user"]
+        elif step.kind == "cmd":
+            c["Cmd"] = list(a["command"])
+            self.cmd_set = True
+        elif step.kind == "entrypoint":
+            c["Entrypoint"] = list(a["command"]) or None
+            if not self.cmd_set:
+                # Docker: an ENTRYPOINT resets a CMD inherited from the base image.
+                c.pop("Cmd", None)
+        elif step.kind == "label":
+            labels = dict(c.get("Labels") or {})
+            labels.update(a["labels"])
+            c["Labels"] = labels
+        elif step.kind == "expose":
+            ports = dict(c.get("ExposedPorts") or {})
+            for p in a["ports"]:
+                ports[p] = {}
+            c["ExposedPorts"] = ports
+        elif step.kind == "arg":
+            pass  # build-time only; the Dockerfile reader substitutes it
+        if c.get("Entrypoint") is None:
+            c.pop("Entrypoint", None)
+
+    def image_path(self, path: str) -> str:
+        """A step's path made absolute against the current WORKDIR (Docker's rule for COPY)."""
+        return posixpath.join(self.workdir, path)
+
+
+# ---- layer trees
+
+def _resolve_entries(view: LowerView, entries: list[Entry], *, keep_lower_dirs: bool) -> LayerTree:
+    """Entries moved through the lower layers' symlinks; dirs keep lower metadata if asked."""
+    memo: dict[str, str] = {"": ""}
+
+    def rdir(p: str) -> str:
+        if p in memo:
+            return memo[p]
+        parent, name = posixpath.split(p)
+        cand = posixpath.join(rdir(parent), name) if parent else name
+        if view.kind(cand) == "l":
+            cand = view.resolve(cand, follow_last=True)
+        memo[p] = cand
+        return cand
+
+    out = LayerTree()
+    for e in entries:
+        parent, name = posixpath.split(e.path)
+        if e.kind == DIR:
+            path = rdir(e.path)
+            if not path:
+                continue
+            if keep_lower_dirs:
+                meta = view.dir_meta(path)
+                if meta:
+                    e = Entry(path, DIR, *meta)
+        else:
+            path = posixpath.join(rdir(parent), name) if parent else name
+        out.add(Entry(path, e.kind, e.mode, e.uid, e.gid, e.uname, e.gname, e.size, e.linkname,
+                      e.source))
+    return out
+
+
+def _file_tree(step: Step, state: _ConfigState) -> list[Entry]:
+    a = step.args
+    t = LayerTree()
+    t.add_bytes(state.image_path(a["path"]), step.content or b"", a["mode"], uid=a["uid"],
+                gid=a["gid"])
+    return [t.get(state.image_path(a["path"]))]  # type: ignore[list-item]
+
+
+def _remove_tree(step: Step, state: _ConfigState, view: LowerView) -> list[Entry]:
+    t = LayerTree()
+    for p in step.args["paths"]:
+        path = normalize_path(state.image_path(p))
+        if not path:
+            raise BuildError("REMOVE / would remove the whole filesystem; name what to remove.")
+        parent, name = posixpath.split(path)
+        t.add_whiteout(posixpath.join(parent, name))
+    return [t.get(p) for p in _paths(t)]  # type: ignore[misc]
+
+
+def _paths(tree: LayerTree) -> list[str]:
+    return list(tree._entries)  # noqa: SLF001 - same package family
+
+
+def _copy_tree(step: Step, state: _ConfigState, view: LowerView, ctx: Context) -> list[Entry]:
+    a = step.args
+    dest_text = state.image_path(a["dest"])
+    if a["dest"].endswith("/") or a["dest"] in (".", "./"):
+        dest_text += "/"
+    dest = normalize_path(dest_text) if dest_text.strip("/") else ""
+    sources = []
+    for src in a["src"]:
+        sources += ctx.resolve(src)
+    multi = len(sources) > 1
+    dest_is_dir = dest_text.endswith("/") or dest == "" or \
+        view.kind(view.resolve(dest, follow_last=True)) == "d"
+    if multi and not dest_text.endswith("/"):
+        raise BuildError(f"COPY of several sources ({', '.join(a['src'])}) needs a destination "
+                         f"directory ending in '/': write {a['dest']}/.")
+    uid, gid, mode = a.get("uid", 0), a.get("gid", 0), a.get("chmod")
+    t = LayerTree()
+    for rel, host in sources:
+        if host.is_dir():
+            before = len(t)
+            t.add_host_tree(dest, host, include=ctx.include_under(rel), uid=uid, gid=gid, mode=mode)
+            if len(t) == before and dest and dest not in t:
+                meta = view.dir_meta(dest)
+                t.add(Entry(dest, DIR, *(meta or (0o755, uid, gid))))
+        else:
+            name = posixpath.basename(rel) or host.name
+            target = posixpath.join(dest, name) if (dest_is_dir or multi) else dest
+            if not target:
+                raise BuildError(f"COPY {rel} / would replace the root directory; copy it into "
+                                 "a directory (end the destination with '/').")
+            t.add_host_file(target, host, follow=True, uid=uid, gid=gid, mode=mode)
+    return [t.get(p) for p in _paths(t)]  # type: ignore[misc]
+
+
+def _layer_key(entries: list[Entry], comp: cz.Compressor, epoch: int) -> str:
+    h = hashlib.sha256()
+    h.update(canonical.dumps({"v": _KEY_VERSION, "compressor": comp.ident, "epoch": epoch}))
+    for e in entries:
+        content = None
+        if e.kind == FILE and e.size:
+            if isinstance(e.source, (bytes, bytearray)):
+                content = "sha256:" + hashlib.sha256(e.source).hexdigest()
+            else:
+                content = file_digest(e.source)  # type: ignore[arg-type]
+        h.update(b"\n" + canonical.dumps([e.path, e.kind, e.mode, e.uid, e.gid, e.uname, e.gname,
+                                         e.size, e.linkname, content]))
+    return "sha256:" + h.hexdigest()
+
+
+# ---- staged blobs
+
+class _Staged:
+    """A layer blob written under the store's tmp area; renamed into blobs/ at commit."""
+
+    def __init__(self, store, entries: list[Entry], comp: cz.Compressor, epoch: int):
+        fd, self.path = tempfile.mkstemp(prefix="layer-", dir=store.tmpdir())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pipe = cz.LayerPipeline(comp, f.write)
+                for chunk in iter_tar(entries, epoch):
+                    pipe.write(chunk)
+                self.result = pipe.close()
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            self.discard()
+            raise
+
+    def open(self):
+        return open(self.path, "rb")
+
+    def commit(self, store) -> None:
+        target = store.blob_path(self.result.digest)
+        if target.exists():
+            self.discard()
+            return
+        os.chmod(self.path, 0o644)
+        os.replace(self.path, target)
+        self.done = True
+
+    done = False
+
+    def discard(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+# ---- the build
+
+def _check_embedded(steps: list[Step]) -> None:
+    for i, step in enumerate(steps):
+        if step.kind not in EMBEDDED_KINDS:
+            raise BuildError(
+                f"step {i + 1} ({step.describe()}) runs a command in a container, which the "
+                "embedded builder cannot do: it has no engine. Build this recipe with the Docker "
+                "engine (recipe.build(tag, engine='docker')), or replace the RUN by steps the "
+                "embedded builder makes (file, copy, pip, remove).")
+
+
+def _intermediate(cfg: dict, layers: list[Layer], history: list[dict]) -> Image:
+    """The image as built so far (not stored): what a pip step inspects for its Python."""
+    c = _copy.deepcopy(cfg)
+    c["rootfs"] = {"type": "layers", "diff_ids": [l.diff_id for l in layers]}
+    c["history"] = list(history)
+    raw = canonical.dumps(c)
+    man = Manifest.build(Descriptor(mt.OCI_CONFIG, dg.of_bytes(raw), len(raw)),
+                         [l.descriptor for l in layers])
+    return Image(man, raw, list(layers), source="build:intermediate")
+
+
+class _Build:
+    """One run of the embedded builder over a recipe (state kept between steps)."""
+
+    def __init__(self, recipe, store, compression, progress):
+        self.recipe = recipe
+        self.store = store
+        self.comp = cz.get(compression if compression is not None else recipe.compression)
+        self.epoch = source_date_epoch()
+        self.created = rfc3339(self.epoch)
+        self.progress = progress
+        self.cache = BuildCache(store)
+        self.staged: list[_Staged] = []
+        self.records: dict[str, dict] = {}
+        self.pins: list[dict] = []
+        self.report = BuildReport()
+        self._ctx: Context | None = None
+        self.view: LowerView | None = None
+
+    def context(self) -> Context:
+        if self._ctx is None:
+            self._ctx = Context(self.recipe.context)
+        return self._ctx
+
+    def run(self, tag: str | None) -> Image:
+        _check_embedded(self.recipe.steps)
+        store = self.store
+        base = self.recipe._open_base(store)  # noqa: SLF001
+        self.base = base
+        platform = base.platform if base is not None else Platform.parse(self.recipe.platform)
+        cfg = self.cfg = _start_config(base, platform)
+        self.state = _ConfigState(cfg)
+        self.history: list[dict] = list(cfg.get("history") or [])
+        self.layers: list[Layer] = []
+        if base is not None:
+            for l in base.layers:
+                d = l.descriptor
+                d = Descriptor(_TO_OCI.get(d.media_type, d.media_type), d.digest, d.size,
+                               dict(d.annotations), urls=d.urls)
+                self.layers.append(Layer(d, l.diff_id, l.open_blob))
+        try:
+            for i, step in enumerate(self.recipe.steps):
+                self._step(i, step)
+            desc, manifest = self._finish(platform, tag)
+        finally:
+            for s in self.staged:
+                s.discard()
+        if base is not None:
+            self.recipe._pin_base(store, base)  # noqa: SLF001
+        image = store.image(desc, source=f"store:{tag}" if tag else f"store:{manifest.digest}")
+        image.build_report = self.report  # type: ignore[attr-defined]
+        return image
+
+    def _step(self, i: int, step: Step) -> None:
+        t0 = time.perf_counter()
+        row = {"step": i + 1, "origin": step.origin, "instruction": step.describe(),
+               "layer": None, "size": None, "cache": "config", "seconds": 0.0,
+               "kind": step.kind, "key": step.key, "diff_id": None}
+        if step.kind in CONFIG_KINDS:
+            self.state.apply(step)
+            if step.kind != "arg":
+                self.history.append({"created": self.created, "created_by": step.describe(),
+                                     "empty_layer": True})
+        else:
+            if self.view is None:
+                views = Path(self.store.home) / "build-cache" / "views"
+                self.view = (view_of_layers(self.base.layers, views) if self.base is not None
+                             else LowerView())
+            layer, hit = self._layer(step)
+            self.layers.append(layer)
+            self.history.append({"created": self.created, "created_by": step.describe()})
+            row.update(layer=layer.digest, size=layer.size, diff_id=layer.diff_id,
+                       cache="hit" if hit else "rebuilt")
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        self.report.append(row)
+        if self.progress:
+            self.progress(row)
+
+    def _layer(self, step: Step) -> tuple[Layer, bool]:
+        view, state = self.view, self.state
+        assert view is not None
+        if step.kind == "pip":
+            return self._pip(step)
+        if step.kind == "file":
+            raw = _file_tree(step, state)
+        elif step.kind == "copy":
+            raw = _copy_tree(step, state, view, self.context())
+        else:
+            raw = _remove_tree(step, state, view)
+        tree = _resolve_entries(view, raw, keep_lower_dirs=False)
+        entries = tree.entries(parent_meta=view.dir_meta)
+        key = _layer_key(entries, self.comp, self.epoch)
+        rec = self.cache.get(key) or self.records.get(key)
+        view.apply(entries)
+        if rec:
+            return self._cached_layer(rec), True
+        return self._new_layer(key, entries, {}), False
+
+    def _pip(self, step: Step) -> tuple[Layer, bool]:
+        view = self.view
+        assert view is not None
+        a = step.args
+        key = "sha256:" + hashlib.sha256(canonical.dumps({
+            "v": _KEY_VERSION, "kind": "pip", "below": chain_id([l.diff_id for l in self.layers]),
+            "step": step.definition(), "compressor": self.comp.ident, "epoch": self.epoch,
+        })).hexdigest()
+        rec = self.cache.get(key) or self.records.get(key)
+        if rec:
+            view.apply_summary(rec.get("summary") or [])
+            self.pins += rec.get("pins") or []
+            return self._cached_layer(rec), True
+        try:
+            from .pip import install_layer_tree
+        except ImportError:
+            raise BuildError("pip steps need nbimages.build.pip, which is not installed in this "
+                             "copy of nbimages; update nbimages.") from None
+        staging = Path(tempfile.mkdtemp(prefix="pip-", dir=self.store.tmpdir()))
+        try:
+            parent = _intermediate(self.cfg, self.layers, self.history)
+            pins = install_layer_tree(parent, list(a["requirements"]), staging,
+                                      index_url=a.get("index_url"),
+                                      find_links=a.get("find_links"))
+            t = LayerTree()
+            t.add_host_tree("", staging)
+            raw = [t.get(p) for p in _paths(t)]
+            tree = _resolve_entries(view, raw, keep_lower_dirs=True)  # type: ignore[arg-type]
+            entries = tree.entries(parent_meta=view.dir_meta)
+            view.apply(entries)
+            pins = [dict(p) for p in pins or []]
+            self.pins += pins
+            extra = {"pins": pins, "summary": LowerView.summary(entries)}
+            return self._new_layer(key, entries, extra), False
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _cached_layer(self, rec: dict) -> Layer:
+        desc = Descriptor(rec["media_type"], rec["digest"], rec["size"])
+        staged = next((s for s in self.staged if s.result.digest == rec["digest"]), None)
+        opener = staged.open if staged else (lambda d=rec["digest"]: self.store.open_blob(d))
+        return Layer(desc, rec["diff_id"], opener)
+
+    def _new_layer(self, key: str, entries: list[Entry], extra: dict) -> Layer:
+        s = _Staged(self.store, entries, self.comp, self.epoch)
+        self.staged.append(s)
+        r = s.result
+        self.records[key] = {"digest": r.digest, "size": r.size, "diff_id": r.diff_id,
+                             "media_type": r.media_type, "tar_size": r.tar_size, **extra}
+        return Layer(Descriptor(r.media_type, r.digest, r.size), r.diff_id, s.open)
+
+    def _finish(self, platform: Platform, tag: str | None) -> tuple[Descriptor, Manifest]:
+        cfg, store, base = self.cfg, self.store, self.base
+        if self.pins:
+            labels = dict(cfg["config"].get("Labels") or {})
+            labels[PIP_LABEL] = canonical.dumps(self.pins).decode("utf-8")
+            cfg["config"]["Labels"] = labels
+        cfg["created"] = self.created
+        cfg["history"] = self.history
+        cfg["rootfs"] = {"type": "layers", "diff_ids": [l.diff_id for l in self.layers]}
+        config_bytes = canonical.dumps(cfg)
+        annotations = {cz.COMPRESSOR_ANNOTATION: self.comp.ident}
+        if base is not None:
+            annotations[BASE_DIGEST_ANNOTATION] = base.digest
+        manifest = Manifest.build(
+            Descriptor(mt.OCI_CONFIG, dg.of_bytes(config_bytes), len(config_bytes)),
+            [l.descriptor for l in self.layers], annotations=annotations)
+
+        # Every step succeeded: make it visible. Blobs first, then manifest, cache, tag.
+        if base is not None:
+            for l in base.layers:
+                if not store.has_blob(l.digest):
+                    with l.open_blob() as f:
+                        store.write_blob(f, l.digest)
+            store.write_blob(base.config_bytes, base.manifest.config.digest)
+            store.write_blob(base.manifest.raw, base.manifest.digest)
+        for s in self.staged:
+            s.commit(store)
+        store.write_blob(config_bytes, manifest.config.digest)
+        store.write_blob(manifest.raw, manifest.digest)
+        self.cache.put_many(self.records)
+        desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw),
+                          platform=platform)
+        with store.locked():
+            store.set_ref(tag, desc)
+        return desc, manifest
+
+
+def build_recipe(recipe, tag: str | None = None, *, store=None, compression=None,
+                 progress: Callable[[dict], Any] | None = None) -> Image:
+    """Build `recipe` without an engine; the image is stored (and tagged) in `store`.
+
+    Returns the stored Image with `.build_report` (a BuildReport) attached; the recipe keeps
+    it as `recipe.report` too. `progress(row)` is called after each step.
+    """
+    from ..store import default_store
+    build = _Build(recipe, store or default_store(), compression, progress)
+    try:
+        return build.run(tag)
+    finally:
+        recipe.report = build.report
