@@ -655,3 +655,17 @@ def test_apk_names_and_versions_agree_with_syft(apk_image):
     artifacts = syft(f"docker-archive:{saved.tar}")
     assert _by_type(frame, "apk") == _syft_by_type(artifacts, "apk") == {
         ("nbmusl", "1.2.4_git20230717-r4"), ("nbtool", "0.9-r1")}
+
+
+def test_damaged_database_files_give_what_can_be_read_and_never_raise():
+    d = f"{SITE}/x-1.dist-info"
+    versions = [
+        DbVersion(0, f"{d}/RECORD", b'x.py,,3\n"unclosed,\x00\nbad\xff\xfe,,12\ny.py,,notanumber\n'),
+        DbVersion(0, "var/lib/dpkg/status", b"\xff\xfe garbage\n\nPackage: ok\nVersion: 1\n"
+                                          b"Installed-Size: lots\nStatus: install ok installed\n"),
+        DbVersion(0, "lib/apk/db/installed", b"P:\nV:\n\nnonsense\n\nP:a\nI:x\n"),
+    ]
+    frame = pk.to_frame(pk.find_packages(versions))
+    assert sorted(zip(frame.type, frame.name)) == [("apk", "a"), ("deb", "ok"), ("python", "x")]
+    x = frame.set_index("name").loc["x"]
+    assert x["declared_size"] == 3 + 12  # the sizes that could be read

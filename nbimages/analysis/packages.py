@@ -205,9 +205,16 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 def parse_record(text: str) -> list[tuple[str, int | None]]:
-    """A dist-info RECORD (CSV of path, hash, size): the paths and declared sizes."""
+    """A dist-info RECORD (CSV of path, hash, size): the paths and declared sizes.
+
+    Read line by line so that one damaged line (a NUL, a stray quote) costs only that line.
+    """
     out = []
-    for row in csv.reader(io.StringIO(text)):
+    for line in text.splitlines():
+        try:
+            row = next(csv.reader([line]), None)
+        except csv.Error:
+            continue
         if not row or not row[0]:
             continue
         size = row[2].strip() if len(row) > 2 else ""
