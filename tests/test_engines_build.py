@@ -89,3 +89,103 @@ def test_build_log_parser_keeps_only_the_failing_steps_output():
         log.follow(events)
     assert str(info.value).startswith("step 2/2 `RUN make` failed with exit code 2.")
     assert "    b\n    c\n    d\n" in str(info.value) and "    a" not in str(info.value)
+
+
+# -- recipes -------------------------------------------------------------------------------------
+def _recipe(base: str, **kw):
+    from nbimages.build.recipe import Recipe
+    return Recipe(base, **kw)
+
+
+def test_recipe_with_run_steps_builds_one_layer_per_step_and_runs(eng, busybox_image, docker_client,
+                                                                  capsys):
+    tag = f"nbtest/engine-recipe:{uuid.uuid4().hex[:8]}"
+    r = _recipe(busybox_image)
+    r.file("/app/hello.sh", "#!/bin/sh\necho hello from a file step\n", mode=0o755)
+    r.run(f"echo tagged {tag} > /built && echo made-by-run")
+    r.env(GREETING="it's $HOME")             # config: no layer
+    r.run("echo first > /multi\necho second >> /multi")
+    r.remove("/built")
+    r.cmd(["sh", "-c", "/app/hello.sh; cat /multi; echo \"$GREETING\"; test ! -e /built"])
+    built = r.build(tag, engine=eng)
+    assert "made-by-run" in capsys.readouterr().out  # the log streamed
+    base = _layers(docker_client, busybox_image)
+    layers = _layers(docker_client, tag)
+    assert layers[:len(base)] == base
+    assert len(layers) - len(base) == sum(s.makes_layer for s in r.steps) == 4
+    history = [h for h in docker_client.api.history(tag)][::-1][-len(r.steps):]
+    kinds = ["COPY" if "#(nop) COPY" in h["CreatedBy"] else
+             "config" if "#(nop)" in h["CreatedBy"] else "RUN" for h in history]
+    assert kinds == ["COPY", "RUN", "config", "RUN", "RUN", "config"]
+    result = nbimages.run(built, engine=eng, stream=False)
+    assert result == 0, result.output
+    assert result.output.splitlines() == ["hello from a file step", "first", "second", "it's $HOME"]
+    docker_client.images.remove(tag)
+
+
+def test_recipe_copy_steps_send_the_context_minus_dockerignore(eng, busybox_image, docker_client,
+                                                                tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src" / "keep.txt").write_text("kept\n")
+    (ctx / "src" / "secret.env").write_text("TOKEN=1\n")
+    (ctx / ".dockerignore").write_text("# comment\n**/*.env\n")
+    tag = f"nbtest/engine-copy:{uuid.uuid4().hex[:8]}"
+    r = _recipe(busybox_image, context=ctx)
+    r.copy("src/", "/src/")
+    built = nbimages.engines.build(r, tag, engine=eng, stream=False)
+    result = built.run(["ls", "/src"], stream=False)
+    assert result.output.split() == ["keep.txt"]
+    assert len(_layers(docker_client, tag)) == len(_layers(docker_client, busybox_image)) + 1
+    docker_client.images.remove(tag)
+
+
+def test_failing_recipe_step_names_the_recipe_step(eng, busybox_image):
+    r = _recipe(busybox_image)
+    r.env(A="1")
+    r.run("echo about to fail; echo on stderr >&2; exit 5")
+    with pytest.raises(BuildError) as info:
+        nbimages.engines.build(r, engine=eng, stream=False)
+    msg = str(info.value)
+    assert msg.startswith("recipe step 2 (RUN echo about to fail; echo on stderr >&2; exit 5) "
+                          "failed with exit code 5.")
+    assert "    about to fail\n    on stderr" in msg
+
+
+def test_an_image_built_embedded_is_loaded_into_the_engine_and_runs(eng, busybox_in_registry,
+                                                                    docker_client):
+    r = _recipe(busybox_in_registry)
+    r.file("/hello.txt", f"embedded {uuid.uuid4()}\n")
+    r.cmd(["cat", "/hello.txt"])
+    image = r.build("nbtest/embedded-run:1")  # daemonless, into the (test's) store
+    assert eng.has_image(image.id) is None
+    result = nbimages.run(image, engine=eng, stream=False)
+    assert result == 0 and result.output.startswith("embedded ")
+    assert docker_client.images.get(image.id).attrs["RootFS"]["Layers"] == image.diff_ids
+    # and by name: the engine lacks it, the store has it
+    result = nbimages.run("nbtest/embedded-run:1", ["cat", "/hello.txt"], engine=eng, stream=False,
+                          pull="never")
+    assert result.output.startswith("embedded ")
+    docker_client.images.remove(image.id, force=True)
+
+
+def test_engine_recipe_on_a_base_only_the_store_has(eng, busybox_in_registry, docker_client):
+    base = _recipe(busybox_in_registry)
+    base.file("/base.txt", f"store base {uuid.uuid4()}\n")
+    stored = base.build("nbtest/store-only-base:1")
+    r = _recipe("nbtest/store-only-base:1")
+    r.run("cat /base.txt > /copied")
+    built = nbimages.engines.build(r, engine=eng, stream=False)
+    assert _layers(docker_client, built.id)[:-1] == stored.diff_ids
+    assert built.run(["cat", "/copied"], stream=False).output.startswith("store base ")
+    docker_client.images.remove(built.id, force=True)
+    docker_client.images.remove(stored.id, force=True)
+
+
+def test_dockerfile_cell_with_run_lines_builds_through_the_engine(eng, busybox_image, docker_client):
+    from nbimages.build.dockerfile import build_dockerfile
+    tag = f"nbtest/engine-df:{uuid.uuid4().hex[:8]}"
+    built = build_dockerfile(f"FROM {busybox_image}\nRUN echo from-run > /r\nCMD [\"cat\", \"/r\"]\n",
+                             tag, engine=eng)
+    assert built.run(stream=False).output == "from-run\n"
+    docker_client.images.remove(tag)

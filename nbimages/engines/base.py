@@ -130,9 +130,12 @@ class Engine:
             "containers or RUN steps.")
 
     # -- images ---------------------------------------------------------------------------
-    def build(self, recipe, tag: str | None = None, **kw) -> Any:
-        """Build a Recipe into an image named `tag`."""
+    def build_recipe(self, recipe, tag: str | None = None, **kw) -> Any:
+        """Build a Recipe into an image named `tag` (what Recipe.build(engine=...) calls)."""
         raise NotImplementedError
+
+    def build(self, recipe, tag: str | None = None, **kw) -> Any:
+        return self.build_recipe(recipe, tag, **kw)
 
     def build_dockerfile(self, dockerfile: str, context=None, tag: str | None = None, **kw) -> Any:
         """Build Dockerfile text with the files of `context` (a directory)."""

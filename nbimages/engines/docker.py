@@ -667,13 +667,45 @@ class DockerEngine(Engine):
                 raise BuildError(f"the Docker engine refused the build: {_engine_message(e)}") from None
         return EngineImage.from_inspect(self, tag or image_id, self.api.inspect_image(image_id))
 
-    def build(self, recipe, tag: str | None = None, *, network: str | None = None,
-              stream: bool = True, **kw) -> EngineImage:
-        """Build a Recipe with the engine: its Dockerfile plus the files its steps add."""
-        from .recipes import dockerfile_and_context
-        with dockerfile_and_context(recipe) as (text, ctx, needs_network):
-            net = network or ("host" if needs_network else "none")
-            return self.build_dockerfile(text, ctx, tag, network=net, stream=stream, **kw)
+    def build_recipe(self, recipe, tag: str | None = None, *, network: str | None = None,
+                     stream: bool = True, store=None, progress=None, nocache: bool = False,
+                     build_args: dict | None = None) -> EngineImage:
+        """Build a Recipe with the engine, RUN steps included: one instruction (so one layer
+        for file/copy/pip/remove/run) per step, the log streamed into the cell.
+
+        The base is used from the engine when it has it, else opened by nbimages (store,
+        registry, tar ...) and loaded in. Network is 'none' unless a pip step needs 'host'.
+        `progress` (the embedded builder's per-step callback) is not used: the log streams.
+        """
+        from .recipes import DOCKERFILE, engine_build
+        base_ref = self._base_for(recipe, store)
+        with engine_build(recipe, base_ref) as job:
+            net = network or ("host" if job.needs_network else "none")
+            try:
+                events = self.api.build(
+                    fileobj=job.context, custom_context=True, dockerfile=DOCKERFILE, tag=tag,
+                    network_mode=net, rm=True, forcerm=True, decode=True, nocache=nocache,
+                    buildargs=build_args)
+                image_id = BuildLog(stream, step_names=job.step_names).follow(events)
+            except docker.errors.APIError as e:
+                raise BuildError(f"the Docker engine refused the build: {_engine_message(e)}") from None
+        return EngineImage.from_inspect(self, tag or image_id, self.api.inspect_image(image_id))
+
+    build = build_recipe
+
+    def _base_for(self, recipe, store) -> str:
+        """A FROM line argument the engine resolves to the recipe's base image."""
+        base = recipe.base
+        if base == "scratch":
+            return base
+        plain = base[len("docker-daemon:"):] if base.startswith("docker-daemon:") else base
+        if self.has_image(plain) is not None:
+            return plain
+        from ..store import default_store
+        image = recipe._open_base(store or default_store())  # noqa: SLF001 - the recipe's own resolution
+        if self.has_image(image.id) is None:
+            self._load_image_object(image)
+        return image.id
 
 
 def _command_text(command) -> str:
@@ -782,8 +814,9 @@ class BuildLog:
     STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
     NOISE = re.compile(r"^( ---> |Removing intermediate container |Successfully (built|tagged) )")
 
-    def __init__(self, stream: bool = True, tail: int = 15):
+    def __init__(self, stream: bool = True, tail: int = 15, step_names: dict[int, str] | None = None):
         self.stream = stream
+        self.step_names = step_names or {}
         self.step: tuple[str, str, str] | None = None
         self.step_output: list[str] = []
         self.tail = tail
@@ -822,8 +855,10 @@ class BuildLog:
         return self.image_id
 
     def error(self, message: str, code: int | None) -> BuildError:
-        where = (f"step {self.step[0]}/{self.step[1]} `{self.step[2]}`" if self.step
-                 else "the build")
+        where = "the build"
+        if self.step:
+            where = (self.step_names.get(int(self.step[0]))
+                     or f"step {self.step[0]}/{self.step[1]} `{self.step[2]}`")
         m = re.search(r"returned a non-zero code: (\d+)", message)
         if m or (code and code > 0 and self.step and self.step[2].upper().startswith("RUN")):
             exit_code = int(m.group(1)) if m else code

@@ -53,10 +53,13 @@ class EmbeddedEngine(Engine):
                             "nbimages.images() lists what is there.")
 
     # -- images ---------------------------------------------------------------------------
-    def build(self, recipe, tag: str | None = None, **kw):
+    def build_recipe(self, recipe, tag: str | None = None, *, store=None, progress=None,
+                     compression: str | None = None, **_ignored):
         """Build with the daemonless builder (RUN steps raise BuildError: they need Docker)."""
-        from ..build import build
-        return build(recipe, tag, **kw) if tag is not None else build(recipe, **kw)
+        from ..build.builder import build_recipe
+        return build_recipe(recipe, tag, store=store, compression=compression, progress=progress)
+
+    build = build_recipe
 
     def pull(self, ref: str, **kw):
         from ..registry import pull
