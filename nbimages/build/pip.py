@@ -162,10 +162,19 @@ def _pip(args: list[str], timeout: int = 1800) -> subprocess.CompletedProcess:
 
 
 def _pip_reason(stderr: str) -> str:
-    """pip's ERROR lines as one paragraph (what the user needs to read)."""
+    """pip's ERROR lines (and the cause of a conflict) as one paragraph."""
     lines = [ln.strip() for ln in stderr.splitlines()]
     errors = [ln[len("ERROR:"):].strip() for ln in lines if ln.startswith("ERROR:")]
-    text = " ".join(errors) if errors else " ".join(ln for ln in lines[-6:] if ln)
+    if "The conflict is caused by:" in lines:
+        start = lines.index("The conflict is caused by:")
+        cause = []
+        for ln in lines[start + 1:]:
+            if not ln or ln.startswith(("To fix", "ERROR:")):
+                break
+            cause.append(ln)
+        errors.insert(1, "The conflict is caused by: " + "; ".join(cause) + ".")
+    parts = errors if errors else [ln for ln in lines[-6:] if ln]
+    text = " ".join(p if p.endswith((".", ":", "!", "?")) else p + "." for p in parts)
     text = re.sub(r"\s+", " ", text).strip()
     return text[:1200] + ("…" if len(text) > 1200 else "")
 
@@ -174,17 +183,23 @@ def _dry_run(target: Target, wanted: list[str], index_url, find_links, workdir: 
     report = workdir / "report.json"
     with contextlib.suppress(FileNotFoundError):
         report.unlink()
-    proc = _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+    proc = _pip(["install", "--dry-run", "--ignore-installed", "--report", str(report),
                  "--target", str(workdir / "unused-target"), *_target_options(target),
                  *_index_options(index_url, find_links), *wanted])
     if proc.returncode != 0 or not report.exists():
-        raise _resolution_error(target, wanted, proc.stderr, index_url, find_links)
+        # pip logs a conflict's cause at INFO level (stdout), the ERROR lines to stderr.
+        raise _resolution_error(target, wanted, proc.stdout + "\n" + proc.stderr, index_url,
+                                find_links)
     return json.loads(report.read_text())
 
 
 def _resolution_error(target: Target, wanted: list[str], stderr: str, index_url,
                       find_links) -> BuildError:
     reason = _pip_reason(stderr)
+    if "no such option" in stderr or "No module named pip" in stderr:
+        return BuildError(f"the kernel's pip is missing or too old for pip steps ({reason}); "
+                          "they need pip 22.2 or newer: run `python -m pip install -U pip` "
+                          "in the kernel's environment.")
     m = re.search(r"No matching distribution found for (\S+)", stderr)
     if m:
         missing = m.group(1)
@@ -202,7 +217,7 @@ def _resolution_error(target: Target, wanted: list[str], stderr: str, index_url,
                     "inside the image. Build this step with the engine instead, as a "
                     f"RUN pip install {missing} step on a base that has the build tools, or "
                     f"pick a version of {name} that ships such a wheel. pip said: {reason}")
-    return BuildError(f"pip could not resolve {' '.join(wanted)} for the image's Python "
+    return BuildError(f"pip could not resolve {', '.join(wanted)} for the image's Python "
                       f"({target.describe()}): {reason} Check the names and versions (and "
                       "index_url/find_links), then run the step again.")
 
