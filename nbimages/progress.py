@@ -34,7 +34,9 @@ def format_bytes(n: float) -> str:
 
 
 def _format_amount(n: float, unit: str) -> str:
-    return format_bytes(n) if unit == "B" else f"{n:,.0f} {unit}"
+    if unit == "B":
+        return format_bytes(n)
+    return f"{n:,.0f} {unit}{'' if round(n) == 1 else 's'}"
 
 
 def _choose_mode(enabled: bool | None, stream: TextIO) -> str:

@@ -136,7 +136,7 @@ def test_non_byte_units_are_counted_plainly():
     out = io.StringIO()
     with Progress("build", unit="step", file=out) as p:
         p.update(3)
-    assert "3 step in" in out.getvalue()
+    assert "3 steps in" in out.getvalue()
 
 
 def test_format_bytes_uses_si_units():

@@ -26,6 +26,8 @@ TABLE = CommandTable(GROUPS)
 command = TABLE.add
 
 SOURCE = arg("source", metavar="SOURCE", help="the image: transport:reference, a store name, or a variable holding an Image")
+ENGINE_ARG = arg("--engine", choices=["embedded", "docker", "auto"], default=None,
+                 help="build with the embedded builder (default) or the Docker engine (for RUN)")
 PLATFORM = arg("--platform", metavar="OS/ARCH[/VARIANT]", default=None,
                help="which image of a multi-platform index (default: this machine's)")
 
@@ -123,26 +125,231 @@ def packages(inv: Invocation) -> Any:
     return _inspect(inv).packages()
 
 
-# -- build (wired when nbimages/build/session.py lands) -------------------------------------------
+# -- build: the notebook's recipe (nbimages/build/session.py), one step per cell --------------------
 
-for _name, _summary in [
-    ("from", "start a recipe on a base image (or scratch)"),
-    ("file", "the cell text becomes a file in a layer"),
-    ("pip", "a layer of Python packages for the image's Python"),
-    ("env", "set environment variables K=V"),
-    ("workdir", "set the working directory"),
-    ("user", "set the user"),
-    ("cmd", "set the default command"),
-    ("entrypoint", "set the entrypoint"),
-    ("label", "add labels K=V"),
-    ("expose", "declare ports"),
-    ("remove", "remove a path (a whiteout layer)"),
-    ("copy", "copy local files into a layer"),
-    ("dockerfile", "build the Dockerfile in the cell"),
-    ("build", "build this notebook's recipe"),
-    ("recipe", "show the recipe's steps and its Dockerfile"),
-]:
-    TABLE.planned(_name, _summary, group="build", needs=("Recipe",))
+def _session() -> Any:
+    from nbimages.build import session
+    return session.current()
+
+
+def _cell(inv: Invocation) -> dict[str, Any]:
+    """Which cell a step comes from: re-running that cell replaces its steps."""
+    return {"cell_id": inv.cell_id, "execution_count": inv.execution_count}
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    """K=V words (from the line or the cell's lines) as a dict; a bare word is a usage error."""
+    from IPython.core.error import UsageError
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"%image {what}: {item!r} is not KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _command_form(inv: Invocation, what: str) -> Any:
+    """CMD/ENTRYPOINT as a Dockerfile reads them: a JSON array is the exec form, any other
+    text the shell form (run by /bin/sh -c)."""
+    import json
+    from IPython.core.error import UsageError
+    text = inv.raw.strip()
+    if not text:
+        raise UsageError(f"%image {what}: give the command, e.g. %image {what} [\"python\", \"app.py\"]")
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise UsageError(f"%image {what}: {text} is not a JSON array of strings ({e})") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"%image {what}: {text} is not a JSON array of strings")
+        return value
+    return text
+
+
+def _build_progress(tag: str | None, steps: int) -> Any:
+    from nbimages.progress import Progress
+    return Progress(f"build {tag or 'image'}", total=steps, unit="step")
+
+
+def _show_report(image: Any) -> None:
+    report = getattr(image, "build_report", None)
+    if report is not None:
+        from IPython.display import display
+        display(report)
+
+
+@command("from", "start a recipe on a base image (or scratch)",
+         arg("base", metavar="REF", help="the base: a reference, any SOURCE, or scratch"),
+         PLATFORM, arg("--context", metavar="DIR", default=None,
+                       help="directory that copy steps read from (default: the current directory)"),
+         arg("--compression", metavar="NAME", default=None, help="layer compression (default: gzip)"),
+         group="build", needs=("Recipe",))
+def from_(inv: Invocation) -> Any:
+    """Start the notebook's recipe on REF (Dockerfile FROM); returns the Recipe.
+
+    Running the same cell again keeps the steps and changes the base; a `from` in another
+    cell starts a new recipe.
+    """
+    a = inv.args
+    return _session().start(a.base, context=a.context, platform=a.platform,
+                            compression=a.compression, **_cell(inv))
+
+
+@command("file", "the cell text becomes a file in a layer",
+         arg("path", metavar="PATH", help="where the file goes in the image"),
+         arg("--mode", default="0644", metavar="MODE", help="permissions, octal (default 0644)"),
+         arg("--owner", default=None, metavar="UID[:GID]", help="owner (default 0:0)"),
+         group="build", needs=("Recipe",), cell=CELL_TEXT)
+def file(inv: Invocation) -> Any:
+    """The body of the cell becomes the file PATH, in a layer of its own.
+
+    Re-running the cell with new text rebuilds that layer and the ones after it only.
+    """
+    a = inv.args
+    return _session().add("file", a.path, inv.cell or "", mode=a.mode, owner=a.owner, **_cell(inv))
+
+
+@command("pip", "a layer of Python packages for the image's Python",
+         arg("requirements", nargs="+", metavar="REQUIREMENT", help="e.g. pandas==2.2.3"),
+         arg("--index-url", default=None, metavar="URL"),
+         arg("--find-links", action="append", default=None, metavar="URL"),
+         group="build", needs=("Recipe",), cell=CELL_ARGS,
+         epilog="As %%image pip, the cell body is a requirements list (one per line, # comments).")
+def pip(inv: Invocation) -> Any:
+    """Install wheels built for the image's own Python and platform, in one layer, no container."""
+    a = inv.args
+    return _session().add("pip", *a.requirements, index_url=a.index_url, find_links=a.find_links,
+                          **_cell(inv))
+
+
+@command("env", "set environment variables K=V",
+         arg("pairs", nargs="+", metavar="K=V"), group="build", needs=("Recipe",), cell=CELL_ARGS)
+def env(inv: Invocation) -> Any:
+    """Environment variables of the image (Dockerfile ENV)."""
+    return _session().add("env", _pairs(inv.args.pairs, "env"), **_cell(inv))
+
+
+@command("label", "add labels K=V",
+         arg("pairs", nargs="+", metavar="K=V"), group="build", needs=("Recipe",), cell=CELL_ARGS)
+def label(inv: Invocation) -> Any:
+    """Labels of the image (Dockerfile LABEL)."""
+    return _session().add("label", _pairs(inv.args.pairs, "label"), **_cell(inv))
+
+
+@command("workdir", "set the working directory", arg("path", metavar="PATH"),
+         group="build", needs=("Recipe",))
+def workdir(inv: Invocation) -> Any:
+    """The working directory of the image (Dockerfile WORKDIR)."""
+    return _session().add("workdir", inv.args.path, **_cell(inv))
+
+
+@command("user", "set the user", arg("user", metavar="USER[:GROUP]"), group="build", needs=("Recipe",))
+def user(inv: Invocation) -> Any:
+    """The user the image runs as (Dockerfile USER)."""
+    return _session().add("user", inv.args.user, **_cell(inv))
+
+
+@command("cmd", "set the default command", arg("command", nargs="...", metavar="COMMAND"),
+         group="build", needs=("Recipe",),
+         epilog='As in a Dockerfile: a JSON array is the exec form (%image cmd ["python", "app.py"]), '
+                "any other text runs with /bin/sh -c.")
+def cmd(inv: Invocation) -> Any:
+    """The default command of the image (Dockerfile CMD)."""
+    return _session().add("cmd", _command_form(inv, "cmd"), **_cell(inv))
+
+
+@command("entrypoint", "set the entrypoint", arg("command", nargs="...", metavar="COMMAND"),
+         group="build", needs=("Recipe",),
+         epilog="As in a Dockerfile: a JSON array is the exec form, any other text runs with /bin/sh -c.")
+def entrypoint(inv: Invocation) -> Any:
+    """The entrypoint of the image (Dockerfile ENTRYPOINT)."""
+    return _session().add("entrypoint", _command_form(inv, "entrypoint"), **_cell(inv))
+
+
+@command("expose", "declare ports", arg("ports", nargs="+", metavar="PORT[/PROTO]"),
+         group="build", needs=("Recipe",))
+def expose(inv: Invocation) -> Any:
+    """Ports the image serves on (Dockerfile EXPOSE)."""
+    return _session().add("expose", *inv.args.ports, **_cell(inv))
+
+
+@command("remove", "remove paths (a whiteout layer)", arg("paths", nargs="+", metavar="PATH"),
+         group="build", needs=("Recipe",))
+def remove(inv: Invocation) -> Any:
+    """A layer that deletes PATHs (and what is under them) from the image."""
+    return _session().add("remove", *inv.args.paths, **_cell(inv))
+
+
+@command("copy", "copy local files into a layer",
+         arg("src", nargs="+", metavar="SRC", help="files or folders of the build context"),
+         arg("dest", metavar="DEST", help="where they go in the image"),
+         arg("--chown", default=None, metavar="UID[:GID]"),
+         arg("--chmod", default=None, metavar="MODE"),
+         group="build", needs=("Recipe",))
+def copy(inv: Invocation) -> Any:
+    """Files of the build context into a layer, like Dockerfile COPY (.dockerignore honoured).
+
+    To copy a whole image between transports use `%image copy-image`.
+    """
+    a = inv.args
+    return _session().add("copy", a.src, a.dest, chown=a.chown, chmod=a.chmod, **_cell(inv))
+
+
+@command("build", "build this notebook's recipe",
+         arg("tag", nargs="?", default=None, metavar="TAG", help="the name in the local store"),
+         ENGINE_ARG, arg("--compression", default=None, metavar="NAME"),
+         group="build", needs=("Recipe",))
+def build(inv: Invocation) -> Any:
+    """Build the recipe (only the layers whose inputs changed) and return the Image.
+
+    Shows the build report: each step, the cell it came from, its layer, size, cache hit or
+    rebuilt, and the time it took.
+    """
+    a = inv.args
+    session = _session()
+    kw = {k: v for k, v in (("engine", a.engine), ("compression", a.compression)) if v}
+    with _build_progress(a.tag, len(session.recipe.steps)) as p:
+        image = session.build(a.tag, progress=lambda row: p.update(1), **kw)
+    _show_report(image)
+    return image
+
+
+@command("dockerfile", "build the Dockerfile in the cell",
+         arg("tag", nargs="?", default=None, metavar="TAG", help="the name in the local store"),
+         arg("--context", default=".", metavar="DIR", help="directory COPY reads from (default: .)"),
+         arg("--build-arg", action="append", default=[], metavar="K=V", dest="build_args"),
+         ENGINE_ARG, group="build", needs=("Recipe",), cell=CELL_TEXT)
+def dockerfile(inv: Invocation) -> Any:
+    """The cell is a Dockerfile: build it (embedded unless it has RUN lines) and return the Image.
+
+    It becomes the notebook's recipe, so later `%image` steps extend it.
+    """
+    a = inv.args
+    kw = {"engine": a.engine} if a.engine else {}
+    image = _session().dockerfile(inv.cell or "", a.tag, context=a.context,
+                                  build_args=_pairs(a.build_args, "dockerfile --build-arg") or None,
+                                  **_cell(inv), **kw)
+    _show_report(image)
+    return image
+
+
+@command("recipe", "show the recipe's steps and its Dockerfile",
+         arg("--dockerfile", action="store_true", help="only the equivalent Dockerfile, as text"),
+         arg("--reset", action="store_true", help="forget the recipe and start again"),
+         group="build", needs=("Recipe",))
+def recipe(inv: Invocation) -> Any:
+    """The notebook's recipe: its steps (with their cells) and the equivalent Dockerfile."""
+    if inv.args.reset:
+        _session().reset()
+        return None
+    r = _session().recipe
+    if inv.args.dockerfile:
+        print(r.to_dockerfile())
+        return None
+    return r
+
 
 # -- registries ----------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import shlex
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -96,7 +97,7 @@ class Command:
     def parser(self, cell_magic: bool = False) -> MagicArgumentParser:
         prog = f"{CELL_MAGIC if cell_magic or self.cell == CELL_TEXT else MAGIC} {self.name}"
         p = MagicArgumentParser(prog=prog, description=self.description or self.summary,
-                                epilog=self.epilog or None)
+                                epilog=textwrap.fill(self.epilog, 88) if self.epilog else None)
         for flags, kw in self.arguments:
             p.add_argument(*flags, **kw)
         return p
