@@ -149,7 +149,7 @@ def test_failing_recipe_step_names_the_recipe_step(eng, busybox_image):
     msg = str(info.value)
     assert msg.startswith("recipe step 2 (RUN echo about to fail; echo on stderr >&2; exit 5) "
                           "failed with exit code 5.")
-    assert "    about to fail\n    on stderr" in msg
+    assert "\n    about to fail\n" in msg + "\n" and "\n    on stderr\n" in msg + "\n"  # any order
 
 
 def test_an_image_built_embedded_is_loaded_into_the_engine_and_runs(eng, busybox_in_registry,
@@ -189,3 +189,11 @@ def test_dockerfile_cell_with_run_lines_builds_through_the_engine(eng, busybox_i
                              tag, engine=eng)
     assert built.run(stream=False).output == "from-run\n"
     docker_client.images.remove(tag)
+
+
+def test_embedded_engine_builds_dockerfiles_without_run_and_explains_run(busybox_in_registry, tmp_path):
+    image = nbimages.engines.build(f"FROM {busybox_in_registry}\nENV MODE=embedded\n",
+                                   "nbtest/embedded-df:1", context=tmp_path, engine="embedded")
+    assert "MODE=embedded" in image.config["config"]["Env"]
+    with pytest.raises(BuildError, match="engine='docker'"):
+        nbimages.engines.build(f"FROM {busybox_in_registry}\nRUN true\n", engine="embedded")

@@ -61,6 +61,13 @@ class EmbeddedEngine(Engine):
 
     build = build_recipe
 
+    def build_dockerfile(self, dockerfile: str, context=None, tag: str | None = None, *,
+                         build_args: dict | None = None, **_ignored):
+        """A Dockerfile without RUN lines, built daemonless (RUN lines raise BuildError)."""
+        from ..build.dockerfile import build_dockerfile
+        return build_dockerfile(dockerfile, tag, context if context is not None else ".",
+                                build_args=build_args)
+
     def pull(self, ref: str, **kw):
         from ..registry import pull
         return pull(ref, **kw)
