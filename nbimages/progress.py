@@ -142,8 +142,12 @@ class Progress:
         if n:
             self._advance(None, n)
 
-    def close(self) -> None:
-        """Finish: close any open bars and show the total (a summary line in 'lines' mode)."""
+    def close(self, failed: bool = False) -> None:
+        """Finish: close any open bars and show the total (a summary line in 'lines' mode).
+
+        `failed=True` (what leaving the `with` block on an exception does) says "stopped"
+        instead of "done".
+        """
         with self._lock:
             if self._closed:
                 return
@@ -157,13 +161,14 @@ class Progress:
             elif self.mode == "lines":
                 items = len(self._bars)
                 what = f"{items} item{'s' if items != 1 else ''}, " if items else ""
-                self._line(f"{self.desc}: done, {what}{self._amount_and_speed(self.n, self._started)}")
+                word = "stopped after" if failed else "done,"
+                self._line(f"{self.desc}: {word} {what}{self._amount_and_speed(self.n, self._started)}")
 
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)
 
     def __repr__(self) -> str:
         return f"<Progress {self.desc!r} {self.n}/{self.total if self.total is not None else '?'} {self.mode}>"

@@ -144,3 +144,60 @@ def test_save_of_a_missing_file_is_a_user_error_exit_1(tmp_path):
     assert r.returncode == 1
     assert one_paragraph(r.stderr).startswith("nbimages: ImageNotFound: ")
     assert not (tmp_path / "out.tar").exists()
+
+
+def _context(tmp_path: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("hello from the CLI\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def test_build_writes_a_handout_that_docker_loads_and_runs(busybox_image, docker_client, tmp_path):
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY hello.txt /hello.txt\n"
+                             'CMD ["cat", "/hello.txt"]\n')
+    out = tmp_path / "handout.tar"
+    r = cli("build", "-t", "nbtest/cli-build:1", "-o", str(out), str(ctx),
+            env={"NBIMAGES_HOME": str(tmp_path / "home")})
+    assert r.returncode == 0, r.stderr
+    tag, digest = r.stdout.split()
+    assert tag == "nbtest/cli-build:1" and digest.startswith("sha256:")
+    assert "COPY hello.txt /hello.txt" in r.stderr  # the build report
+    with open(out, "rb") as f:
+        docker_client.images.load(f.read())
+    output = docker_client.containers.run("nbtest/cli-build:1", network_mode="none", remove=True)
+    assert output == b"hello from the CLI\n"
+
+
+def test_build_is_reproducible_across_stores(tmp_path):
+    ctx = _context(tmp_path, "FROM scratch\nCOPY hello.txt /hello.txt\nENV A=1\n")
+    digests = set()
+    for home in ("h1", "h2"):
+        r = cli("build", "-q", "-t", "x/repro:1", "-f", str(ctx / "Dockerfile"), str(ctx),
+                env={"NBIMAGES_HOME": str(tmp_path / home)})
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""
+        digests.add(r.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_build_of_a_missing_dockerfile_is_a_user_error_exit_1(tmp_path):
+    r = cli("build", "-f", str(tmp_path / "nope"), "-t", "x:1")
+    assert r.returncode == 1
+    assert one_paragraph(r.stderr.splitlines()[-1]).startswith("nbimages: BuildError: no Dockerfile")
+    assert "Traceback" not in r.stderr
+
+
+def test_build_with_a_run_line_names_the_engine(tmp_path):
+    ctx = _context(tmp_path, "FROM scratch\nRUN echo hi\n")
+    r = cli("build", "-t", "x:1", str(ctx), env={"NBIMAGES_HOME": str(tmp_path / "home")})
+    assert r.returncode == 1
+    msg = r.stderr.strip().splitlines()[-1]
+    assert msg.startswith("nbimages: BuildError: Dockerfile line 2: RUN") and "engine" in msg
+
+
+def test_build_bad_build_arg_is_usage_exit_2(tmp_path):
+    r = cli("build", "--build-arg", "NOEQUALS", str(tmp_path))
+    assert r.returncode == 2
+    assert "is not KEY=VALUE" in one_paragraph(r.stderr)

@@ -174,3 +174,13 @@ def test_live_kernel_draws_ipywidgets_bars():
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert len(widgets) == 2  # the total and the layer
     assert any(o.get("text", "").strip() == "bars" for o in outputs if o.output_type == "stream")
+
+
+def test_leaving_on_an_error_says_stopped_not_done():
+    out = io.StringIO()
+    with pytest.raises(RuntimeError):
+        with Progress("pull x", file=out) as p:
+            p.bar("layer", total=10).update(4)
+            raise RuntimeError("network down")
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("pull x: stopped after 1 item, 4 B in ")
