@@ -119,7 +119,10 @@ def _load_dockerignore(path: Path):
         lines.append(("!" if neg else "") + "/" + pat)
     if not lines:
         return None
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    from pathspec import util
+    style = "gitignore" if "gitignore" in getattr(util, "_registered_patterns", {}) else \
+        "gitwildmatch"
+    return pathspec.PathSpec.from_lines(style, lines)
 
 
 # ---- file digests with a stat cache (per process: a kernel keeps it between builds)
