@@ -1,0 +1,83 @@
+"""The notebook build session without IPython: cells map to steps, re-runs replace in place."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbimages.build import session
+from nbimages.errors import BuildError
+
+
+@pytest.fixture
+def s():
+    session.reset()
+    yield session.current()
+    session.reset()
+
+
+def test_steps_before_from_are_a_clear_error(s):
+    with pytest.raises(BuildError, match="%image from"):
+        s.add("env", A="1", cell_id="c1", execution_count=1)
+
+
+def test_rerunning_a_cell_replaces_its_step_in_place(s):
+    s.start("scratch", cell_id="c0", execution_count=1)
+    s.add("file", "/a.txt", "one", cell_id="c1", execution_count=2)
+    s.add("env", {"A": "1"}, cell_id="c2", execution_count=3)
+    s.add("file", "/a.txt", "two", cell_id="c1", execution_count=4)
+    r = s.recipe
+    assert [(st.kind, st.key, st.origin) for st in r.steps] == [("file", "c1", 4),
+                                                                  ("env", "c2", 3)]
+    assert r.steps[0].content == b"two"
+
+
+def test_several_lines_of_one_execution_stay_together_and_a_rerun_replaces_them_all(s):
+    s.start("scratch", cell_id="c0", execution_count=1)
+    s.add("env", {"A": "1"}, cell_id="c1", execution_count=2)
+    s.add("workdir", "/app", cell_id="c1", execution_count=2)
+    s.add("user", "1000", cell_id="c2", execution_count=3)
+    s.add("env", {"A": "2"}, cell_id="c1", execution_count=4)
+    assert [st.describe() for st in s.recipe.steps] == ["ENV A=2", "USER 1000"]
+    s.add("expose", 80, cell_id="c1", execution_count=4)
+    assert [st.describe() for st in s.recipe.steps] == ["ENV A=2", "EXPOSE 80/tcp", "USER 1000"]
+
+
+def test_rerunning_the_from_cell_keeps_the_steps_and_another_from_starts_over(s):
+    s.start("scratch", cell_id="c0", execution_count=1)
+    s.add("env", {"A": "1"}, cell_id="c1", execution_count=2)
+    s.start("scratch", cell_id="c0", execution_count=3)
+    assert len(s.recipe.steps) == 1
+    s.start("scratch", cell_id="c9", execution_count=4)
+    assert s.recipe.steps == []
+
+
+def test_build_report_links_steps_to_cells_and_only_later_layers_rebuild(s):
+    s.start("scratch", cell_id="c0", execution_count=1)
+    s.add("file", "/a.txt", "a", cell_id="c1", execution_count=2)
+    s.add("file", "/b.txt", "b", cell_id="c2", execution_count=3)
+    s.add("cmd", ["cat", "/a.txt"], cell_id="c3", execution_count=4)
+    first = s.build("nb:1")
+    s.add("file", "/b.txt", "b2", cell_id="c2", execution_count=5)
+    second = s.build("nb:1")
+    rows = [(r["origin"], r["cache"]) for r in second.build_report]
+    assert rows == [(2, "hit"), (5, "rebuilt"), (4, "config")]
+    assert first.digest != second.digest
+    frame = second.build_report.to_frame()
+    assert list(frame["origin"]) == [2, 5, 4] and frame["size"].notna().sum() == 2
+
+
+def test_unknown_step_kind_and_options_are_clear_errors(s):
+    s.start("scratch", cell_id="c0")
+    with pytest.raises(BuildError, match="unknown step"):
+        s.add("frobnicate", cell_id="c1")
+    with pytest.raises(BuildError, match="unknown option"):
+        s.add("copy", "a", "/b", chmode=1, cell_id="c1")
+    assert s.recipe.steps == []
+
+
+def test_dockerfile_cell_builds_and_becomes_the_current_recipe(s):
+    img = s.dockerfile("FROM scratch\nENV A=1\nCMD [\"true\"]\n", "df:1", cell_id="c5",
+                       execution_count=7)
+    assert img.config["config"]["Env"] == ["A=1"]
+    assert [st.origin for st in s.recipe.steps] == [7, 7]
+    assert "ENV A=1" in s.recipe.to_dockerfile()
