@@ -26,7 +26,8 @@ def test_python_base_runs_debians_python_with_local_dist_packages(docker_client,
 
 @pytest.mark.registry
 def test_python_base_is_in_the_loopback_registry(python_base_in_registry):
-    data = run([tool("skopeo"), "inspect", "--tls-verify=false", "docker://" + python_base_in_registry])
+    data = run([tool("skopeo"), "inspect", "--tls-verify=false",
+                "docker://" + python_base_in_registry])
     assert '"Architecture": "amd64"' in data.stdout
     assert "PATH=/usr/local/sbin:/usr/local/bin" in data.stdout
 

@@ -87,7 +87,8 @@ def links(tmp_path, offline_pip):
 
 
 def tree_bytes(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mode & 0o111, p.read_bytes() if p.is_file() else b"")
+    return {str(p.relative_to(root)):
+            (p.stat().st_mode & 0o111, p.read_bytes() if p.is_file() else b"")
             for p in sorted(root.rglob("*"))}
 
 
@@ -115,8 +116,9 @@ def test_install_names_the_image_interpreter_and_image_paths(tmp_path, links, wh
 def test_two_installs_are_byte_identical(tmp_path, links, wheel_index):
     base = python_image(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
-    pins_a = install_layer_tree(base, ["demo"], a, index_url=wheel_index.url, find_links=[str(links)])
-    pins_b = install_layer_tree(base, ["demo"], b, index_url=wheel_index.url, find_links=[str(links)])
+    opts = {"index_url": wheel_index.url, "find_links": [str(links)]}
+    pins_a = install_layer_tree(base, ["demo"], a, **opts)
+    pins_b = install_layer_tree(base, ["demo"], b, **opts)
     assert pins_a == pins_b
     assert tree_bytes(a) == tree_bytes(b)
     assert len(tree_bytes(a)) > 10

@@ -12,7 +12,8 @@ from bases import image_from_tars, python_base_oci
 from nbimages.build.target import find_target, manylinux_tags, musllinux_tags
 from nbimages.errors import BuildError
 
-GLIBC_BANNER = b"\x00GNU C Library (Debian GLIBC 2.36-9+deb12u10) stable release version 2.36.\n\x00"
+GLIBC_BANNER = (b"\x00GNU C Library (Debian GLIBC 2.36-9+deb12u10) stable release "
+                b"version 2.36.\n\x00")
 
 
 def layer(path: Path, entries: list[tuple]) -> Path:
