@@ -202,3 +202,32 @@ def test_an_image_object_missing_from_the_engine_is_loaded_and_runs(eng, busybox
     assert eng.has_image(image.id) is not None
     with contextlib.suppress(Exception):
         docker_client.images.remove(image.id, force=True)
+
+
+def test_in_a_jupyter_kernel_output_is_live_and_interrupt_stops_the_container(busybox_image,
+                                                                             docker_client):
+    from jupyter_client.manager import start_new_kernel
+    name = f"nbtest-interrupt-{os.getpid()}-{int(time.time())}"
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        kc.execute(f"import nbimages\nnbimages.run({busybox_image!r}, "
+                   f"['sh', '-c', 'echo started; sleep 60'], name={name!r})")
+        seen = ""
+        while "started" not in seen:  # shown while the container still runs
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["msg_type"] == "stream":
+                seen += msg["content"]["text"]
+        assert [c.name for c in docker_client.containers.list(filters={"name": name})] == [name]
+        km.interrupt_kernel()
+        errors = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["msg_type"] == "error":
+                errors.append(msg["content"]["ename"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert errors == ["KeyboardInterrupt"]
+        assert docker_client.containers.list(all=True, filters={"name": name}) == []
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

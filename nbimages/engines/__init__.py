@@ -148,7 +148,7 @@ def stop(container: Any = None, *, all: bool = False, timeout: int = 5,
     if all:
         targets = eng.containers(all=False)
     elif container is None:
-        raise ContainerError("say which container to stop (a name from nbimages.ps()), or "
+        raise ContainerError("say which container to stop (a name from nbimages.engines.ps()), or "
                              "pass all=True.")
     else:
         targets = [eng.container(container)]

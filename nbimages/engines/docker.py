@@ -307,7 +307,7 @@ class DockerEngine(Engine):
 
     def _no_container(self, name: str) -> ContainerError:
         return ContainerError(f"no container {name!r} in the Docker engine (it may have been "
-                              "removed when it stopped). nbimages.ps(all=True) lists the "
+                              "removed when it stopped). nbimages.engines.ps(all=True) lists the "
                               "containers started from nbimages.")
 
     def has_image(self, ref: str) -> dict | None:
@@ -427,9 +427,6 @@ class DockerEngine(Engine):
     def _network_for(self, network, port_specs) -> str:
         if network is None:
             network = "host" if port_specs else "none"
-        if network == "bridge":
-            # Fine on a usual engine; on one started with --bridge=none the engine says so.
-            pass
         if port_specs and network == "none":
             raise ContainerError("ports were given but network='none' cuts the container off; "
                                  "use network='host' (the default when ports are given), where "
@@ -465,7 +462,7 @@ class DockerEngine(Engine):
                                   "network='host' or 'none'.")
         if e.status_code == 409 and name:
             return ContainerError(f"a container named {name!r} already exists; pick another "
-                                  "name or remove it (nbimages.engines.rm_container).")
+                                  "name or remove that container (nbimages.engines.container(NAME).remove(force=True)).")
         return ContainerError(f"the Docker engine refused to create a container of {ref}: {msg}")
 
     def _start_error(self, e: docker.errors.APIError, command, ref: str) -> NbimagesError:
