@@ -421,3 +421,41 @@ def test_search_reads_the_hub_shape_with_badges_and_pages(monkeypatch):
 def test_search_without_a_reachable_hub_says_so():
     with pytest.raises(RegistryError, match="could not reach"):
         search("python", hub_url=f"http://127.0.0.1:{free_port()}")
+
+
+# ---- copy between transports --------------------------------------------------------------------
+
+def test_copy_between_registry_store_and_files_keeps_the_digest(busybox_in_registry, registry, tmp_path):
+    from nbimages.registry import copy
+    from nbimages.sources import open_image
+    src = f"docker://{busybox_in_registry}"
+    digest = open_remote(busybox_in_registry).digest
+    assert copy(src, "store:copied:1", progress=False) == digest
+    assert nbimages.Store().get("copied:1").digest == digest
+    image_id = open_remote(busybox_in_registry).id
+    layout_digest = copy(src, f"oci:{tmp_path / 'layout'}:v1", progress=False)
+    layout_image = open_image(f"oci:{tmp_path / 'layout'}:v1")
+    assert layout_image.digest == layout_digest and layout_image.id == image_id
+    assert copy(src, f"docker-archive:{tmp_path / 'img.tar'}:nbtest/copied:1", progress=False) == image_id
+    assert open_image(f"docker-archive:{tmp_path / 'img.tar'}").id == image_id
+    # The OCI layout back to another repository of the registry, its bytes unchanged.
+    repo = _unique("copy")
+    assert copy(f"oci:{tmp_path / 'layout'}:v1", f"docker://{registry}/{repo}:1", progress=False) == layout_digest
+    assert sha256(_registry_manifest(registry, repo, "1")) == layout_digest
+
+
+def test_copy_into_the_engine(busybox_in_registry, docker_client):
+    from nbimages.registry import copy
+    name = f"nbtest/copied-{uuid.uuid4().hex[:6]}:1"
+    image_id = copy(f"docker://{busybox_in_registry}", f"docker-daemon:{name}", progress=False)
+    try:
+        assert docker_client.images.get(name).id == image_id == open_remote(busybox_in_registry).id
+    finally:
+        docker_client.images.remove(name, force=True)
+
+
+def test_copy_to_an_unknown_transport_is_refused(busybox_in_registry):
+    from nbimages.errors import UnknownTransport
+    from nbimages.registry import copy
+    with pytest.raises(UnknownTransport, match="docker://"):
+        copy(f"docker://{busybox_in_registry}", "ftp:somewhere", progress=False)

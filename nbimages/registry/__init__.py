@@ -45,7 +45,8 @@ def _split_dest(dest: str) -> tuple[str, str, str | None]:
 
 def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: bool = True,
          **registry_kw: Any) -> str:
-    """Copy an image between transports; returns the manifest digest at the destination.
+    """Copy an image between transports; returns the manifest digest at the destination
+    (the image ID for docker-archive and docker-daemon, which keep no manifest).
 
     `src` is an Image or any source string (docker://, store:, docker-archive:, oci:,
     oci-archive:, docker-daemon:); `dest` is one of docker://REF, store:NAME,
@@ -66,9 +67,12 @@ def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: 
         desc = default_store().put_image(image, target or None)
         return desc.digest
     if transport in _SAVE_FORMATS:
-        from ..sources import save
+        from ..sources import open_image, save
         save(image, target, format=_SAVE_FORMATS[transport], tag=tag)
-        return image.digest
+        if transport == "docker-archive":
+            return image.id  # a docker-archive keeps no manifest: the image ID identifies it
+        # The OCI sinks may convert a Docker manifest to OCI media types: read back the digest.
+        return open_image(f"{transport}:{target}" + (f":{tag}" if tag else ""), platform).digest
     if transport == "docker-daemon":
         return _to_daemon(image, target)
     raise UnknownTransport(f"{transport!r} is not a destination nbimages knows; use docker://, store:, "
@@ -76,26 +80,6 @@ def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: 
 
 
 def _to_daemon(image: Image, name: str) -> str:
-    """Load into the Docker engine through a docker-archive (the engine keeps the config digest)."""
-    import os
-    import tempfile
-
-    from ..sources import save
-    from ..store import default_store
-
-    fd, path = tempfile.mkstemp(suffix=".tar", dir=default_store().tmpdir())
-    os.close(fd)
-    try:
-        save(image, path, format="docker", tag=name or None)
-        try:
-            import docker
-            client = docker.from_env()
-            with open(path, "rb") as f:
-                client.images.load(f)
-        except Exception as e:  # noqa: BLE001 - any engine failure is "no engine" for the user
-            from ..errors import EngineUnavailable
-            raise EngineUnavailable(f"could not load the image into the Docker engine "
-                                    f"({e.__class__.__name__}: {str(e)[:200]}). Is it running?") from None
-    finally:
-        os.unlink(path)
-    return image.id
+    """`docker load` the image (streamed); the engine's image ID is the config digest."""
+    from ..sources import load_into_engine
+    return load_into_engine(image, name or None)

@@ -9,6 +9,7 @@ registry instead of uploading them again.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -174,20 +175,15 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
 def _open_source(src: Any, platform=None) -> Image:
     if isinstance(src, Image):
         return src
+    if isinstance(src, os.PathLike):
+        src = os.fspath(src)
     if not isinstance(src, str):
         raise InvalidReference(f"cannot push {type(src).__name__}: give an Image or a source string "
                                "such as 'store:NAME', 'docker://REF', 'oci:DIR' or 'docker-archive:FILE'.")
     if src.startswith("docker://"):
         return open_remote(src[len("docker://"):], platform)
-    try:
-        from ..sources import open_image
-    except ImportError:
-        open_image = None
-    if open_image is not None:
-        return open_image(src, platform=platform) if platform else open_image(src)
-    from ..store import default_store
-    name = src[len("store:"):] if src.startswith("store:") else src
-    return default_store().get(name, platform)
+    from ..sources import open_image
+    return open_image(src, platform)
 
 
 def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
