@@ -200,6 +200,9 @@ def test_an_image_object_missing_from_the_engine_is_loaded_and_runs(eng, busybox
     result = image.run(stream=False, engine=eng)
     assert result == 0 and "object" in result.output
     assert eng.has_image(image.id) is not None
+    docker_client.images.remove(image.id, force=True)
+    by_source = nbimages.run(f"docker-archive:{tar}", ["cat", "/msg"], stream=False, engine=eng)
+    assert by_source.output == result.output and eng.has_image(image.id) is not None
     with contextlib.suppress(Exception):
         docker_client.images.remove(image.id, force=True)
 

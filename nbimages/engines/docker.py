@@ -33,6 +33,8 @@ from .base import (LABEL_COMMAND, LABEL_PORTS, LABEL_REMOVE, LABEL_SESSION, SESS
 CONNECT_TIMEOUT = float(os.environ.get("NBIMAGES_ENGINE_TIMEOUT", "3"))
 API_TIMEOUT = 300
 STOP_TIMEOUT = 5
+# nbimages sources the engine cannot name: opened by nbimages and loaded in.
+FILE_TRANSPORTS = ("docker-archive:", "oci:", "oci-archive:", "store:")
 
 
 # ------------------------------------------------------------------------------------------
@@ -340,6 +342,14 @@ class DockerEngine(Engine):
                 self._load_image_object(image)
             return image.id
         ref = str(image)
+        if ref.startswith(("docker-daemon:", "docker://")):
+            ref = ref.split(":", 1)[1].lstrip("/")  # an engine or registry name
+        elif ref.startswith(FILE_TRANSPORTS):
+            from ..sources import open_image
+            opened = open_image(ref)
+            if self.has_image(opened.id) is None:
+                self._load_image_object(opened)
+            return opened.id
         if pull == "always":
             self.pull(ref)
             return ref
