@@ -125,7 +125,8 @@ class _Server:
         handler = type("H", (self.handler_class,), {"owner": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
         return self
 
@@ -239,10 +240,19 @@ class Proxy(_Server):
         self.blob_bytes: dict[str, int] = {}
         self.blob_requests: dict[str, list[str | None]] = {}
         self.lock = threading.Lock()
+        self.generation = 0
+
+    def reset(self) -> None:
+        """Forget the counts; responses still streaming from before are not counted."""
+        with self.lock:
+            self.generation += 1
+            self.blob_bytes.clear()
+            self.blob_requests.clear()
 
     class handler_class(_Quiet):
         def _forward(self):
             owner: Proxy = self.owner
+            generation = owner.generation
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             conn = http.client.HTTPConnection(owner.upstream, timeout=60)
@@ -279,7 +289,8 @@ class Proxy(_Server):
                 sent += len(chunk)
                 if digest:
                     with owner.lock:
-                        owner.blob_bytes[digest] = owner.blob_bytes.get(digest, 0) + len(chunk)
+                        if owner.generation == generation:
+                            owner.blob_bytes[digest] = owner.blob_bytes.get(digest, 0) + len(chunk)
                     if owner.rate:
                         ahead = sent / owner.rate - (time.monotonic() - started)
                         if ahead > 0:

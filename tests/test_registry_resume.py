@@ -82,7 +82,8 @@ def test_a_corrupted_blob_is_rejected_and_never_stored(layered, proxy, tmp_path)
     with pytest.raises(DigestMismatch, match="not stored"):
         pull(f"{proxy.address}/{layered['repo']}:1", store=store, progress=False)
     assert not store.has_blob(bad)
-    assert not list((store.home / "tmp" / "downloads").glob("*.partial"))
+    # The bad bytes are dropped (other layers may keep partials, cancelled by the failure).
+    assert not (store.tmpdir() / "downloads" / f"sha256-{bad.split(':')[1]}.partial").exists()
     _assert_store_consistent(store)
     with pytest.raises(ImageNotFound):
         store.get(f"{proxy.address}/{layered['repo']}:1")
@@ -131,8 +132,7 @@ def test_a_killed_pull_leaves_the_store_consistent_and_resumes(layered, proxy, t
     kept = partial.stat().st_size
 
     proxy.rate = None
-    proxy.blob_requests.clear()
-    proxy.blob_bytes.clear()
+    proxy.reset()
     image = pull(ref, store=store, progress=False)
     assert image.digest == layered["image"].digest
     assert not any(d in proxy.blob_requests for d in had)  # complete blobs are not fetched again
@@ -140,3 +140,18 @@ def test_a_killed_pull_leaves_the_store_consistent_and_resumes(layered, proxy, t
     assert proxy.blob_bytes[big.digest] == big.size - kept
     _assert_store_consistent(store)
     assert not partial.exists()
+
+
+def test_a_failed_blob_stops_the_other_transfers_and_keeps_their_partials(layered, proxy, tmp_path):
+    store = Store(tmp_path)
+    big = layered["big"]
+    proxy.rate = 1_000_000  # the 6 MB layer alone would take 6 s
+    proxy.corrupt.add(layered["small"][0].digest)
+    started = time.monotonic()
+    with pytest.raises(DigestMismatch):
+        pull(f"{proxy.address}/{layered['repo']}:1", store=store, progress=False)
+    assert time.monotonic() - started < 3
+    partial = store.tmpdir() / "downloads" / f"sha256-{big.digest.split(':')[1]}.partial"
+    assert 0 < partial.stat().st_size < big.size
+    assert not store.has_blob(big.digest)
+    _assert_store_consistent(store)

@@ -115,20 +115,39 @@ def _progress(desc: str, enabled: bool | None):
     return make(desc, enabled=None if enabled else False)
 
 
+class _Cancelled(Exception):
+    """Raised in a worker when another blob failed or the user interrupted (Ctrl-C)."""
+
+
 def _run_parallel(jobs: list, fn) -> None:
-    """Run fn(job) for each job on the pool; the first error cancels what has not started."""
+    """Run fn(job, check) for each job on the pool; `check()` raises once the run is cancelled.
+
+    The first error (or a KeyboardInterrupt in the calling thread) cancels what has not
+    started and makes running transfers stop at their next chunk; partial downloads stay in
+    the store's tmp area for the next pull to resume.
+    """
     if not jobs:
         return
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)),
-                            thread_name_prefix="nbimages-blob") as pool:
-        futures = [pool.submit(fn, j) for j in jobs]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    cancel = threading.Event()
+
+    def check() -> None:
+        if cancel.is_set():
+            raise _Cancelled()
+
+    pool = ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)), thread_name_prefix="nbimages-blob")
+    futures = [pool.submit(fn, j, check) for j in jobs]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        # Report the first real failure, not a worker's reaction to the cancellation.
+        for f in futures:
+            if f.done() and not f.cancelled() and isinstance(f.exception(), NbimagesError):
+                raise f.exception() from None
+        raise
+    pool.shutdown(wait=True)
 
 
 def pull(ref: str | Reference, platform: str | Platform | None = None, *, progress: bool = True,
@@ -157,9 +176,13 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
                 continue
             jobs.append((layer, p.bar(name, total=layer.size)))
 
-        def fetch(job):
+        def fetch(job, check):
             layer, bar = job
-            client.download_blob(ref.repository, layer.digest, layer.size, store, bar.update)
+
+            def advance(n: int) -> None:
+                check()
+                bar.update(n)
+            client.download_blob(ref.repository, layer.digest, layer.size, store, advance)
             bar.close("done")
 
         _run_parallel(jobs, fetch)
@@ -211,8 +234,12 @@ def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
     with _progress(f"push {ref.familiar()}", progress) as p:
         jobs = [(desc, opener, p.bar(dg.short(desc.digest), total=desc.size)) for desc, opener in blobs]
 
-        def send(job):
+        def send(job, check):
             desc, opener, bar = job
+
+            def advance(n: int) -> None:
+                check()
+                bar.update(n)
             if client.has_blob(repo, desc.digest, push=True):
                 bar.close("already in registry")
                 return
@@ -227,7 +254,8 @@ def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
                 if location is None and client.has_blob(repo, desc.digest, push=True):
                     bar.close(f"mounted from {origin}")
                     return
-            client.upload_blob(repo, desc.digest, desc.size, opener, bar.update,
+            check()
+            client.upload_blob(repo, desc.digest, desc.size, opener, advance,
                                location=location, chunk_size=chunk_size)
             bar.close("pushed")
 
