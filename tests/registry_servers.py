@@ -230,6 +230,7 @@ class Proxy(_Server):
 
     `corrupt`: set of blob digests whose body gets one byte flipped.
     `rate`: bytes per second per response for blob bodies (None = full speed).
+    `drop_patches`: numbers (1-based) of the upload PATCHes to swallow without an answer.
     `blob_bytes[digest]` counts body bytes sent; `blob_requests[digest]` the GETs.
     """
 
@@ -241,6 +242,8 @@ class Proxy(_Server):
         self.blob_requests: dict[str, list[str | None]] = {}
         self.lock = threading.Lock()
         self.generation = 0
+        self.drop_patches: set[int] = set()
+        self.patches = 0
 
     def reset(self) -> None:
         """Forget the counts; responses still streaming from before are not counted."""
@@ -255,6 +258,13 @@ class Proxy(_Server):
             generation = owner.generation
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if self.command == "PATCH":
+                with owner.lock:
+                    owner.patches += 1
+                    drop = owner.patches in owner.drop_patches
+                if drop:  # swallow the upload and hang up, like a dropped link
+                    self.close_connection = True
+                    return
             conn = http.client.HTTPConnection(owner.upstream, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
             conn.request(self.command, self.path, body=body, headers=headers)

@@ -155,3 +155,19 @@ def test_a_failed_blob_stops_the_other_transfers_and_keeps_their_partials(layere
     assert 0 < partial.stat().st_size < big.size
     assert not store.has_blob(big.digest)
     _assert_store_consistent(store)
+
+
+def test_an_upload_whose_connection_drops_is_resumed(registry, proxy, monkeypatch):
+    from nbimages.registry import RegistryClient
+    monkeypatch.setenv("NBIMAGES_REGISTRY_BACKOFF", "0.01")
+    data = os.urandom(500_000)
+    repo = f"nbtest/upload-{uuid.uuid4().hex[:8]}"
+    proxy.drop_patches = {1, 3}  # the first chunk fails once, then the second chunk once
+    client = RegistryClient(proxy.address)
+    sent = []
+    client.upload_blob(repo, sha256(data), len(data), lambda: __import__("io").BytesIO(data),
+                       sent.append, chunk_size=200_000)
+    assert proxy.patches == 5  # 3 chunks + 2 resends: the second chunk resumed, not restarted
+    import requests
+    assert requests.get(f"http://{registry}/v2/{repo}/blobs/{sha256(data)}").content == data
+    assert sum(sent) == len(data)  # progress rewound for what the registry did not keep

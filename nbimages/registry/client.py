@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -451,15 +452,21 @@ class RegistryClient:
         what = f"the upload of blob {dg.short(digest)} to {repository}"
         url = location or self.start_upload(repository)
         sent = 0
+        reported = [0]  # bytes announced to on_bytes, rewound when the registry kept fewer
         failures = 0
         chunk = chunk_size or max(size, 1)
+
+        def count(n: int) -> None:
+            reported[0] += n
+            if on_bytes:
+                on_bytes(n)
         while sent < size:
             try:
                 with contextlib.closing(open_stream()) as stream:
                     _skip(stream, sent)
                     while sent < size:
                         n = min(chunk, size - sent)
-                        body = _Body(stream, n, on_bytes)
+                        body = _Body(stream, n, count)
                         headers = {"Content-Type": "application/octet-stream",
                                    "Content-Length": str(n)}
                         if chunk_size or sent:
@@ -477,8 +484,7 @@ class RegistryClient:
                 got = self._upload_offset(url, scope, what)
                 if got is None:
                     url, got = self.start_upload(repository), 0
-                if on_bytes:
-                    on_bytes(got - sent)
+                count(got - reported[0])
                 sent = got
         sep = "&" if "?" in url else "?"
         resp = self.request("PUT", f"{url}{sep}{urlencode({'digest': digest})}", scope=scope,
@@ -491,10 +497,11 @@ class RegistryClient:
         except RegistryError:
             return None
         resp.close()
-        rng = resp.headers.get("Range", "")
-        if rng.startswith(("0-", "bytes=0-")):
-            return int(rng.rsplit("-", 1)[1]) + 1
-        return 0
+        # "0-<last byte>"; distribution 2.8 says "0-0" both for nothing and for one byte stored
+        # (others "0--1" for nothing): read both as nothing and resend from the start.
+        m = re.match(r"^(?:bytes=)?0-(-?\d+)$", resp.headers.get("Range", "").strip())
+        last = int(m.group(1)) if m else 0
+        return last + 1 if last > 0 else 0
 
     # ---- listings -------------------------------------------------------------------------
     def _paged(self, path: str, key: str, scope: str | None, what: str, page: int = 1000) -> Iterator[str]:
