@@ -1,0 +1,249 @@
+"""dive's efficiency score and "inefficient files", reproduced number for number.
+
+dive 0.13.1 (`dive/filetree/efficiency.go`, see shared/research/dive-metrics.md §1.3) builds
+one tree per layer from the tar paths (missing parents become blank, non-directory nodes;
+names starting `.wh..wh..` — opaque markers — are dropped) and visits each tree's *leaves*
+in sorted, children-first order. Every leaf adds its tar size to its path's running total
+and keeps the smallest size seen; a whiteout leaf instead weighs what it removes in the
+stack of the layers below: the whole subtree if that was a directory, else 0. When that
+path does not exist below, dive's visitor errors out: the rest of that layer's leaves are
+never counted and the path keeps its initial minimum of -1. The score is Σmin / Σtotal
+over all paths; the inefficient files are the paths seen as leaves in two layers or more,
+and "potential wasted space" sums their totals (every copy, the kept one too: dive #684).
+
+dive rebuilds the stack below a layer for every whiteout; here it is built once, lazily
+(only images with whiteouts need it) and advanced layer by layer, which gives the same
+numbers (dive-metrics.md §1.4).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..oci.whiteout import MergedTree
+
+if TYPE_CHECKING:
+    from .walk import LayerFiles, Walk
+
+BLANK = (False, 0)
+DOUBLE_WHITEOUT = ".wh..wh.."
+WHITEOUT = ".wh."
+_LAST = "\U0010ffff"  # sorts after any path component: children-first order
+
+
+def dive_node(path: str) -> str:
+    """The node dive creates for a path: everything before the first `.wh..wh..` component."""
+    if DOUBLE_WHITEOUT not in path:
+        return path
+    kept = []
+    for part in path.split("/"):
+        if part.startswith(DOUBLE_WHITEOUT):
+            break
+        kept.append(part)
+    return "/".join(kept)
+
+
+def _parent(p: str) -> str:
+    return p[:p.rfind("/")] if "/" in p else ""
+
+
+def _is_whiteout_node(p: str) -> bool:
+    return p[p.rfind("/") + 1:].startswith(WHITEOUT)
+
+
+def _target(p: str) -> str:
+    slash = p.rfind("/")
+    return p[:slash + 1] + p[slash + 1 + len(WHITEOUT):]
+
+
+class DiveModel:
+    """Efficiency bookkeeping fed by the layer walk; `finish()` computes the results."""
+
+    def __init__(self, walk: "Walk"):
+        self.walk = walk
+        # path -> size when seen once; [total, min, count] afterwards (or after an abort)
+        self.eff: dict[str, object] = {}
+        self.stacked: MergedTree | None = None
+        self.stacked_upto = -2
+        self._markers: list[str] = []
+        # (layer, whiteout path, leaves skipped, bytes skipped) for each aborted layer walk
+        self.aborts: list[tuple[int, str, int, int]] = []
+        self.score = 1.0
+        self.min_total = 0
+        self.cum_total = 0
+        self.inefficient: list[tuple[str, int, int, int]] = []
+
+    # ------------------------------------------------------------------ building
+    def marker(self, path: str, parents: set) -> None:
+        """An opaque marker or `.wh..wh.` entry: dive keeps only the nodes above it."""
+        node = dive_node(path)
+        if node == path:  # AUFS metadata outside the double-prefix rule: parents only
+            node = _parent(path)
+        if node:
+            self._markers.append(node)
+            par = _parent(node)
+            while par not in parents:
+                parents.add(par)
+                par = _parent(par)
+
+    def add_layer(self, i: int, lf: "LayerFiles", parents: set, duplicates: bool,
+                  skip: set) -> None:
+        from .walk import OPAQUE, WHITEOUT as WH_CODE
+        paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
+        # leaves: node path -> (entry index or -1 for a blank node)
+        if duplicates:
+            leaf_map: dict[str, int] = {}
+            for idx, p in enumerate(paths):
+                if p and kinds[idx] < OPAQUE and p not in parents and idx not in skip:
+                    leaf_map[p] = idx
+            leaves = list(leaf_map.items())
+        else:
+            leaves = [(p, idx) for idx, p in enumerate(paths)
+                      if p not in parents and kinds[idx] < OPAQUE and p and not (skip and idx in skip)]
+        if self._markers:
+            values = self.walk.tree.values
+            have = {p for p, _ in leaves}
+            for node in self._markers:
+                code = values.get(node)
+                own = code is not None and code >> 32 == i
+                if node not in parents and node not in have and not own:
+                    leaves.append((node, -1))
+                    have.add(node)
+            self._markers = []
+
+        whiteouts = [(p, idx) for p, idx in leaves if idx >= 0 and kinds[idx] == WH_CODE]
+        eff = self.eff
+        if not whiteouts:
+            for p, idx in leaves:
+                _count(eff, p, sizes[idx] if idx >= 0 else 0)
+            return
+
+        stacked = self._stacked_below(i)
+        svalues = stacked.values
+        weights: dict[str, int | None] = {}
+        for p, _ in whiteouts:
+            target = _target(p)
+            info = svalues.get(target)
+            if info is None:
+                weights[p] = None
+            elif info[0]:
+                weights[p] = sum(v[1] for _, v in stacked.walk(target))
+            else:
+                weights[p] = 0
+        if None in weights.values():
+            # dive stops this layer's walk at the first missing whiteout target, in its
+            # children-first sorted order; only the leaves before it count.
+            leaves.sort(key=lambda item: item[0].split("/"))
+            for n, (p, idx) in enumerate(leaves):
+                if p in weights and weights[p] is None:
+                    target = _target(p)
+                    if target not in eff:
+                        eff[target] = [0, -1, 0]
+                    rest = leaves[n + 1:]
+                    self.aborts.append((i, target, len(rest), sum(
+                        sizes[j] for q, j in rest if j >= 0 and q not in weights)))
+                    return
+                size = weights[p] if p in weights else (sizes[idx] if idx >= 0 else 0)
+                _count(eff, _target(p) if p in weights else p, size)
+            return
+        for p, idx in leaves:
+            if p in weights:
+                _count(eff, _target(p), weights[p])
+            else:
+                _count(eff, p, sizes[idx] if idx >= 0 else 0)
+
+    # ------------------------------------------------------------------ the stack below
+    def _stacked_below(self, i: int) -> MergedTree:
+        """dive's StackTreeRange(trees, 0, i-1): a copy of tree 0, then trees 0..i-1 stacked."""
+        if self.stacked is None:
+            self.stacked = MergedTree()
+            for p, info in self._nodes(0).items():
+                self.stacked.set(p, info)
+            self.stacked_upto = -1
+        while self.stacked_upto < i - 1:
+            self.stacked_upto += 1
+            self._stack(self.stacked_upto)
+        return self.stacked
+
+    def _nodes(self, j: int) -> dict[str, tuple[bool, int]]:
+        """Layer j's tree as dive builds it: path -> (is_dir, size), blank implicit parents."""
+        from .walk import DIR, ESCAPES, OPAQUE
+        lf = self.walk.layers[j]
+        skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
+        nodes: dict[str, tuple[bool, int]] = {}
+        kinds, sizes = lf.kinds, lf.sizes
+        for idx, p in enumerate(lf.paths):
+            if not p or idx in skip:
+                continue
+            k = kinds[idx]
+            if k >= OPAQUE:
+                node = dive_node(p)
+                if node == p:
+                    node = _parent(p)
+                if not node:
+                    continue
+                if node not in nodes:
+                    nodes[node] = BLANK
+                p = node
+            else:
+                nodes[p] = (k == DIR, sizes[idx])
+            par = _parent(p)
+            while par and par not in nodes:
+                nodes[par] = BLANK
+                par = _parent(par)
+        return nodes
+
+    def _stack(self, j: int) -> None:
+        """dive's FileTree.Stack: whiteout nodes remove their target, other nodes overwrite."""
+        stacked = self.stacked
+        assert stacked is not None
+        nodes = self._nodes(j)
+        outs = [p for p in nodes if ".wh." in p and _is_whiteout_node(p)]
+        if any(_target(p) in nodes for p in outs):
+            # A removal and an addition touch the same subtree: keep dive's exact order.
+            for p in sorted(nodes, key=lambda q: q.split("/") + [_LAST]):
+                if _is_whiteout_node(p):
+                    stacked.remove(_target(p))
+                else:
+                    stacked.set(p, nodes[p])
+            return
+        for p in outs:
+            stacked.remove(_target(p))
+        wset = set(outs)
+        for p, info in nodes.items():
+            if p not in wset:
+                stacked.set(p, info)
+
+    # ------------------------------------------------------------------ results
+    def finish(self) -> None:
+        num = 0
+        den = 0
+        inefficient = []
+        for path, v in self.eff.items():
+            if v.__class__ is int:
+                num += v
+                den += v
+            else:
+                num += v[1]
+                den += v[0]
+                if v[2] >= 2:
+                    inefficient.append((path, v[2], v[0], v[1]))
+        self.min_total = num
+        self.cum_total = den
+        self.score = 1.0 if den == 0 else num / den
+        inefficient.sort(key=lambda r: (-r[2], r[0]))
+        self.inefficient = inefficient
+        self.stacked = None  # only needed while walking
+
+
+def _count(eff: dict, key: str, size: int) -> None:
+    v = eff.get(key)
+    if v is None:
+        eff[key] = size
+    elif v.__class__ is int:
+        eff[key] = [v + size, v if v < size else size, 2]
+    else:
+        v[0] += size
+        if v[1] < 0 or size < v[1]:
+            v[1] = size
+        v[2] += 1

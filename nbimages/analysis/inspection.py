@@ -1,0 +1,645 @@
+"""`nbimages.inspect(source)`: an image's layers, files, sizes and waste as DataFrames.
+
+The layers are walked once (see walk.py); every table is derived from that walk on demand
+and cached. The numbers users know from dive are reproduced exactly (`efficiency`,
+`waste.total_bytes`), next to what squashing the image would really save (`wasted_bytes`,
+`waste.wasted_bytes`); `explain()` says where and why the two views differ.
+
+Paths in the tables are absolute ('/usr/bin/env'); paths handed to `read_files` predicates
+are relative, as in the layer tars ('usr/bin/env').
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from ..errors import InvalidImage
+from ..oci import digest as dg
+from ..oci.tarscan import TarEntry, records
+from .walk import (ADDED, CHANGE_NAME, DELETED, DIR, FILE, KIND_NAME, MASK, MODIFIED, REASON,
+                   OVERWRITTEN, SHIFT, SKIPPED, Walk)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..image import Image
+
+LAYER_COLUMNS = ["index", "digest", "diff_id", "size", "compressed_size", "created_by",
+                 "files_added", "files_modified", "files_deleted", "wasted_bytes", "entries"]
+FILE_COLUMNS = ["layer", "path", "kind", "size", "mode", "uid", "gid", "change", "linkname"]
+WASTE_COLUMNS = ["path", "count", "total_bytes", "wasted_bytes", "dive", "reason"]
+SIZE_COLUMNS = ["path", "size", "files", "layers", "top_layer", "share"]
+DIFF_COLUMNS = ["path", "change", "what", "kind_a", "kind_b", "size_a", "size_b", "mode_a",
+                "mode_b", "layer_a", "layer_b"]
+HISTORY_COLUMNS = ["index", "created", "created_by", "comment", "empty_layer", "layer", "author"]
+
+
+def inspect(source: Any, platform: str | None = None) -> "Inspection":
+    """Open `source` (an Image or any source string) and walk its layers once.
+
+    Sources are those of `nbimages.open_image`: docker-daemon:REF, docker-archive:PATH,
+    oci:DIR[:TAG], oci-archive:PATH, docker://REF, a store name, a bare path or reference.
+    """
+    if isinstance(source, Inspection):
+        return source
+    from ..image import Image
+    if isinstance(source, Image):
+        image = source
+    else:
+        from ..sources import open_image
+        image = open_image(source, platform=platform)
+    insp = Inspection(image)
+    insp._ensure()
+    return insp
+
+
+class Inspection:
+    """What is inside an image: tables derived from one walk over its layers."""
+
+    def __init__(self, image: "Image"):
+        self.image = image
+        self._walk: Walk | None = None
+        self._cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def digest(self) -> str:
+        """The manifest digest (depends on how the layers are compressed)."""
+        return self.image.digest
+
+    @property
+    def id(self) -> str:
+        """The config digest, Docker's image ID."""
+        return self.image.id
+
+    @property
+    def source(self) -> str:
+        return self.image.source or (self.image.names[0] if self.image.names else "")
+
+    # ------------------------------------------------------------------ the walk
+    def _ensure(self) -> Walk:
+        if self._walk is None:
+            walk = Walk()
+            for i, layer in enumerate(self.image.layers):
+                try:
+                    with layer.open_tar() as stream:
+                        walk.add_layer(stream)
+                except InvalidImage as e:
+                    raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
+                                       f"{self.source or 'the image'}: {e}") from None
+            walk.finish()
+            self._walk = walk
+        return self._walk
+
+    def read_files(self, predicate: Callable[[str], bool], *,
+                   max_size: int = 64 << 20) -> Iterator[tuple[int, TarEntry]]:
+        """Yield `(layer_index, TarEntry)` for every entry whose path satisfies `predicate`.
+
+        Layers in order, entries in tar order. `predicate` gets the relative path as in the
+        tar ('var/lib/dpkg/status', whiteouts as 'dir/.wh.name'); regular files selected
+        carry their bytes in `entry.data` (None above `max_size`). Only layers holding a
+        selected path are read again, each only up to its last selected entry, so asking
+        for a few small files costs a fraction of the first walk.
+        """
+        walk = self._ensure()
+        for i, lf in enumerate(walk.layers):
+            chosen = [idx for idx, p in enumerate(lf.paths) if predicate(p)]
+            if not chosen:
+                continue
+            wanted = set(chosen)
+            names = {lf.paths[idx] for idx in chosen}
+            last = chosen[-1]
+            layer = self.image.layers[i]
+            with layer.open_tar() as stream:
+                for idx, rec in enumerate(records(stream, names.__contains__, max_size)):
+                    if idx in wanted:
+                        yield i, TarEntry(*rec)
+                    if idx >= last:
+                        break
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def size(self) -> int:
+        """Bytes of file content in all layers (sum of `layers.size`, dive's image size)."""
+        return sum(lf.size for lf in self._ensure().layers)
+
+    @property
+    def final_size(self) -> int:
+        """Bytes of file content in the final filesystem (what a squashed image would hold)."""
+        return sum(lf.final_size for lf in self._ensure().layers)
+
+    @property
+    def wasted_bytes(self) -> int:
+        """What squashing would save: bytes of every file copy not in the final filesystem.
+
+        Overwritten copies, deleted files, files under deleted directories and files hidden
+        by opaque directories all count; the copy that is kept does not (unlike dive, #684).
+        """
+        return self.size - self.final_size
+
+    @property
+    def corrected_efficiency(self) -> float:
+        """final_size / size: the share of layer bytes that end up in the filesystem."""
+        size = self.size
+        return 1.0 if size == 0 else self.final_size / size
+
+    # ------------------------------------------------------------------ dive's numbers
+    @property
+    def efficiency(self) -> float:
+        """dive 0.13's efficiency score for this image, bit for bit (see `explain()`)."""
+        return self._ensure().dive.score
+
+    @property
+    def dive(self) -> dict[str, Any]:
+        """dive's summary numbers: efficiency, inefficient (potential wasted) bytes, user %."""
+        walk = self._ensure()
+        sizes = [lf.size for lf in walk.layers]
+        inefficient = sum(r[2] for r in walk.dive.inefficient)
+        user = sum(sizes[1:])
+        return {"efficiency": walk.dive.score, "inefficient_bytes": inefficient,
+                "size": sum(sizes), "user_size": user,
+                "user_wasted_percent": inefficient / user if user else None}
+
+    # ------------------------------------------------------------------ tables as columns
+    def _columns(self, name: str, build: Callable[[], dict[str, list]]) -> dict[str, list]:
+        key = "cols:" + name
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def _layer_columns(self) -> dict[str, list]:
+        walk = self._ensure()
+        hist = self.image.layer_history()
+        diff_ids = self.image.diff_ids
+        cols: dict[str, list] = {c: [] for c in LAYER_COLUMNS}
+        for i, (layer, lf) in enumerate(zip(self.image.layers, walk.layers)):
+            changes = lf.changes
+            cols["index"].append(i)
+            cols["digest"].append(layer.digest)
+            cols["diff_id"].append(diff_ids[i] if i < len(diff_ids) else layer.diff_id)
+            cols["size"].append(lf.size)
+            cols["compressed_size"].append(layer.size)
+            cols["created_by"].append(hist[i].created_by if i < len(hist) and hist[i] else "")
+            cols["files_added"].append(changes.count(ADDED))
+            cols["files_modified"].append(changes.count(MODIFIED))
+            cols["files_deleted"].append(len(lf.deleted))
+            cols["wasted_bytes"].append(lf.size - lf.final_size)
+            cols["entries"].append(len(lf))
+        return cols
+
+    def _waste_columns(self) -> dict[str, list]:
+        walk = self._ensure()
+        layers = walk.layers
+        final = walk.tree.values
+        # every copy that is not the final one, with why it left
+        why: dict[int, int] = {}
+        for lf in layers:
+            for c, how in zip(lf.deleted, lf.deleted_how):
+                why[c] = how
+        # path -> [layers that wrote or removed it, bytes lost, reason, dive's total]
+        rows: dict[str, list] = {}
+        for i, lf in enumerate(layers):
+            base = i << SHIFT
+            sizes = lf.sizes
+            changes = lf.changes
+            kinds = lf.kinds
+            for idx, p in enumerate(lf.paths):
+                # Directories hold no bytes: a directory written again (a chmod, a new file
+                # inside) or deleted is not waste; its files are listed themselves.
+                if changes[idx] == SKIPPED or kinds[idx] == DIR:
+                    continue
+                code = base | idx
+                if final.get(p) == code:
+                    continue
+                r = rows.get(p)
+                if r is None:
+                    r = rows[p] = [0, 0, "", None]
+                r[0] += 1
+                r[1] += sizes[idx]
+                r[2] = REASON[why.get(code, OVERWRITTEN)]
+            for c in lf.deleted:
+                r = rows.get(layers[c >> SHIFT].paths[c & MASK])
+                if r is not None:
+                    r[0] += 1
+        for p, r in rows.items():
+            if p in final:
+                r[0] += 1
+        for path, count, cum, _min in walk.dive.inefficient:
+            r = rows.get(path)
+            if r is None:
+                r = rows[path] = [count, 0, "", cum]
+            else:
+                r[0] = count
+                r[3] = cum
+        out = sorted(rows.items(), key=lambda kv: (-kv[1][1], -(kv[1][3] or 0), kv[0]))
+        return {"path": ["/" + p for p, _ in out],
+                "count": [r[0] for _, r in out],
+                "total_bytes": [r[3] or 0 for _, r in out],
+                "wasted_bytes": [r[1] for _, r in out],
+                "dive": [r[3] is not None for _, r in out],
+                "reason": [r[2] for _, r in out]}
+
+    def _file_columns(self, layer: int | None) -> dict[str, list]:
+        walk = self._ensure()
+        layers = walk.layers
+        if layer is not None:
+            if not -len(layers) <= layer < len(layers):
+                from ..errors import NbimagesError
+                raise NbimagesError(f"the image has {len(layers)} layers (0..{len(layers) - 1}); "
+                                    f"there is no layer {layer}.")
+            layer %= len(layers)
+        cols: dict[str, list] = {c: [] for c in FILE_COLUMNS}
+        for i, lf in enumerate(layers):
+            if layer is not None and i != layer:
+                continue
+            keep = [idx for idx, ch in enumerate(lf.changes) if ch != SKIPPED]
+            n = len(keep) + len(lf.deleted)
+            cols["layer"].extend([i] * n)
+            paths, kinds, links = lf.paths, lf.kinds, lf.links
+            cols["path"].extend("/" + paths[j] for j in keep)
+            cols["kind"].extend(KIND_NAME[kinds[j]] for j in keep)
+            cols["size"].extend(lf.sizes[j] for j in keep)
+            cols["mode"].extend(lf.modes[j] for j in keep)
+            cols["uid"].extend(lf.uids[j] for j in keep)
+            cols["gid"].extend(lf.gids[j] for j in keep)
+            cols["change"].extend(CHANGE_NAME[lf.changes[j]] for j in keep)
+            cols["linkname"].extend(links.get(j, "") for j in keep)
+            for c in lf.deleted:
+                src = layers[c >> SHIFT]
+                j = c & MASK
+                cols["path"].append("/" + src.paths[j])
+                cols["kind"].append(KIND_NAME[src.kinds[j]])
+                cols["size"].append(src.sizes[j])
+                cols["mode"].append(src.modes[j])
+                cols["uid"].append(src.uids[j])
+                cols["gid"].append(src.gids[j])
+                cols["change"].append(CHANGE_NAME[DELETED])
+                cols["linkname"].append(src.links.get(j, ""))
+        return cols
+
+    def _final_columns(self) -> dict[str, list]:
+        walk = self._ensure()
+        layers = walk.layers
+        cols: dict[str, list] = {c: [] for c in FILE_COLUMNS}
+        for p in sorted(walk.tree.values):
+            c = walk.tree.values[p]
+            lf = layers[c >> SHIFT]
+            j = c & MASK
+            cols["layer"].append(c >> SHIFT)
+            cols["path"].append("/" + p)
+            cols["kind"].append(KIND_NAME[lf.kinds[j]])
+            cols["size"].append(lf.sizes[j])
+            cols["mode"].append(lf.modes[j])
+            cols["uid"].append(lf.uids[j])
+            cols["gid"].append(lf.gids[j])
+            cols["change"].append(CHANGE_NAME[lf.changes[j]])
+            cols["linkname"].append(lf.links.get(j, ""))
+        return cols
+
+    def _size_columns(self, depth: int) -> dict[str, list]:
+        walk = self._ensure()
+        layers = walk.layers
+        groups: dict[str, list] = {}  # prefix -> [size, files, {layer: bytes}]
+        for p, c in walk.tree.values.items():
+            lf = layers[c >> SHIFT]
+            j = c & MASK
+            if lf.kinds[j] == DIR:
+                continue
+            parts = p.split("/")[:-1][:depth]
+            prefix = "/" + "/".join(parts)
+            g = groups.get(prefix)
+            if g is None:
+                g = groups[prefix] = [0, 0, {}]
+            size = lf.sizes[j]
+            g[0] += size
+            g[1] += 1
+            li = c >> SHIFT
+            g[2][li] = g[2].get(li, 0) + size
+        total = sum(g[0] for g in groups.values()) or 1
+        out = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return {"path": [p for p, _ in out],
+                "size": [g[0] for _, g in out],
+                "files": [g[1] for _, g in out],
+                "layers": [sorted(g[2]) for _, g in out],
+                "top_layer": [max(g[2], key=lambda k: (g[2][k], -k)) for _, g in out],
+                "share": [g[0] / total for _, g in out]}
+
+    def _unsafe_columns(self) -> dict[str, list]:
+        walk = self._ensure()
+        cols: dict[str, list] = {"layer": [], "path": [], "kind": [], "linkname": [],
+                                 "reason": []}
+        for i, lf in enumerate(walk.layers):
+            for idx, why in lf.unsafe:
+                cols["layer"].append(i)
+                cols["path"].append(lf.paths[idx])
+                cols["kind"].append(KIND_NAME[lf.kinds[idx]])
+                cols["linkname"].append(lf.links.get(idx, ""))
+                cols["reason"].append(why)
+        return cols
+
+    def _history_columns(self) -> dict[str, list]:
+        cols: dict[str, list] = {c: [] for c in HISTORY_COLUMNS}
+        layer = 0
+        for n, h in enumerate(self.image.history):
+            cols["index"].append(n)
+            cols["created"].append(h.created)
+            cols["created_by"].append(h.created_by)
+            cols["comment"].append(h.comment)
+            cols["empty_layer"].append(h.empty_layer)
+            if h.empty_layer or layer >= len(self.image.layers):
+                cols["layer"].append(None)
+            else:
+                cols["layer"].append(layer)
+                layer += 1
+            cols["author"].append(h.author)
+        return cols
+
+    # ------------------------------------------------------------------ DataFrames
+    def _frame(self, key: str, build: Callable[[], dict[str, list]]) -> "pd.DataFrame":
+        import pandas as pd
+        if key not in self._cache:
+            self._cache[key] = pd.DataFrame(build())
+        return self._cache[key].copy(deep=False)
+
+    @property
+    def layers(self) -> "pd.DataFrame":
+        """One row per filesystem layer: index, digest, diff_id, size (file content bytes, as
+        dive counts), compressed_size (the blob), created_by, files_added/modified/deleted,
+        wasted_bytes (bytes of this layer missing from the final filesystem), entries."""
+        return self._frame("layers", lambda: self._columns("layers", self._layer_columns))
+
+    @property
+    def history(self) -> "pd.DataFrame":
+        """Every history entry, also those that made no layer (ENV, CMD ...)."""
+        frame = self._frame("history", self._history_columns)
+        frame["layer"] = frame["layer"].astype("Int64")
+        return frame
+
+    def files(self, layer: int | None = None, final: bool = False) -> "pd.DataFrame":
+        """Entries of every layer (or of `layer`), whiteouts resolved.
+
+        change is added / modified (the path existed below) / deleted (removed by this
+        layer: by a whiteout, with a deleted or opaque directory, or a directory replaced
+        by a file; size, mode ... are those of the copy that went away). With `final=True`,
+        the final filesystem instead: one row per path, from the layer whose copy is kept.
+        """
+        import pandas as pd
+        if final:
+            frame = self._frame("final", self._final_columns)
+        else:
+            frame = pd.DataFrame(self._file_columns(layer))
+        for col in ("kind", "change"):
+            frame[col] = frame[col].astype("category")
+        return frame
+
+    def sizes(self, depth: int = 2) -> "pd.DataFrame":
+        """The final filesystem's bytes by directory prefix (`depth` components), largest
+        first, with the layers whose files are there (`layers`, the largest `top_layer`)."""
+        if depth < 0:
+            from ..errors import NbimagesError
+            raise NbimagesError(f"depth must be 0 or more, not {depth}.")
+        return self._frame(f"sizes:{depth}", lambda: self._size_columns(depth))
+
+    @property
+    def waste(self) -> "pd.DataFrame":
+        """Every path written in more than one layer or removed later.
+
+        - count: layers that wrote or removed the path (dive's count where dive lists it);
+        - total_bytes: dive's figure, all copies, the kept one too; 0 for paths dive does not
+          list (so `waste.total_bytes.sum()` is dive's "potential wasted space");
+        - wasted_bytes: bytes of the copies that are not in the final filesystem;
+        - dive: whether dive lists the path; reason: what happened to the last lost copy.
+        """
+        return self._frame("waste", lambda: self._columns("waste", self._waste_columns))
+
+    @property
+    def unsafe(self) -> "pd.DataFrame":
+        """Entries that would escape the root if extracted naively ('..', absolute paths,
+        links climbing out). They are reported only; paths escaping the root are left out
+        of the merged filesystem."""
+        return self._frame("unsafe", self._unsafe_columns)
+
+    def packages(self) -> "pd.DataFrame":
+        """Size by installed package (Python, Debian, Alpine databases), with its layer."""
+        from .packages import packages
+        return packages(self)
+
+    # ------------------------------------------------------------------ explanations
+    def notes(self) -> list[str]:
+        """Where and why dive's view of this image differs from the corrected one."""
+        from ..progress import format_bytes as fb
+        walk = self._ensure()
+        out = []
+        d = self.dive
+        if d["inefficient_bytes"] != self.wasted_bytes:
+            out.append(f"dive's potential wasted space is {fb(d['inefficient_bytes'])}: it adds "
+                       f"up every copy of each path written twice, the copy that is kept too "
+                       f"(dive issue #684). Squashing would save {fb(self.wasted_bytes)}.")
+        for kind, layer, path, files, size in walk.events:
+            if kind == "opaque":
+                out.append(f"Layer {layer} makes /{path} opaque, hiding {files} files "
+                           f"({fb(size)}) of lower layers; dive ignores opaque markers, so "
+                           "it neither removes nor counts them.")
+            elif kind == "dir-deleted":
+                out.append(f"Layer {layer} deletes the directory /{path} ({files} files, "
+                           f"{fb(size)}); dive weighs a deleted directory once and does not "
+                           "list it as waste.")
+            elif kind == "whiteout-missing":
+                out.append(f"Layer {layer} has a whiteout for /{path}, which no lower layer "
+                           "holds; it deletes nothing.")
+        for layer, path, leaves, size in walk.dive.aborts:
+            out.append(f"dive stops counting layer {layer} at the whiteout of /{path}, which "
+                       f"is missing below: {leaves} later entries ({fb(size)}) are left out "
+                       "of its score and the path adds -1 to it.")
+        return out
+
+    def explain(self) -> str:
+        """The notes as one paragraph each (empty if dive and nbimages agree)."""
+        return "\n".join(self.notes())
+
+    # ------------------------------------------------------------------ diff
+    def diff(self, other: Any, content: bool = False) -> "pd.DataFrame":
+        """What changed from this image to `other` (an Inspection, Image or source), by path.
+
+        change is added / removed / modified; `what` lists the changed attributes (kind,
+        size, mode, owner, link, mtime, content). Copies from the same layer are equal.
+        With `content=True`, regular files of equal metadata from different layers are
+        compared by a hash of their bytes (a second, targeted read of those layers).
+        """
+        import pandas as pd
+        other = inspect(other)
+        a, b = self._final_map(), other._final_map()
+        cols: dict[str, list] = {c: [] for c in DIFF_COLUMNS}
+        suspects: list[str] = []
+        rows = []
+        for p in sorted(a.keys() | b.keys()):
+            x, y = a.get(p), b.get(p)
+            if x is None:
+                rows.append((p, "added", "", None, y))
+            elif y is None:
+                rows.append((p, "removed", "", x, None))
+            elif x[7] == y[7] and x[9] == y[9]:
+                continue  # the same copy of the same layer
+            else:
+                what = _what_changed(x, y)
+                if what:
+                    rows.append((p, "modified", what, x, y))
+                elif content and x[0] == "file" and x[2] > 0:
+                    suspects.append(p)
+                    rows.append((p, "?", "", x, y))
+                elif x[6] != y[6]:
+                    rows.append((p, "modified", "mtime", x, y))
+        if suspects:
+            ha, hb = self._hashes(set(suspects)), other._hashes(set(suspects))
+        for p, change, what, x, y in rows:
+            if change == "?":
+                if ha.get(p) == hb.get(p):
+                    continue
+                change, what = "modified", "content"
+            cols["path"].append("/" + p)
+            cols["change"].append(change)
+            cols["what"].append(what)
+            cols["kind_a"].append(x[0] if x else None)
+            cols["kind_b"].append(y[0] if y else None)
+            cols["size_a"].append(x[2] if x else None)
+            cols["size_b"].append(y[2] if y else None)
+            cols["mode_a"].append(x[3] if x else None)
+            cols["mode_b"].append(y[3] if y else None)
+            cols["layer_a"].append(x[8] if x else None)
+            cols["layer_b"].append(y[8] if y else None)
+        frame = pd.DataFrame(cols)
+        for col in ("size_a", "size_b", "mode_a", "mode_b", "layer_a", "layer_b"):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def _final_map(self) -> dict[str, tuple]:
+        """path -> (kind, size... , layer diff_id, entry index) of the final filesystem."""
+        if "final_map" not in self._cache:
+            walk = self._ensure()
+            diff_ids = [lc for lc in self._columns("layers", self._layer_columns)["diff_id"]]
+            out = {}
+            for p, c in walk.tree.values.items():
+                kind, size, mode, uid, gid, mtime, link = walk.copy_info(c)[1:8]
+                out[p] = (kind, p, size, mode, (uid, gid), link, mtime, diff_ids[c >> SHIFT],
+                          c >> SHIFT, c & MASK)
+            self._cache["final_map"] = out
+        return self._cache["final_map"]
+
+    def _hashes(self, paths: set[str]) -> dict[str, str]:
+        final = self._ensure().tree.values
+        out = {}
+        for i, entry in self.read_files(paths.__contains__, max_size=1 << 62):
+            if final.get(entry.path, -1) >> SHIFT == i and entry.data is not None:
+                out[entry.path] = hashlib.sha256(entry.data).hexdigest()
+        return out
+
+    # ------------------------------------------------------------------ export
+    def to_dict(self, files: bool = False, sizes: bool = False, depth: int = 2) -> dict[str, Any]:
+        """What `nbimages inspect --json` prints: plain JSON types, tables as records."""
+        d = self.dive
+        out: dict[str, Any] = {
+            "source": self.source,
+            "digest": self.digest,
+            "id": self.id,
+            "size": self.size,
+            "final_size": self.final_size,
+            "efficiency": self.efficiency,
+            "wasted_bytes": self.wasted_bytes,
+            "dive": d,
+            "layers": _records(self._columns("layers", self._layer_columns)),
+            "waste": _records(self._columns("waste", self._waste_columns)),
+            "history": _records(self._history_columns()),
+            "unsafe": _records(self._unsafe_columns()),
+            "notes": self.notes(),
+        }
+        if files:
+            out["files"] = _records(self._file_columns(None))
+        if sizes:
+            out["sizes"] = _records(self._size_columns(depth))
+        return out
+
+    def to_json(self, files: bool = False, sizes: bool = False, depth: int = 2,
+                indent: int | None = 2) -> str:
+        """`to_dict()` as JSON text."""
+        return json.dumps(self.to_dict(files=files, sizes=sizes, depth=depth), indent=indent)
+
+    # ------------------------------------------------------------------ display
+    def _summary(self) -> list[tuple[str, str]]:
+        from ..progress import format_bytes as fb
+        walk = self._ensure()
+        d = self.dive
+        return [
+            ("image", self.source or ", ".join(self.image.names) or dg.short(self.id)),
+            ("digest", self.digest),
+            ("id", self.id),
+            ("layers", f"{len(walk.layers)} ({sum(len(lf) for lf in walk.layers):,} entries)"),
+            ("size", f"{fb(self.size)} in layers, {fb(self.final_size)} in the final filesystem"),
+            ("efficiency", f"{self.efficiency:.4%} (dive's score)"),
+            ("wasted", f"{fb(self.wasted_bytes)} squashing would save; dive's potential "
+                       f"wasted space {fb(d['inefficient_bytes'])}"),
+        ]
+
+    def __repr__(self) -> str:
+        from ..progress import format_bytes as fb
+        lines = [f"<Inspection of {self.source or dg.short(self.id)}>"]
+        lines += [f"  {k:<10} {v}" for k, v in self._summary()[1:]]
+        cols = self._columns("layers", self._layer_columns)
+        lines.append("")
+        lines.append(f"  {'#':>3} {'digest':<19} {'size':>10} {'wasted':>10} {'+':>6} {'~':>6} "
+                     f"{'-':>6}  created_by")
+        for n in range(len(cols["index"])):
+            made = " ".join(str(cols["created_by"][n]).split())
+            lines.append(f"  {n:>3} {dg.short(cols['digest'][n]):<19} "
+                         f"{fb(cols['size'][n]):>10} {fb(cols['wasted_bytes'][n]):>10} "
+                         f"{cols['files_added'][n]:>6} {cols['files_modified'][n]:>6} "
+                         f"{cols['files_deleted'][n]:>6}  {made[:70]}")
+        notes = self.notes()
+        if notes:
+            lines.append("")
+            lines += [f"  note: {n}" for n in notes[:5]]
+            if len(notes) > 5:
+                lines.append(f"  ... {len(notes) - 5} more notes: .notes()")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                       for k, v in self._summary())
+        table = self.layers.to_html(index=False, escape=True, max_rows=200)
+        notes = self.notes()
+        notes_html = ""
+        if notes:
+            items = "".join(f"<li>{html.escape(n)}</li>" for n in notes[:10])
+            notes_html = f"<details><summary>{len(notes)} notes on dive's numbers</summary>" \
+                         f"<ul>{items}</ul></details>"
+        return f"<div><table>{rows}</table>{notes_html}{table}</div>"
+
+
+def _records(cols: dict[str, list]) -> list[dict[str, Any]]:
+    names = list(cols)
+    out = []
+    for row in zip(*(cols[n] for n in names)):
+        out.append({n: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for n, v in zip(names, row)})
+    return out
+
+
+def _what_changed(x: tuple, y: tuple) -> str:
+    what = []
+    if x[0] != y[0]:
+        what.append("kind")
+    if x[2] != y[2]:
+        what.append("size")
+    if x[3] != y[3]:
+        what.append("mode")
+    if x[4] != y[4]:
+        what.append("owner")
+    if x[5] != y[5]:
+        what.append("link")
+    if what and x[6] != y[6]:
+        what.append("mtime")
+    return ",".join(what)

@@ -1,0 +1,257 @@
+"""One pass over each layer tar: compact per-layer file tables and the merged filesystem.
+
+Every layer is streamed once through `tarscan.records`; its entries are kept as columns
+(a list of paths and typed arrays, about 130 bytes per entry) instead of objects. While the
+layer is applied to the merged tree its whiteouts are resolved (OCI image-spec, "Whiteouts":
+a layer's whiteouts apply to the layers below it, before its own entries), each entry is
+marked added or modified, and every path it removes becomes a deletion of that layer.
+The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same loop.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import BinaryIO, Callable
+
+from ..oci import whiteout as wh
+from ..oci.tarscan import KINDS, TarEntry, records
+from ..oci.whiteout import MergedTree
+from .dive import DiveModel
+
+FILE, DIR, SYMLINK, HARDLINK = 0, 1, 2, 3
+WHITEOUT, OPAQUE, META = 7, 8, 9
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+KIND_NAME = list(KINDS) + ["whiteout", "opaque", "meta"]
+
+ADDED, MODIFIED, DELETED, SKIPPED = 0, 1, 2, 255
+# why a copy left the filesystem
+OVERWRITTEN, BY_WHITEOUT, BY_PARENT_WHITEOUT, BY_OPAQUE, BY_REPLACED_DIR = 0, 1, 2, 3, 4
+REASON = {OVERWRITTEN: "overwritten", BY_WHITEOUT: "deleted",
+          BY_PARENT_WHITEOUT: "deleted with its directory",
+          BY_OPAQUE: "hidden by an opaque directory",
+          BY_REPLACED_DIR: "directory replaced by a file"}
+CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted"}
+
+# A copy of a path is identified by one int: layer index in the high bits, entry index below.
+SHIFT = 32
+MASK = (1 << SHIFT) - 1
+ESCAPES = "path escapes the image root"
+
+
+class LayerFiles:
+    """The entries of one layer tar as columns, plus what applying it did to the merged tree.
+
+    `changes[i]` is ADDED/MODIFIED for entries that are files of the layer, SKIPPED for
+    whiteouts, opaque markers, the root entry and unsafe paths; `deleted` holds the copies
+    (as `layer << 32 | entry` ints) that this layer removed from the layers below.
+    """
+
+    __slots__ = ("paths", "kinds", "sizes", "modes", "uids", "gids", "mtimes", "links",
+                 "changes", "deleted", "deleted_how", "size", "unsafe", "whiteouts", "opaques",
+                 "final_size", "final_count")
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.kinds = bytearray()
+        self.sizes = array("q")
+        self.modes = array("l")
+        self.uids = array("q")
+        self.gids = array("q")
+        self.mtimes = array("q")
+        self.links: dict[int, str] = {}
+        self.changes = bytearray()
+        self.deleted: list[int] = []
+        self.deleted_how = b""
+        self.size = 0
+        self.unsafe: list[tuple[int, str]] = []
+        self.whiteouts: list[int] = []
+        self.opaques: list[int] = []
+        self.final_size = 0
+        self.final_count = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def entry(self, idx: int) -> TarEntry:
+        """The stored metadata of entry `idx` as a TarEntry (no data)."""
+        return TarEntry(self.paths[idx], KIND_NAME[self.kinds[idx]] if self.kinds[idx] < 7 else
+                        "file", self.sizes[idx], self.modes[idx], self.uids[idx], self.gids[idx],
+                        self.mtimes[idx], self.links.get(idx, ""), None, "")
+
+
+class Walk:
+    """The state built by walking an image's layers in order."""
+
+    def __init__(self) -> None:
+        self.layers: list[LayerFiles] = []
+        self.tree: MergedTree[int] = MergedTree()
+        self.dive = DiveModel(self)
+        # events for the explanation of where dive's view differs: (kind, layer, path, files, bytes)
+        self.events: list[tuple[str, int, str, int, int]] = []
+
+    # ------------------------------------------------------------------ per layer
+    def add_layer(self, stream: BinaryIO, want: Callable[[str], bool] | None = None,
+                  collect: list | None = None, max_data: int = 64 << 20) -> LayerFiles:
+        """Read one layer tar (the next one up) and apply it.
+
+        With `want`, regular files it selects are read and, with every other entry it
+        selects, appended to `collect` as TarEntry objects (the fused `read_files` walk).
+        """
+        i = len(self.layers)
+        lf = LayerFiles()
+        self.layers.append(lf)
+        paths = lf.paths
+        p_app = paths.append
+        k_app = lf.kinds.append
+        s_app = lf.sizes.append
+        m_app = lf.modes.append
+        u_app = lf.uids.append
+        g_app = lf.gids.append
+        t_app = lf.mtimes.append
+        links = lf.links
+        unsafe_list = lf.unsafe
+        kind_code = KIND_CODE
+        total = 0
+        idx = 0
+        for rec in records(stream, want, max_data):
+            path, kind, size, mode, uid, gid, mtime, link, data, unsafe = rec
+            code = kind_code[kind]
+            if ".wh." in path:
+                what = wh.classify(path)[0]
+                if what == "whiteout":
+                    code = WHITEOUT
+                    lf.whiteouts.append(idx)
+                elif what == "opaque":
+                    code = OPAQUE
+                    lf.opaques.append(idx)
+                elif what == "meta":
+                    code = META
+            p_app(path)
+            k_app(code)
+            s_app(size)
+            m_app(mode)
+            u_app(uid)
+            g_app(gid)
+            t_app(mtime)
+            if link:
+                links[idx] = link
+            if unsafe:
+                unsafe_list.append((idx, unsafe))
+            if collect is not None and want is not None and (data is not None or (
+                    (kind != "file" or size > max_data) and want(path))):
+                collect.append(TarEntry(*rec))
+            total += size
+            idx += 1
+        lf.size = total
+        self._apply(i, lf)
+        return lf
+
+    def _apply(self, i: int, lf: LayerFiles) -> None:
+        """Apply layer `i` to the merged tree; fill `changes`/`deleted`; feed the dive model."""
+        tree = self.tree
+        values = tree.values
+        layers = self.layers
+        removed: dict[str, int] = {}
+        how: dict[int, int] = {}
+        for idx in lf.whiteouts:
+            target = wh.classify(lf.paths[idx])[1]
+            gone = tree.remove(target)
+            if not gone:
+                self.events.append(("whiteout-missing", i, target, 0, 0))
+            elif len(gone) > 1 or tree_kind(layers, gone[0][1]) == DIR:
+                self.events.append(("dir-deleted", i, target, *self._count(gone)))
+            for p, c in gone:
+                removed[p] = c
+                how[c] = BY_WHITEOUT if p == target else BY_PARENT_WHITEOUT
+        for idx in lf.opaques:
+            directory = wh.classify(lf.paths[idx])[1]
+            gone = tree.remove_children(directory)
+            if gone:
+                self.events.append(("opaque", i, directory, *self._count(gone)))
+            for p, c in gone:
+                removed[p] = c
+                how[c] = BY_OPAQUE
+
+        skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
+        paths = lf.paths
+        kinds = lf.kinds
+        changes = bytearray(len(paths))
+        lf.changes = changes
+        base = i << SHIFT
+        parents = {""}           # every directory of this layer's own tree (dive: non-leaves)
+        duplicates = False
+        tree_set = tree.set
+        for idx, p in enumerate(paths):
+            k = kinds[idx]
+            if k >= WHITEOUT or not p or (skip and idx in skip):
+                changes[idx] = SKIPPED
+                if k == OPAQUE or k == META:
+                    self.dive.marker(p, parents)
+                elif k == WHITEOUT:
+                    _add_parents(p, parents)
+                continue
+            par = p[:p.rfind("/")] if "/" in p else ""
+            while par not in parents:
+                parents.add(par)
+                par = par[:par.rfind("/")] if "/" in par else ""
+            old = values.get(p)
+            if old is None:
+                if removed and p in removed:
+                    changes[idx] = MODIFIED
+                    del removed[p]
+                tree_set(p, base | idx)
+                continue
+            if old >> SHIFT == i:
+                duplicates = True
+                changes[idx] = changes[old & MASK]
+            else:
+                changes[idx] = MODIFIED
+            if k != DIR and tree_kind(layers, old) == DIR and tree.has_children(p):
+                # A non-directory over a directory replaces the whole subtree.
+                for q, c in tree.remove_children(p):
+                    removed[q] = c
+                    how[c] = BY_REPLACED_DIR
+            values[p] = base | idx
+        lf.deleted = list(removed.values())
+        lf.deleted_how = bytes(how.get(c, BY_WHITEOUT) for c in lf.deleted)
+        self.dive.add_layer(i, lf, parents, duplicates, skip)
+
+    def _count(self, gone: list[tuple[str, int]]) -> tuple[int, int]:
+        layers = self.layers
+        files = 0
+        size = 0
+        for _, c in gone:
+            lf = layers[c >> SHIFT]
+            j = c & MASK
+            if lf.kinds[j] != DIR:
+                files += 1
+            size += lf.sizes[j]
+        return files, size
+
+    # ------------------------------------------------------------------ results
+    def finish(self) -> None:
+        """Per-layer bytes and entries still visible in the final filesystem."""
+        layers = self.layers
+        for c in self.tree.values.values():
+            lf = layers[c >> SHIFT]
+            lf.final_size += lf.sizes[c & MASK]
+            lf.final_count += 1
+        self.dive.finish()
+
+    def copy_info(self, code: int) -> tuple:
+        """(path, kind, size, mode, uid, gid, mtime, linkname, layer) of one stored copy."""
+        lf = self.layers[code >> SHIFT]
+        j = code & MASK
+        return (lf.paths[j], KIND_NAME[lf.kinds[j]], lf.sizes[j], lf.modes[j], lf.uids[j],
+                lf.gids[j], lf.mtimes[j], lf.links.get(j, ""), code >> SHIFT)
+
+
+def tree_kind(layers: list[LayerFiles], code: int) -> int:
+    return layers[code >> SHIFT].kinds[code & MASK]
+
+
+def _add_parents(p: str, parents: set) -> None:
+    par = p[:p.rfind("/")] if "/" in p else ""
+    while par not in parents:
+        parents.add(par)
+        par = par[:par.rfind("/")] if "/" in par else ""
