@@ -394,7 +394,7 @@ class RegistryClient:
                                 on_bytes(len(chunk))
                             if size is not None and offset > size:
                                 break
-                    except (requests.RequestException, OSError, Exception) as e:  # noqa: BLE001
+                    except Exception as e:  # noqa: BLE001 - only a broken stream is retried
                         if not _is_stream_error(e):
                             raise
                         failures += 1
