@@ -13,7 +13,6 @@ set -euo pipefail
 STATE_DIR="${NBIMAGES_SERVICES_DIR:-/var/tmp/nbimages-services}"
 REGISTRY_ADDR="${NBIMAGES_TEST_REGISTRY:-127.0.0.1:5000}"
 DOCKER_SOCK="/var/run/docker.sock"
-PACKAGES=(docker.io docker-registry skopeo umoci busybox-static debootstrap)
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -29,6 +28,8 @@ install_missing() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v curl >/dev/null || missing+=(curl)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v pigz >/dev/null || missing+=(pigz)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then
     log "missing ${missing[*]} and not root: install them with apt-get, or run as root"
