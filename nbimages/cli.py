@@ -103,29 +103,6 @@ def _print_json(value: Any) -> None:
         print(json.dumps(value, indent=2, default=str))
 
 
-def _summary(insp: Any) -> str:
-    """One line about an inspected image: digest, layers, size, efficiency, waste."""
-    from .progress import format_bytes
-    parts = []
-    image = getattr(insp, "image", None)
-    digest = getattr(insp, "digest", None) or getattr(image, "digest", None)
-    if digest:
-        parts.append(str(digest))
-    layers = getattr(insp, "layers", None)
-    if layers is not None:
-        parts.append(f"{len(layers)} layers")
-    size = getattr(insp, "size", None)
-    if isinstance(size, int):
-        parts.append(format_bytes(size))
-    eff = getattr(insp, "efficiency", None)
-    if isinstance(eff, float):
-        parts.append(f"efficiency {eff:.2%}")
-    wasted = getattr(insp, "wasted_bytes", None)
-    if isinstance(wasted, int):
-        parts.append(f"wasted {format_bytes(wasted)}")
-    return ", ".join(parts)
-
-
 # -- subcommands --------------------------------------------------------------------------------
 
 def cmd_inspect(a: argparse.Namespace) -> int:
@@ -133,7 +110,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     kw = {"platform": a.platform} if a.platform else {}
     insp = inspect(a.source, **kw)
     if a.files:
-        view = insp.files(layer=a.layer)
+        view = insp.files(layer=a.layer, final=a.final)
     elif a.sizes:
         view = insp.sizes(depth=a.depth)
     elif a.waste:
@@ -143,14 +120,15 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     elif a.packages:
         view = insp.packages()
     elif a.diff:
-        view = insp.diff(inspect(a.diff, **kw))
+        view = insp.diff(inspect(a.diff, **kw), content=a.content)
     else:
         view = None
     if a.json:
         _print_json(insp.to_json() if view is None else view)
+    elif view is None and not a.full:
+        print(repr(insp))  # the summary, the layer table and notes on dive's numbers
     elif view is None:
-        print(_summary(insp))
-        print_table(insp.layers, full=a.full)
+        print_table(insp.layers, full=True)
     else:
         print_table(view, full=a.full)
     return 0
@@ -174,10 +152,14 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     view.add_argument("--packages", action="store_true", help="installed packages with size and layer")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
     p.add_argument("--layer", type=int, metavar="N", help="with --files: only layer N")
+    p.add_argument("--final", action="store_true", help="with --files: the final filesystem, one row per path")
+    p.add_argument("--content", action="store_true",
+                   help="with --diff: also compare the bytes of files whose metadata is equal")
     p.add_argument("--depth", type=int, default=2, metavar="N", help="with --sizes: directory depth (2)")
     p.add_argument("--json", action="store_true",
                    help="JSON instead of a table: the whole inspection, or the chosen view as records")
-    p.add_argument("--full", action="store_true", help="do not shorten digests in tables")
+    p.add_argument("--full", action="store_true",
+                   help="every column, digests not shortened (without a view: the layers DataFrame)")
 
 
 COMMANDS["inspect"] = ("show an image's layers (or files, sizes, waste, diff) as a table or JSON",

@@ -88,9 +88,15 @@ def history(inv: Invocation) -> Any:
 @command("files", "every entry of every layer, added/modified/deleted",
          SOURCE, PLATFORM,
          arg("--layer", type=int, default=None, metavar="N", help="only layer N (0 is the base)"),
+         arg("--final", action="store_true", help="the final filesystem instead: one row per path"),
          group="look", needs=("inspect",))
 def files(inv: Invocation) -> Any:
-    """The file table of an image, whiteouts resolved (nbimages.inspect(SOURCE).files(layer=N))."""
+    """The file table of an image, whiteouts resolved (nbimages.inspect(SOURCE).files(layer=N)).
+
+    With --final, the merged filesystem: one row per path, from the layer whose copy is kept.
+    """
+    if inv.args.final:
+        return _inspect(inv).files(final=True)
     return _inspect(inv).files(layer=inv.args.layer)
 
 
@@ -112,10 +118,19 @@ def waste(inv: Invocation) -> Any:
 
 @command("diff", "what changed between two images, path by path",
          arg("a", metavar="A", help="the old image"), arg("b", metavar="B", help="the new image"),
+         arg("--content", action="store_true",
+             help="also compare the bytes of files whose metadata is equal (reads them)"),
          PLATFORM, group="look", needs=("inspect",))
 def diff(inv: Invocation) -> Any:
-    """The paths added, modified and deleted from image A to image B (inspect(A).diff(B))."""
-    return _inspect(inv, inv.args.a).diff(_inspect(inv, inv.args.b))
+    """The paths added, removed and modified from image A to image B (inspect(A).diff(B))."""
+    return _inspect(inv, inv.args.a).diff(_inspect(inv, inv.args.b), content=inv.args.content)
+
+
+@command("unsafe", "entries that would escape the root ('..', absolute links)",
+         SOURCE, PLATFORM, group="look", needs=("inspect",))
+def unsafe(inv: Invocation) -> Any:
+    """Layer entries that would escape the root if extracted naively (reported, never followed)."""
+    return _inspect(inv).unsafe
 
 
 @command("packages", "installed packages (pip, dpkg, apk): size and layer",
