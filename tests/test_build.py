@@ -504,3 +504,11 @@ def test_nbimages_build_accepts_a_recipe_or_a_dockerfile(tmp_path):
     assert nbimages.build(r, "t:1").digest == r.build("t:1").digest
     img = nbimages.build("FROM scratch\nENV A=1\n", "t:2")
     assert img.config["config"]["Env"] == ["A=1"]
+
+
+def test_a_recipe_can_start_from_an_image_object(merged_usr_base):
+    base = nbimages.open_image(merged_usr_base)
+    r = nbimages.Recipe(base)
+    r.file("/x", "x")
+    img = r.build("t:1")
+    assert img.layers[0].digest == base.layers[0].digest and len(img.layers) == 2

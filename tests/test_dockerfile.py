@@ -169,3 +169,13 @@ def test_file_steps_become_heredocs_or_context_files(ctx, tmp_path):
     assert "COPY .nbimages-files/001-clean.py /app/clean.py" in df.read_text()
     f = out / ".nbimages-files" / "001-clean.py"
     assert f.read_text() == "print('x')\n" and (f.stat().st_mode & 0o777) == 0o755
+
+
+def test_add_of_a_local_archive_is_refused_instead_of_copied_unpacked(ctx):
+    import tarfile
+    with tarfile.open(ctx / "bundle.tar.gz", "w:gz") as tf:
+        tf.add(ctx / "notes.txt", "notes.txt")
+    with pytest.raises(BuildError, match="unpack"):
+        build_dockerfile("FROM scratch\nADD bundle.tar.gz /opt/\n", "a:1", ctx)
+    img = build_dockerfile("FROM scratch\nADD notes.txt /opt/\n", "a:2", ctx)
+    assert len(img.layers) == 1

@@ -12,7 +12,7 @@ import pytest
 
 from nbimages.errors import BuildError, UnsafePath
 from nbimages.oci import compressor as cz
-from nbimages.oci.tarwriter import (BLOCK, DIR, END_OF_ARCHIVE, FILE, Entry, LayerTree,
+from nbimages.oci.tarwriter import (BLOCK, DIR, END_OF_ARCHIVE, Entry, LayerTree,
                                     encode_header, iter_tar, normalize_path, write_tar)
 
 

@@ -28,16 +28,15 @@ import posixpath
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BuildError, NbimagesError
+from ..errors import BuildError
 from ..image import Image, Layer
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.manifest import Manifest
-from ..oci.tarwriter import DIR, FILE, SYMLINK, Entry, LayerTree, iter_tar, normalize_path, \
+from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, \
     source_date_epoch
 from .cache import BuildCache
 from .context import Context, file_digest
@@ -86,24 +85,13 @@ class BuildReport(list):
 # ---- opening the base
 
 def open_base(source: str | None, platform: str | Platform | None, store) -> Image | None:
-    """The base image (None for scratch), through nbimages.sources.open_image when present."""
+    """The base image (None for scratch), opened by nbimages.sources.open_image."""
     if source is None or source.strip().lower() == "scratch":
         return None
-    try:
-        from ..sources import open_image
-    except ImportError:
-        open_image = None
-    if open_image is not None:
-        return open_image(source, platform=platform)
-    # Before the sources package lands: the local store and OCI layout directories.
-    from ..oci.layout import OCILayout
     if source.startswith("store:"):
-        return store.get(source[6:], platform)
-    if source.startswith("oci:"):
-        rest = source[4:]
-        path, _, tag = rest.rpartition(":") if ":" in rest and not os.path.isdir(rest) else (rest, "", "")
-        return OCILayout(path).image(tag or None, platform, source=source)
-    return store.get(source, platform)
+        return store.get(source[len("store:"):], platform)
+    from ..sources import open_image
+    return open_image(source, platform=platform)
 
 
 def _scratch_config(platform: Platform) -> dict[str, Any]:
@@ -259,6 +247,10 @@ def _copy_tree(step: Step, state: _ConfigState, view: LowerView, ctx: Context) -
                 meta = view.dir_meta(dest)
                 t.add(Entry(dest, DIR, *(meta or (0o755, uid, gid))))
         else:
+            if a.get("add") and _is_archive(host):
+                raise BuildError(f"ADD {rel}: Docker would unpack this archive, which the "
+                                 "embedded builder does not do; unpack it into the build context "
+                                 "and COPY the folder, or use COPY to keep the archive as a file.")
             name = posixpath.basename(rel) or host.name
             target = posixpath.join(dest, name) if (dest_is_dir or multi) else dest
             if not target:
@@ -266,6 +258,16 @@ def _copy_tree(step: Step, state: _ConfigState, view: LowerView, ctx: Context) -
                                  "a directory (end the destination with '/').")
             t.add_host_file(target, host, follow=True, uid=uid, gid=gid, mode=mode)
     return [t.get(p) for p in _paths(t)]  # type: ignore[misc]
+
+
+def _is_archive(path: Path) -> bool:
+    """What Docker's ADD unpacks: a tar, plain or gzip/bzip2/xz/zstd compressed."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00" or \
+            head[:4] == b"\x28\xb5\x2f\xfd":
+        return True
+    return len(head) == 512 and head[257:262] == b"ustar"
 
 
 def _layer_key(entries: list[Entry], comp: cz.Compressor, epoch: int) -> str:

@@ -22,10 +22,16 @@ from .steps import (KINDS, Step, check_options, command, env_name, image_path, p
 
 
 class Recipe:
-    """A base image (`"scratch"` or any source nbimages.open_image accepts) plus steps."""
+    """A base image plus steps. The base is `"scratch"`, any source nbimages.open_image
+    accepts (`python:3.12-slim`, `oci:DIR:TAG`, `docker-daemon:REF`, ...) or an Image."""
 
-    def __init__(self, base: str = "scratch", *, context: str | os.PathLike = ".",
+    def __init__(self, base: "str | Any" = "scratch", *, context: str | os.PathLike = ".",
                  platform: str | None = None, compression: str | None = None):
+        base_image = None
+        from ..image import Image
+        if isinstance(base, Image):
+            base_image = base
+            base = base.names[0] if base.names else (base.source or base.digest)
         if not isinstance(base, str) or not base.strip():
             raise BuildError(f"the base image {base!r} is not a name: give a reference such as "
                              "python:3.12-slim, a source such as oci:DIR:TAG, or 'scratch'.")
@@ -35,7 +41,7 @@ class Recipe:
         self.compression = compression
         self.steps: list[Step] = []
         self.report = None
-        self._base_image = None
+        self._base_image = base_image
 
     # ---- steps by key (notebook cells)
     @staticmethod
