@@ -34,14 +34,14 @@ class FakeInspection:
         self.waste = pd.DataFrame({"path": ["/a"], "count": [2], "total_bytes": [8], "wasted_bytes": [4]})
         self.history = pd.DataFrame({"created_by": ["COPY", "CMD"]})
 
-    def files(self, layer=None):
-        return pd.DataFrame({"layer": [layer], "path": ["/a"]})
+    def files(self, layer=None, final=False):
+        return pd.DataFrame({"layer": [layer], "path": ["/a"], "final": [final]})
 
     def sizes(self, depth=2):
         return pd.DataFrame({"path": ["/usr"], "depth": [depth]})
 
-    def diff(self, other):
-        return pd.DataFrame({"a": [self.source], "b": [other.source]})
+    def diff(self, other, content=False):
+        return pd.DataFrame({"a": [self.source], "b": [other.source], "content": [content]})
 
     def packages(self):
         return pd.DataFrame({"name": ["busybox"]})
@@ -217,7 +217,9 @@ def test_files_layer_and_sizes_depth_reach_the_api(ip, stub_api):
 
 def test_diff_inspects_both_images(ip, stub_api):
     df = ip.run_line_magic("image", "diff oci:a oci:b")
-    assert df.iloc[0].tolist() == ["oci:a", "oci:b"]
+    assert df.iloc[0].tolist() == ["oci:a", "oci:b", False]
+    df = ip.run_line_magic("image", "diff oci:a oci:b --content")
+    assert df.iloc[0].tolist() == ["oci:a", "oci:b", True]
 
 
 def test_variables_are_expanded_in_the_line(ip, stub_api):
