@@ -512,3 +512,22 @@ def test_a_recipe_can_start_from_an_image_object(merged_usr_base):
     r.file("/x", "x")
     img = r.build("t:1")
     assert img.layers[0].digest == base.layers[0].digest and len(img.layers) == 2
+
+
+def test_golden_diff_ids_and_image_id_do_not_drift(monkeypatch):
+    """Fixed inputs, fixed ids: catches any change in tar, JSON or config encoding (whatever
+    the Python version). The manifest digest is left out: it depends on the compressor."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    r = nbimages.Recipe("scratch", platform="linux/amd64")
+    r.file("/app/hello.txt", "hello, reproducible world\n")
+    r.file("/app/" + "long-name-" * 12 + ".txt", "caf\u00e9\n", mode=0o600)
+    r.remove("/tmp/x")
+    r.env(A="1")
+    r.cmd(["cat", "/app/hello.txt"])
+    img = r.build("golden:1")
+    assert img.diff_ids == [
+        "sha256:44a21459d14bbe031b7278352b0da4d1a54a31e26b14dd45f448582882431b60",
+        "sha256:2bd135a6978149914e70fb4a85b8e5172997f07ccafe6285f65cad12d83f9cb7",
+        "sha256:d14782ff9094c2b9bfdf9995d610beb169439ac18ffaa01370f497ef99a5d80c",
+    ]
+    assert img.id == "sha256:3dd5d062ed2ccff9b77a3fd03fe982f7a75887a9cc47ea5adea2c1b9ba060c2e"
