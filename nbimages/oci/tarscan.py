@@ -193,8 +193,12 @@ def records(stream: BinaryIO, want: Callable[[str], bool] | None = None,
         unsafe = ""
         if name[:1] in "./" or "/." in name or "//" in name or name[-1:] == "/":
             name, unsafe = _normalise(name)
-        if linkname and ".." in linkname:
-            unsafe = unsafe or _link_escapes(name, linkname, kind)
+        if linkname:
+            if ".." in linkname:
+                unsafe = unsafe or _link_escapes(name, linkname, kind)
+            if kind == "hardlink":
+                # a hard link names another member: normalise it like a member name
+                linkname = _normalise(linkname)[0]
 
         data = None
         if want is not None and kind == "file" and size <= max_data and want(name):
