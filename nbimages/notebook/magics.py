@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from ..errors import NbimagesError
 from .commands import TABLE
 from .parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown, Invocation,
-                      rest_after, split_line)
+                      cell_lines, rest_after, split_line)
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 TRANSPORTS = ["docker-daemon:", "docker-archive:", "oci:", "oci-archive:", "docker://"]
@@ -78,7 +78,6 @@ class ImageMagics(Magics):
                 raise UsageError(f"{CELL_MAGIC} {cmd.name} takes no cell body; write it as a line "
                                  f"magic: {MAGIC} {cmd.name} ...")
             if cmd.cell == CELL_ARGS:
-                from .parsing import cell_lines
                 rest += cell_lines(cell)
         elif cmd.cell == CELL_TEXT and not ({"-h", "--help"} & set(rest)):
             raise UsageError(f"{MAGIC} {cmd.name} needs a cell body: put {CELL_MAGIC} {cmd.name} ... on "
