@@ -138,3 +138,10 @@ def test_files_magic_bad_layer_option_is_one_usage_line(ip, waste_archive):
     with pytest.raises(UsageError) as e:
         ip.run_line_magic("image", f"files {waste_archive['image']} --layer")
     assert "\n" not in str(e.value) and "--layer" in str(e.value)
+
+
+def test_explore_magic_returns_the_explorer_with_a_static_fallback(ip, waste_archive):
+    ex = ip.run_line_magic("image", f"explore {waste_archive['image']} --diff {waste_archive['base']}")
+    assert type(ex).__name__ == "Explorer"
+    html = ex.to_html()
+    assert "nbimages-layer-row" in html and "nbimages-diff-row" in html

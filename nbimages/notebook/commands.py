@@ -597,8 +597,19 @@ def load(inv: Invocation) -> Any:
 
 # -- notebook ------------------------------------------------------------------------------------
 
-TABLE.planned("explore", "widget: layers, files, sizes chart, waste", group="notebook",
-              needs=("explore",))
+@command("explore", "widget: layers, files, sizes chart, waste",
+         SOURCE, arg("--diff", metavar="OTHER", default=None, help="compare with a second image"),
+         PLATFORM, group="notebook", needs=("explore",))
+def explore(inv: Invocation) -> Any:
+    """The explorer: click a layer to see its files, sizes as charts, wasted space, a diff.
+
+    Static HTML where widgets cannot run (nbconvert, GitHub's viewer); text in a terminal.
+    """
+    a = inv.args
+    other = _image_or_source(inv, a.diff) if a.diff else None
+    return nbimages.explore(_image_or_source(inv, a.source), other, platform=a.platform)
+
+
 TABLE.planned("freeze", "pin a recipe's inputs for a reproducible handout", group="notebook",
               needs=("freeze",))
 TABLE.planned("verify", "rebuild a handout and check its digest", group="notebook", needs=("freeze",))
