@@ -169,3 +169,17 @@ def test_built_image_runs_and_prints_the_cell_text(ip, busybox_image, capfd):
     code = cell(ip, "%image run magic/runme:1", "c5")
     assert code == 0
     assert "printed from a notebook cell" in capfd.readouterr().out
+
+
+def test_cells_replay_without_a_shell(tmp_path):
+    """What `nbimages build NOTEBOOK.ipynb` needs: the %image lines of a notebook, no kernel."""
+    from nbimages.notebook.magics import ImageMagics
+    m = ImageMagics(None)
+    m.cell_id = "c1"
+    m.dispatch("from scratch")
+    m.cell_id = "c2"
+    m.dispatch("file /x.txt", "hello\n")
+    img = m.dispatch("build replay:1")
+    assert isinstance(img, nbimages.Image) and len(img.layers) == 1
+    with pytest.raises(UsageError):
+        m.dispatch("fil /x.txt", "hello\n")
