@@ -360,9 +360,8 @@ class Inspection:
 
     # ------------------------------------------------------------------ DataFrames
     def _frame(self, key: str, build: Callable[[], dict[str, list]]) -> "pd.DataFrame":
-        import pandas as pd
         if key not in self._cache:
-            self._cache[key] = pd.DataFrame(build())
+            self._cache[key] = _typed(build())
         return self._cache[key].copy(deep=False)
 
     @property
@@ -387,11 +386,10 @@ class Inspection:
         by a file; size, mode ... are those of the copy that went away). With `final=True`,
         the final filesystem instead: one row per path, from the layer whose copy is kept.
         """
-        import pandas as pd
         if final:
             frame = self._frame("final", self._final_columns)
         else:
-            frame = pd.DataFrame(self._file_columns(layer))
+            frame = _typed(self._file_columns(layer))
         for col in ("kind", "change"):
             frame[col] = frame[col].astype("category")
         return frame
@@ -617,6 +615,24 @@ class Inspection:
             notes_html = f"<details><summary>{len(notes)} notes on dive's numbers</summary>" \
                          f"<ul>{items}</ul></details>"
         return f"<div><table>{rows}</table>{notes_html}{table}</div>"
+
+
+# column dtypes, so that empty tables still have the right types
+_DTYPES = {"index": "int64", "size": "int64", "compressed_size": "int64", "files_added": "int64",
+           "files_modified": "int64", "files_deleted": "int64", "wasted_bytes": "int64",
+           "entries": "int64", "layer": "int64", "mode": "int64", "uid": "int64", "gid": "int64",
+           "count": "int64", "total_bytes": "int64", "dive": "bool", "files": "int64",
+           "top_layer": "int64", "share": "float64", "empty_layer": "bool"}
+
+
+def _typed(cols: dict[str, list]) -> "pd.DataFrame":
+    import pandas as pd
+    frame = pd.DataFrame(cols)
+    for col in frame.columns:
+        dtype = _DTYPES.get(col)
+        if dtype and (len(frame) == 0 or col != "layer" or frame[col].notna().all()):
+            frame[col] = frame[col].astype(dtype)
+    return frame
 
 
 def _records(cols: dict[str, list]) -> list[dict[str, Any]]:
