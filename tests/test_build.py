@@ -531,3 +531,20 @@ def test_golden_diff_ids_and_image_id_do_not_drift(monkeypatch):
         "sha256:d14782ff9094c2b9bfdf9995d610beb169439ac18ffaa01370f497ef99a5d80c",
     ]
     assert img.id == "sha256:3dd5d062ed2ccff9b77a3fd03fe982f7a75887a9cc47ea5adea2c1b9ba060c2e"
+
+
+def test_lower_view_applies_whiteouts_opaque_dirs_and_replacements():
+    from nbimages.build.lower import LowerView
+    from nbimages.oci.tarwriter import DIR, FILE, SYMLINK, Entry
+    v = LowerView()
+    v.apply([Entry("a", DIR), Entry("a/b", DIR), Entry("a/b/c", DIR), Entry("o", DIR),
+             Entry("o/x", DIR), Entry("l", SYMLINK, linkname="/a/b")])
+    assert v.resolve("l/c/file") == "a/b/c/file"
+    v.apply([Entry("a/.wh.b", FILE), Entry("o/.wh..wh..opq", FILE), Entry("o/new", DIR)])
+    assert v.kind("a/b") is None and v.kind("a/b/c") is None
+    assert v.kind("o/x") is None and v.kind("o/new") == "d"
+    v.apply([Entry("a", FILE)])
+    assert v.kind("a") is None
+    v.apply([Entry("loop1", SYMLINK, linkname="loop2"), Entry("loop2", SYMLINK, linkname="loop1")])
+    with pytest.raises(BuildError, match="symbolic links"):
+        v.resolve("loop1/x")

@@ -47,8 +47,9 @@ class LowerView:
 
     # ---- building
     def _remove_tree(self, path: str) -> None:
-        self.nodes.pop(path, None)
-        self._remove_children(path)
+        node = self.nodes.pop(path, None)
+        if node is not None and node[0] == "d":
+            self._remove_children(path)
 
     def _remove_children(self, path: str) -> None:
         prefix = path + "/" if path else ""
@@ -63,7 +64,9 @@ class LowerView:
             if name == OPAQUE:
                 self._remove_children(posixpath.dirname(e.path))
             elif name.startswith(WHITEOUT_PREFIX):
-                self._remove_tree(posixpath.join(posixpath.dirname(e.path), name[len(WHITEOUT_PREFIX):]))
+                gone = posixpath.join(posixpath.dirname(e.path), name[len(WHITEOUT_PREFIX):])
+                self.nodes.pop(gone, None)
+                self._remove_children(gone)
         for e in entries:
             if posixpath.basename(e.path).startswith(WHITEOUT_PREFIX):
                 continue

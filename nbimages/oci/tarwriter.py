@@ -108,6 +108,7 @@ class LayerTree:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
+        self._dirs_with_children: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -123,16 +124,16 @@ class LayerTree:
         if entry.kind not in _TYPEFLAG:
             raise ValueError(f"unknown entry kind {entry.kind!r}")
         entry = replace(entry, path=path)
-        for parent in _parents(path):
+        parents = _parents(path)
+        for parent in parents:
             have = self._entries.get(parent)
             if have is not None and have.kind != DIR:
                 raise BuildError(f"/{parent} is a file in this layer but /{path} needs it to be a "
                                  "directory; put them in separate steps or rename one.")
-        if entry.kind != DIR:
-            prefix = path + "/"
-            if any(p.startswith(prefix) for p in self._entries):
-                raise BuildError(f"/{path} is a directory in this layer and cannot also be a "
-                                 f"{entry.kind}.")
+        if entry.kind != DIR and path in self._dirs_with_children:
+            raise BuildError(f"/{path} is a directory in this layer and cannot also be a "
+                             f"{entry.kind}.")
+        self._dirs_with_children.update(parents)
         self._entries[path] = entry
         return entry
 
