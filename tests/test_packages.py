@@ -669,3 +669,16 @@ def test_damaged_database_files_give_what_can_be_read_and_never_raise():
     assert sorted(zip(frame.type, frame.name)) == [("apk", "a"), ("deb", "ok"), ("python", "x")]
     x = frame.set_index("name").loc["x"]
     assert x["declared_size"] == 3 + 12  # the sizes that could be read
+
+
+# ---------------------------------------------------------------------------------------------
+# The product path: nbimages.inspect(...).packages() over the same archives
+
+
+@pytest.mark.parametrize("image", ["python_image", "deb_image", "apk_image"])
+def test_inspection_packages_equal_the_independent_stdlib_walk(image, request):
+    import nbimages
+    saved = request.getfixturevalue(image)[0]
+    got = nbimages.inspect(f"docker-archive:{saved.tar}").packages()
+    pd.testing.assert_frame_equal(got, saved.packages())
+    assert len(got) > 1 and list(got.columns) == pk.COLUMNS

@@ -602,7 +602,7 @@ def packages(inspection: Any) -> pd.DataFrame:
 
     Reads the database files (and whiteouts) of every layer through
     `inspection.read_files(predicate)`, which yields `(layer_index, TarEntry)` in layer order,
-    and measures each package against the final file table `inspection.files()`.
+    and measures each package against the final file table `inspection.files(final=True)`.
     """
     fs = FinalFS.from_frame(_final_table(inspection))
     versions = database_versions(inspection.read_files(wanted))
@@ -610,7 +610,5 @@ def packages(inspection: Any) -> pd.DataFrame:
 
 
 def _final_table(inspection: Any) -> pd.DataFrame:
-    frame = inspection.files()
-    if "change" in frame.columns:
-        frame = frame[frame["change"] != "deleted"]
-    return frame
+    """The final filesystem: `files(final=True)`, one row per path from the kept copy."""
+    return inspection.files(final=True)
