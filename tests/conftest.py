@@ -98,6 +98,16 @@ def busybox_in_registry(busybox_image, docker_client, registry) -> str:
     return ref
 
 
+@pytest.fixture(scope="module")
+def ip():
+    """A real IPython shell with `%load_ext nbimages` done (unloaded after the module)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbimages")
+    yield shell
+    shell.run_line_magic("unload_ext", "nbimages")
+
+
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     """Run a command, capturing text output; raise with its stderr on failure."""
     kw.setdefault("check", True)

@@ -9,20 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import nbimages
 from nbimages.errors import ImageNotFound
 from nbimages.notebook import parsing
 from nbimages.notebook.commands import TABLE
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbimages")
-    yield shell
-    shell.run_line_magic("unload_ext", "nbimages")
 
 
 class FakeInspection:

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import nbimages
 from nbimages.errors import BuildError
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbimages")
-    yield shell
-    shell.run_line_magic("unload_ext", "nbimages")
 
 
 @pytest.fixture(autouse=True)

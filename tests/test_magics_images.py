@@ -7,7 +7,6 @@ import subprocess
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from pandas.testing import assert_frame_equal
 
 import nbimages
@@ -39,14 +38,6 @@ def waste_archive(waste_image, busybox_image, tmp_path_factory) -> dict[str, str
     subprocess.run(["docker", "save", "-o", str(d / "base.tar"), busybox_image], check=True)
     return {"image": f"docker-archive:{d / 'waste.tar'}", "base": f"docker-archive:{d / 'base.tar'}",
             "tar": str(d / "waste.tar")}
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbimages")
-    yield shell
-    shell.run_line_magic("unload_ext", "nbimages")
 
 
 def test_layers_magic_equals_the_api_table(ip, waste_archive):

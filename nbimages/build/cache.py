@@ -7,12 +7,11 @@ An entry only counts while its blob is still in the store.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_atomic
 
 CACHE_FILE = "build-cache.json"
 _VERSION = 1
@@ -53,16 +52,6 @@ class BuildCache:
             current = self._read()
             current.update(records)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-cache-", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"version": _VERSION, "layers": current}, f, sort_keys=True,
-                              separators=(",", ":"))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            write_atomic(self.path, json.dumps({"version": _VERSION, "layers": current},
+                                               sort_keys=True, separators=(",", ":")).encode())
             self._entries = current

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from ..atomic import write_atomic
 from ..errors import BuildError, InvalidImage
 from ..oci.tarwriter import DIR, FILE, OPAQUE, SYMLINK, WHITEOUT_PREFIX, Entry
 
@@ -199,9 +198,6 @@ def view_of_layers(layers, cache_dir: Path | None = None, diff_ids: list[str] | 
         with layer.open_tar() as f:
             view.apply(_tar_entries(f))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": _VIEW_VERSION, "nodes": view.nodes}, f, separators=(",", ":"))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"version": _VIEW_VERSION, "nodes": view.nodes},
+                                      separators=(",", ":")).encode())
     return view

@@ -21,7 +21,7 @@ from ..errors import ImageNotFound, InvalidImage
 from . import digest as dg, mediatypes as mt
 from .descriptor import Descriptor, Platform
 from .fileslice import open_slice
-from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs
+from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs, select_entry
 from .manifest import Index, Manifest
 
 BLOCK = 512
@@ -221,21 +221,8 @@ class OCIArchive:
 
     def resolve(self, tag: str | None = None) -> Descriptor:
         """The index entry named `tag` (ref name or manifest digest), or the only one."""
-        entries = self.blobs.index().manifests
-        if tag:
-            for d in entries:
-                if d.annotations.get(REF_NAME) == tag or d.digest == tag:
-                    return d
-            names = sorted(d.annotations[REF_NAME] for d in entries if REF_NAME in d.annotations)
-            raise ImageNotFound(f"no image tagged {tag!r} in {self.path} (tags there: "
-                                f"{', '.join(names) or 'none'}). Use one of those tags.")
-        if not entries:
-            raise ImageNotFound(f"the OCI archive {self.path} holds no image.")
-        if len(entries) > 1:
-            names = sorted(d.annotations.get(REF_NAME, d.digest) for d in entries)
-            raise ImageNotFound(f"the OCI archive {self.path} holds {len(entries)} images; name "
-                                f"one as oci-archive:{self.path}:TAG (tags: {', '.join(names)}).")
-        return entries[0]
+        return select_entry(self.blobs.index().manifests, tag, f"the OCI archive {self.path}",
+                            f"oci-archive:{self.path}")
 
     def image(self, tag: str | Descriptor | None = None, platform: str | Platform | None = None,
               *, source: str | None = None, names: list[str] | None = None):

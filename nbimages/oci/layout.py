@@ -11,8 +11,9 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable
 
+from ..atomic import write_atomic
 from ..errors import ImageNotFound, InvalidImage
 from . import canonical, digest as dg, mediatypes as mt
 from .descriptor import Descriptor, Platform
@@ -188,26 +189,10 @@ class OCILayout:
     def resolve(self, tag: str | None = None) -> Descriptor:
         """The index entry for `tag` (ref name, or a digest), or the only entry when tag is None."""
         entries = self.index().manifests
-        if tag:
-            if dg.is_digest(tag):
-                for d in entries:
-                    if d.digest == tag:
-                        return d
-                if self.has_blob(tag):
-                    return Descriptor(mt.OCI_MANIFEST, tag, self.blob_path(tag).stat().st_size)
-            for d in entries:
-                if d.annotations.get(REF_NAME) == tag:
-                    return d
-            names = sorted(d.annotations[REF_NAME] for d in entries if REF_NAME in d.annotations)
-            raise ImageNotFound(f"no image tagged {tag!r} in {self.path} (tags there: "
-                                f"{', '.join(names) or 'none'}). Use one of those tags.")
-        if not entries:
-            raise ImageNotFound(f"the OCI layout {self.path} holds no image.")
-        if len(entries) > 1:
-            names = sorted(d.annotations.get(REF_NAME, d.digest) for d in entries)
-            raise ImageNotFound(f"the OCI layout {self.path} holds {len(entries)} images; name one "
-                                f"as oci:{self.path}:TAG (tags: {', '.join(names)}).")
-        return entries[0]
+        if tag and dg.is_digest(tag) and not any(d.digest == tag for d in entries) \
+                and self.has_blob(tag):
+            return Descriptor(mt.OCI_MANIFEST, tag, self.blob_path(tag).stat().st_size)
+        return select_entry(entries, tag, f"the OCI layout {self.path}", f"oci:{self.path}")
 
     def image(self, tag: str | Descriptor | None = None, platform: str | Platform | None = None,
               source: str | None = None):
@@ -217,20 +202,30 @@ class OCILayout:
         return image_from_blobs(self.read_blob, self.open_blob, desc, platform,
                                 source=source or f"oci:{self.path}", names=[name] if name else [])
 
-    # ---- helpers
     def _write_atomic(self, target: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(target, data)
+
+
+def select_entry(entries: list[Descriptor], tag: str | None, where: str, source: str) -> Descriptor:
+    """The index entry named `tag` (ref name or manifest digest), or the only one when tag is None.
+
+    `where` names the container in messages ("the OCI layout DIR"); `source` is how the user
+    names it (`oci:DIR`), to show the `SOURCE:TAG` form when a tag is needed.
+    """
+    if tag:
+        for d in entries:
+            if d.annotations.get(REF_NAME) == tag or d.digest == tag:
+                return d
+        names = sorted(d.annotations[REF_NAME] for d in entries if REF_NAME in d.annotations)
+        raise ImageNotFound(f"no image tagged {tag!r} in {where} (tags there: "
+                            f"{', '.join(names) or 'none'}). Use one of those tags.")
+    if not entries:
+        raise ImageNotFound(f"{where} holds no image.")
+    if len(entries) > 1:
+        names = sorted(d.annotations.get(REF_NAME, d.digest) for d in entries)
+        raise ImageNotFound(f"{where} holds {len(entries)} images; name one as {source}:TAG "
+                            f"(tags: {', '.join(names)}).")
+    return entries[0]
 
 
 def image_from_blobs(read_blob, open_blob, desc: Descriptor, platform=None, *, source: str,

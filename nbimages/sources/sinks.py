@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from ..atomic import write_atomic
 from ..errors import DigestMismatch, InvalidImage, NbimagesError, UnknownTransport
 from ..oci import digest as dg, mediatypes as mt
 from ..oci.archive import check_blob_sizes, oci_archive_entries, oci_manifest, tar_stream
@@ -76,7 +77,7 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     with _docker_ready(image, dest.parent, format == "docker") as ready:
         entries = docker_archive_entries(ready, tag) if format == "docker" \
             else oci_archive_entries(ready, tag)
-        _write_atomic(dest, tar_stream(entries))
+        write_atomic(dest, tar_stream(entries))
     return dest
 
 
@@ -163,24 +164,7 @@ def _docker_ready(image, workdir: Path, convert_zstd: bool):
                 os.unlink(tmp)
 
 
-def _write_atomic(dest: Path, chunks: Iterator[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        close = getattr(chunks, "close", None)
-        if close:
-            close()
+
 
 
 def _save_layout(image, dest: Path, tag: str | None) -> Path:
