@@ -41,7 +41,7 @@ if busybox.exists():
 cells += [
     "img = %image build demo:1",
     "img",
-    "%image layers demo:1",
+    "%image inspect demo:1",
     f"%image save demo:1 {out / 'demo.tar'}",
     "print('digest  ', img.digest)\nprint('image id', img.id)",
 ]
