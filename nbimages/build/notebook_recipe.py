@@ -1,0 +1,410 @@
+"""Build the image a notebook's `%image` / `%%image` cells describe, without running its other cells.
+
+    image = build_notebook("analysis.ipynb", "handout:1")     # `nbimages build analysis.ipynb`
+
+The cells are read with nbformat and turned into Python by IPython's own input transformer
+(so `x = %image build t`, indented magics and cell-magic bodies read exactly as a kernel reads
+them); each `%image` call is parsed by the magics' own argument parsers and applied to a fresh
+build session (nbimages.build.session), top to bottom, as "Run All" would in a new kernel. The
+notebook's folder is the working directory, as it is for its kernel. Subcommands that look at
+or move images (`layers`, `run`, `push`, ...) do not describe the image and are skipped;
+`%image freeze` is replayed from the record it left in its saved output (the pins come from
+the kernel that ran it). After a build, the notebook's metadata gets `nbimages` (digest,
+image ID, pins, diff_ids per step), unless record=False.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import BuildError, NbimagesError
+
+__all__ = ["build_notebook", "NotebookError", "NotebookBuild", "read_notebook", "image_calls",
+           "replay", "record_build", "build_record", "METADATA_KEY"]
+
+METADATA_KEY = "nbimages"
+
+
+class NotebookError(BuildError):
+    """A notebook that cannot be read or whose `%image` cells cannot be followed."""
+
+
+@dataclass
+class ImageCall:
+    """One `%image` line or `%%image` cell of a notebook."""
+
+    cell: int                  # 1-based position of the cell in the notebook
+    cell_id: str
+    line: str                  # the text after `%image`
+    body: str | None           # the cell body of a `%%image` cell
+    first_line: str            # the cell's first line, to name it in messages
+    outputs: list = field(default_factory=list, repr=False)
+
+    def where(self) -> str:
+        return f"cell {self.cell} ({self.first_line!r})"
+
+
+@dataclass
+class NotebookBuild:
+    """What replaying a notebook made: the final image, its recipe, what was skipped."""
+
+    path: Path
+    image: Any = None
+    recipe: Any = None
+    images: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    calls: list[ImageCall] = field(default_factory=list)
+
+
+# ---- reading
+
+def read_notebook(path: str | os.PathLike):
+    """The notebook at `path` as an nbformat v4 node; NotebookError if it is not one."""
+    import nbformat
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotebookError(f"the notebook {p} does not exist; give the path of an .ipynb "
+                            "file.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NotebookError(f"cannot read the notebook {p} ({e}).") from None
+    try:
+        nb = nbformat.reads(text, as_version=4, capture_validation_error={})
+    except Exception as e:  # noqa: BLE001 - nbformat raises several kinds for bad files
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise NotebookError(f"{p} is not a Jupyter notebook: {reason}. Open it in Jupyter and "
+                            "save it again, or check the file.") from None
+    cells = nb.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise NotebookError(f"{p} is not a Jupyter notebook: it has no list of cells.")
+    return nb
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src or "")
+
+
+def image_calls(nb, path: str | os.PathLike = "notebook") -> list[ImageCall]:
+    """Every `%image` / `%%image` call in the code cells, in the order a kernel runs them."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    transformer = TransformerManager()
+    calls: list[ImageCall] = []
+    for index, cell in enumerate(nb["cells"], start=1):
+        if cell.get("cell_type") != "code":
+            continue
+        source = _source(cell)
+        if "%image" not in source:
+            continue
+        first = next((l.strip() for l in source.splitlines() if l.strip()), "")[:80]
+        cell_id = str(cell.get("id") or f"cell-{index}")
+        try:
+            code = transformer.transform_cell(source)
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError) as e:
+            raise NotebookError(f"{path}: cell {index} ({first!r}) has %image lines but is not "
+                                f"valid Python around them ({e.__class__.__name__}: {e}); fix "
+                                "the cell so a kernel could run it.") from None
+        found = []
+        for node in ast.walk(tree):
+            magic = _magic_call(node)
+            if magic is not None:
+                found.append((node.lineno, node.col_offset, magic))
+        for _, _, (line, body) in sorted(found, key=lambda t: t[:2]):
+            calls.append(ImageCall(index, cell_id, line, body, first,
+                                   list(cell.get("outputs") or [])))
+    return calls
+
+
+def _magic_call(node: ast.AST) -> tuple[str, str | None] | None:
+    """(line, body) of `get_ipython().run_line_magic('image', line)` / `run_cell_magic(...)`."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return None
+    kind = node.func.attr
+    if kind not in ("run_line_magic", "run_cell_magic"):
+        return None
+    target = node.func.value
+    if not (isinstance(target, ast.Call) and isinstance(target.func, ast.Name)
+            and target.func.id == "get_ipython"):
+        return None
+    args = node.args
+    if not args or not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
+        return None
+    if args[0].value != "image":
+        return None
+    if kind == "run_line_magic" and len(args) == 2:
+        return args[1].value, None
+    if kind == "run_cell_magic" and len(args) == 3:
+        return args[1].value, args[2].value
+    return None
+
+
+# ---- replaying
+
+@contextlib.contextmanager
+def _fresh_session() -> Iterator[Any]:
+    """A new build session as the process's current one (the magics' functions use it)."""
+    from . import session as sessions
+    saved = sessions._current  # noqa: SLF001 - swapped back below
+    sessions._current = sessions.Session()
+    try:
+        yield sessions._current
+    finally:
+        sessions._current = saved
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    """The notebook's folder as the working directory (its kernel's), for relative paths."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None,
+           progress: Callable[[dict], Any] | None = None, compression: str | None = None
+           ) -> NotebookBuild:
+    """Apply the notebook's `%image` calls to a fresh session and build what they describe.
+
+    Builds where the notebook builds (`%image build`, `%%image dockerfile`), and once more at
+    the end when steps follow the last build (or nothing was built), tagged `tag`; the last
+    image is also tagged `tag` when given.
+    """
+    from IPython.core.error import UsageError
+    p = Path(path).expanduser().resolve()
+    nb = read_notebook(p)
+    calls = image_calls(nb, p.name)
+    result = NotebookBuild(p, calls=calls)
+    if not calls:
+        raise NotebookError(f"{p.name} has no %image or %%image cells, so it describes no "
+                            "image: add cells such as `%image from python:3.12-slim` and "
+                            "`%%image file /app/main.py`, or freeze the kernel with "
+                            "`%image freeze`.")
+    build_kw: dict[str, Any] = {"progress": progress}
+    if store is not None:
+        build_kw["store"] = store
+    if compression is not None:
+        build_kw["compression"] = compression
+    with _fresh_session() as session, _working_directory(p.parent):
+        dirty = False
+        for call in calls:
+            try:
+                made = _apply(call, session, result, build_kw, p)
+            except UsageError as e:
+                raise NotebookError(f"{p.name}: {call.where()}: {e}") from None
+            except NotebookError:
+                raise
+            except NbimagesError as e:
+                raise NotebookError(f"{p.name}: {call.where()}: {e}") from None
+            if made == "built":
+                dirty = False
+            elif made == "step":
+                dirty = True
+        if not session.started:
+            raise NotebookError(f"{p.name}: its %image cells start no recipe (no `%image from`, "
+                                "`%%image dockerfile` or `%image freeze`), so there is nothing "
+                                "to build.")
+        if dirty or result.image is None:
+            result.image = session.build(tag, **build_kw)
+            result.images.append(result.image)
+        elif tag:
+            _tag(result.image, tag, store)
+        result.recipe = session.recipe
+    result.image.recipe = result.recipe  # type: ignore[attr-defined]
+    return result
+
+
+def _tag(image: Any, tag: str, store: Any) -> None:
+    from ..oci.descriptor import Descriptor
+    from ..store import default_store
+    s = store or default_store()
+    s.tag(tag, Descriptor(image.manifest.media_type, image.digest, len(image.manifest.raw),
+                          platform=image.platform))
+    if tag not in image.names:
+        image.names.insert(0, tag)
+
+
+def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
+           path: Path) -> str:
+    """Run one call as the magic would; returns "step", "built" or "skipped"."""
+    from IPython.core.error import UsageError
+    from ..notebook.commands import TABLE, _pairs
+    from ..notebook.parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown,
+                                    Invocation, cell_lines, rest_after, split_line)
+    prog = CELL_MAGIC if call.body is not None else MAGIC
+    words = split_line(call.line, prog)
+    if not words or words[0] in ("-h", "--help", "help"):
+        result.skipped.append(f"{call.where()}: help")
+        return "skipped"
+    if words[0].startswith("-"):
+        raise UsageError(f"{prog}: unknown option '{words[0]}' before the subcommand; write "
+                         f"{prog} SUBCOMMAND [ARGS] (see {MAGIC} --help)")
+    cmd = TABLE.lookup(words[0], prog)
+    rest = words[1:]
+    if cmd.name == "freeze":
+        return _replay_freeze(call, session, path, rest_after(call.line, words[0]))
+    if cmd.group != "build" or "-h" in rest or "--help" in rest:
+        result.skipped.append(f"{call.where()}: {prog} {cmd.name} does not describe the image")
+        return "skipped"
+    if call.body is not None:
+        if cmd.cell == NO_CELL and call.body.strip():
+            raise UsageError(f"{CELL_MAGIC} {cmd.name} takes no cell body; write it as a line "
+                             f"magic: {MAGIC} {cmd.name} ...")
+        if cmd.cell == CELL_ARGS:
+            rest += cell_lines(call.body)
+    elif cmd.cell == CELL_TEXT:
+        raise UsageError(f"{MAGIC} {cmd.name} needs a cell body: put {CELL_MAGIC} {cmd.name} ... "
+                         "on the first line of a cell and the text below it")
+    try:
+        ns = cmd.parser(call.body is not None).parse_args(rest)
+    except HelpShown:
+        return "skipped"
+    inv = Invocation(ns, call.body, None, call.cell_id, call.cell,
+                     rest_after(call.line, words[0]), {})
+    cell_kw = {"cell_id": call.cell_id, "execution_count": call.cell}
+    if cmd.name == "build":
+        kw = dict(build_kw)
+        kw.update({k: v for k, v in (("engine", ns.engine), ("compression", ns.compression)) if v})
+        image = session.build(ns.tag, **kw)
+    elif cmd.name == "dockerfile":
+        kw = dict(build_kw)
+        if ns.engine:
+            kw["engine"] = ns.engine
+        image = session.dockerfile(call.body or "", ns.tag, context=ns.context,
+                                   build_args=_pairs(ns.build_args, "dockerfile --build-arg")
+                                   or None, **cell_kw, **kw)
+    elif cmd.name == "recipe":
+        if not ns.reset:
+            return "skipped"
+        cmd.func(inv)  # type: ignore[misc]
+        return "step"
+    else:
+        cmd.func(inv)  # type: ignore[misc]
+        return "step"
+    result.image = image
+    result.images.append(image)
+    return "built"
+
+
+def _replay_freeze(call: ImageCall, session: Any, path: Path, line: str) -> str:
+    """`%image freeze`: its pins come from the kernel that ran it, saved in the cell output."""
+    from .freeze import FREEZE_MIME, frozen_recipe, use_in_session
+    record = None
+    for out in call.outputs:
+        data = out.get("data") if isinstance(out, dict) else None
+        if isinstance(data, dict) and FREEZE_MIME in data:
+            record = data[FREEZE_MIME]
+            if isinstance(record, str):
+                record = json.loads(record)
+    if not isinstance(record, dict) or "base" not in record:
+        raise NotebookError(f"{path.name}: {call.where()}: `%image freeze` reads the packages of "
+                            "the kernel that runs it, and this cell has no saved output to read "
+                            "them from: run the cell in the notebook, save the notebook, then "
+                            "build it again.")
+    if record.get("line") is not None and record["line"] != line.strip():
+        raise NotebookError(f"{path.name}: {call.where()}: the cell was edited after it ran "
+                            f"(it ran `%image freeze {record['line']}`): run it again and save "
+                            "the notebook.")
+    use_in_session(frozen_recipe(record, path.parent), session, line=record.get("line"),
+                   cell_id=call.cell_id, execution_count=call.cell)
+    return "step"
+
+
+# ---- building and recording
+
+def build_notebook(path: str | os.PathLike, tag: str | None = None, *, store: Any = None,
+                   record: bool = True, progress: Callable[[dict], Any] | None = None,
+                   compression: str | None = None):
+    """Build the image a notebook's `%image` cells describe (its other cells do not run).
+
+    Returns the stored Image (with `.build_report` and `.recipe`); with `record=True` the
+    build is written into the notebook's metadata (`metadata.nbimages`).
+    """
+    result = replay(path, tag=tag, store=store, progress=progress, compression=compression)
+    image = result.image
+    image.notebook_build = result  # type: ignore[attr-defined]
+    if record and hasattr(image, "manifest"):
+        record_build(result.path, image, tag=tag)
+    return image
+
+
+def build_record(image: Any, tag: str | None = None) -> dict[str, Any]:
+    """What goes into `metadata.nbimages`: digest, image ID, pins, layers per step."""
+    from .builder import BASE_DIGEST_ANNOTATION, PIP_LABEL
+    from ..oci.compressor import COMPRESSOR_ANNOTATION
+    report = list(getattr(image, "build_report", None) or [])
+    recipe = getattr(image, "recipe", None)
+    pins = []
+    with contextlib.suppress(ValueError, TypeError):
+        pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
+    annotations = image.manifest.annotations if hasattr(image.manifest, "annotations") else {}
+    layer_rows = [r for r in report if r.get("diff_id")]
+    media = {l.digest: l.media_type for l in image.layers}
+    steps = []
+    for r in report:
+        step = {"step": r["step"], "cell": r.get("origin"), "cell_id": r.get("key"),
+                "kind": r.get("kind"), "instruction": r["instruction"]}
+        if r.get("diff_id"):
+            step.update(diff_id=r["diff_id"], layer=r["layer"], size=r["size"],
+                        media_type=media.get(r["layer"]))
+        steps.append(step)
+    names = [n for n in image.names if ":" in n.rsplit("/", 1)[-1]]
+    return {
+        "version": 1,
+        "tag": tag or (names[0] if names else None),
+        "digest": image.digest,
+        "image_id": image.id,
+        "base": getattr(recipe, "base", None),
+        "base_digest": (annotations or {}).get(BASE_DIGEST_ANNOTATION),
+        "compressor": (annotations or {}).get(COMPRESSOR_ANNOTATION),
+        "base_layers": len(image.diff_ids) - len(layer_rows),
+        "diff_ids": image.diff_ids,
+        "pins": pins,
+        "steps": steps,
+    }
+
+
+def record_build(path: str | os.PathLike, image: Any, tag: str | None = None) -> dict[str, Any]:
+    """Write the build record into the notebook's metadata (atomically; other keys kept)."""
+    p = Path(path)
+    rec = build_record(image, tag)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise NotebookError(f"cannot record the build in {p} ({e}).") from None
+    meta = doc.setdefault("metadata", {})
+    if meta.get(METADATA_KEY) == rec:
+        return rec
+    meta[METADATA_KEY] = rec
+    # nbformat's own layout (sorted keys, indent 1), so Jupyter's next save changes nothing else.
+    text = json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, p.stat().st_mode & 0o7777)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return rec
+
+
+def notebook_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The build record in a notebook's metadata, if any."""
+    nb = read_notebook(path)
+    rec = (nb.get("metadata") or {}).get(METADATA_KEY)
+    return dict(rec) if isinstance(rec, dict) else None
