@@ -10,6 +10,7 @@ import io
 import json
 import os
 import posixpath
+import random
 import re
 import shutil
 import subprocess
@@ -21,11 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from bases import _TRIM as TRIMMED
+from bases import CACHE
+from conftest import docker_build, run, tool
 
 from nbimages.analysis import packages as pk
 from nbimages.analysis.packages import DbVersion, FileRow, FinalFS
-
-from conftest import docker_build, run, tool
 
 VENV_SITE = Path(sys.executable).parent.parent / f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
 HOST_STATUS = Path("/var/lib/dpkg/status")
@@ -41,7 +43,7 @@ def test_dpkg_status_parser_reads_every_installed_package_of_this_machine():
     text = HOST_STATUS.read_text()
     expected = {(m["p"], m["v"]) for m in re.finditer(
         r"^Package: (?P<p>\S+)\n(?:(?!\n\n).)*?^Status: \S+ \S+ installed\n(?:(?!\n\n).)*?^Version: (?P<v>\S+)",
-        text, re.M | re.S)}
+        text, re.MULTILINE | re.DOTALL)}
     records = pk.parse_dpkg_status(text)
     assert {(r.name, r.version) for r in records} == expected
     assert len(records) > 20
@@ -235,8 +237,7 @@ def _kind(m: tarfile.TarInfo) -> str:
 def save_and_walk(client, tag: str, dest: Path) -> Saved:
     """`docker save` the image, then replay its layers: final file table and database versions."""
     with open(dest, "wb") as f:
-        for chunk in client.images.get(tag).save(named=True):
-            f.write(chunk)
+        f.writelines(client.images.get(tag).save(named=True))
     rows: dict[str, FileRow] = {}
     handed: list[tuple[int, Entry]] = []  # what a layer walk hands to pk.database_versions
     with tarfile.open(dest) as outer:
@@ -447,8 +448,6 @@ def test_python_names_and_versions_agree_with_syft(python_image):
 # ---------------------------------------------------------------------------------------------
 # Debian: real dpkg in layers over the debootstrap base (usrmerged: /lib -> usr/lib)
 
-from bases import _TRIM as TRIMMED, CACHE, python_base_image  # noqa: E402,F401 - fixture by name
-
 DEB_CACHE = CACHE / "debs"
 
 
@@ -602,11 +601,12 @@ def apk_image(docker_client, busybox_image, tmp_path_factory):
     """busybox + an apk database: 2: nbmusl and nbzlib, 3: nbtool added (database rewritten),
     4: database without nbzlib, 5: nbzlib's files removed."""
     ctx = tmp_path_factory.mktemp("apkimg")
+    noise = random.Random(7).randbytes  # fixed bytes: the engine's build cache applies
     payload = {
-        "nbmusl": {"lib/ld-musl-x86_64.so.1": os.urandom(60_000),
-                   "usr/lib/libc.musl-x86_64.so.1": os.urandom(1_000)},
-        "nbzlib": {"lib/libz.so.1.3.1": os.urandom(20_000)},
-        "nbtool": {"usr/bin/nbtool": os.urandom(30_000), "usr/share/nbtool/data": b"x" * 5_000},
+        "nbmusl": {"lib/ld-musl-x86_64.so.1": noise(60_000),
+                   "usr/lib/libc.musl-x86_64.so.1": noise(1_000)},
+        "nbzlib": {"lib/libz.so.1.3.1": noise(20_000)},
+        "nbtool": {"usr/bin/nbtool": noise(30_000), "usr/share/nbtool/data": b"x" * 5_000},
     }
     versions = {"nbmusl": "1.2.4_git20230717-r4", "nbzlib": "1.3.1-r0", "nbtool": "0.9-r1"}
     records = {n: _apk_record(n, versions[n], payload[n]) for n in payload}

@@ -25,11 +25,11 @@ from __future__ import annotations
 import bisect
 import csv
 import hashlib
-import io
 import posixpath
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -121,7 +121,7 @@ class FinalFS:
         self._sorted: list[str] | None = None
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "FinalFS":
+    def from_frame(cls, frame: pd.DataFrame) -> FinalFS:
         """From a files table with at least `path, kind, size` (`layer`, `linkname` if present)."""
         cols = frame.columns
         layers = frame["layer"] if "layer" in cols else [None] * len(frame)
