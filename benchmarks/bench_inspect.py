@@ -150,17 +150,21 @@ def layer_tars(paths: dict[str, Path]) -> tuple[list[str], list[str]]:
 
 
 def timed(cmd: str, runs: int) -> tuple[float, float, str]:
-    """Median wall time (s) and max peak RSS (MB) of `cmd` under /usr/bin/time."""
+    """Median wall time (s) and max peak RSS (MB) of the shell script `cmd` under
+    /usr/bin/time (RSS: the largest process of the script)."""
     times, rss = [], []
     out = ""
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as script:
+        script.write(cmd + "\n")
     for _ in range(runs):
         with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-            proc = sh(f"/usr/bin/time -f '%e %M' -o {tf.name} sh -c {json.dumps(cmd)}",
+            proc = sh(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, "sh", script.name],
                       capture_output=True, text=True, check=False)
             wall, kb = tf.read().split()[-2:]
         times.append(float(wall))
         rss.append(int(kb) / 1024)
         out = proc.stdout
+    os.unlink(script.name)
     return statistics.median(times), max(rss), out
 
 
@@ -174,6 +178,7 @@ def bench_image(label: str, paths: dict[str, Path], runs: int,
     plain, gz = layer_tars(paths)
     warm([str(paths["tar"]), str(paths["oci"])] + plain)
     rows = []
+    for_each = "for f in {}; do tar {} \"$f\"; done > /dev/null"
     t, m, out = timed(f"{NBIMAGES} inspect --json docker-archive:{paths['tar']}", runs)
     ours = json.loads(out)
     rows.append({"what": "nbimages inspect --json (docker-archive)", "s": t, "mb": m})
@@ -187,9 +192,9 @@ def bench_image(label: str, paths: dict[str, Path], runs: int,
                     f"--json {dive_json} > /dev/null; true", dive_runs)
     theirs = json.loads(dive_json.read_text())["image"]
     rows.append({"what": "dive --ci --json (docker-archive)", "s": t, "mb": m})
-    t, m, _ = timed("for f in " + " ".join(plain) + "; do tar -tvf $f; done > /dev/null", runs)
+    t, m, _ = timed(for_each.format(" ".join(plain), "-tvf"), runs)
     rows.append({"what": "floor: tar -tvf over the layer tars", "s": t, "mb": m})
-    t, m, _ = timed("for f in " + " ".join(gz) + "; do tar -tvzf $f; done > /dev/null", runs)
+    t, m, _ = timed(for_each.format(" ".join(gz), "-tvzf"), runs)
     rows.append({"what": "floor: tar -tvzf over the gzip layers", "s": t, "mb": m})
     dive_s = rows[2]["s"]
     for r in rows:

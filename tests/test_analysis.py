@@ -10,9 +10,9 @@ import subprocess
 import tarfile
 
 import pytest
+from conftest import docker_build, run, tool
 
 import nbimages
-from conftest import docker_build, run, tool
 from nbimages.errors import InvalidImage
 
 DOCKERFILE = """\

@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import tool
 
 import nbimages
-from conftest import tool
 
 # random archives compared with dive; NBIMAGES_DIVE_FUZZ=400 was run once and all agreed
 SEEDS = int(os.environ.get("NBIMAGES_DIVE_FUZZ", "24"))

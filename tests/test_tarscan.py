@@ -139,7 +139,7 @@ def test_every_kind_of_stream_gives_the_same_entries(tmp_path):
     data = _tar(entries)
     path = tmp_path / "layer.tar"
     path.write_bytes(data)
-    want = lambda p: p.endswith("5")  # noqa: E731
+    want = lambda p: p.endswith("5")
     expected = list(scan(io.BytesIO(data), want))
     assert len(expected) == 400
     with open(path, "rb") as f:

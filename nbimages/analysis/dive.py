@@ -59,7 +59,7 @@ def _target(p: str) -> str:
 class DiveModel:
     """Efficiency bookkeeping fed by the layer walk; `finish()` computes the results."""
 
-    def __init__(self, walk: "Walk"):
+    def __init__(self, walk: Walk):
         self.walk = walk
         # path -> size when seen once; [total, min, count] afterwards (or after an abort)
         self.eff: dict[str, object] = {}
@@ -86,9 +86,10 @@ class DiveModel:
                 parents.add(par)
                 par = _parent(par)
 
-    def add_layer(self, i: int, lf: "LayerFiles", parents: set, duplicates: bool,
+    def add_layer(self, i: int, lf: LayerFiles, parents: set, duplicates: bool,
                   skip: set) -> None:
-        from .walk import OPAQUE, WHITEOUT as WH_CODE
+        from .walk import OPAQUE
+        from .walk import WHITEOUT as WH_CODE
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
         # leaves: node path -> (entry index or -1 for a blank node)
         if duplicates:
@@ -210,8 +211,11 @@ class DiveModel:
         for p in outs:
             stacked.remove(_target(p))
         wset = set(outs)
+        values = stacked.values
         for p, info in nodes.items():
-            if p not in wset:
+            if p in values:
+                values[p] = info  # replaces the payload, keeps the children
+            elif p not in wset:
                 stacked.set(p, info)
 
     # ------------------------------------------------------------------ results
@@ -241,7 +245,7 @@ def _count(eff: dict, key: str, size: int) -> None:
     if v is None:
         eff[key] = size
     elif v.__class__ is int:
-        eff[key] = [v + size, v if v < size else size, 2]
+        eff[key] = [v + size, min(size, v), 2]
     else:
         v[0] += size
         if v[1] < 0 or size < v[1]:

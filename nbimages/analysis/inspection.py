@@ -15,13 +15,26 @@ import hashlib
 import html
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidImage
 from ..oci import digest as dg
 from ..oci.tarscan import TarEntry, records
-from .walk import (ADDED, CHANGE_NAME, DELETED, DIR, FILE, KIND_NAME, MASK, MODIFIED, REASON,
-                   OVERWRITTEN, SHIFT, SKIPPED, Walk)
+from .walk import (
+    ADDED,
+    CHANGE_NAME,
+    DELETED,
+    DIR,
+    KIND_NAME,
+    MASK,
+    MODIFIED,
+    OVERWRITTEN,
+    REASON,
+    SHIFT,
+    SKIPPED,
+    Walk,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +51,7 @@ DIFF_COLUMNS = ["path", "change", "what", "kind_a", "kind_b", "size_a", "size_b"
 HISTORY_COLUMNS = ["index", "created", "created_by", "comment", "empty_layer", "layer", "author"]
 
 
-def inspect(source: Any, platform: str | None = None) -> "Inspection":
+def inspect(source: Any, platform: str | None = None) -> Inspection:
     """Open `source` (an Image or any source string) and walk its layers once.
 
     Sources are those of `nbimages.open_image`: docker-daemon:REF, docker-archive:PATH,
@@ -60,7 +73,7 @@ def inspect(source: Any, platform: str | None = None) -> "Inspection":
 class Inspection:
     """What is inside an image: tables derived from one walk over its layers."""
 
-    def __init__(self, image: "Image"):
+    def __init__(self, image: Image):
         self.image = image
         self._walk: Walk | None = None
         self._cache: dict[str, Any] = {}
@@ -359,26 +372,26 @@ class Inspection:
         return cols
 
     # ------------------------------------------------------------------ DataFrames
-    def _frame(self, key: str, build: Callable[[], dict[str, list]]) -> "pd.DataFrame":
+    def _frame(self, key: str, build: Callable[[], dict[str, list]]) -> pd.DataFrame:
         if key not in self._cache:
             self._cache[key] = _typed(build())
         return self._cache[key].copy(deep=False)
 
     @property
-    def layers(self) -> "pd.DataFrame":
+    def layers(self) -> pd.DataFrame:
         """One row per filesystem layer: index, digest, diff_id, size (file content bytes, as
         dive counts), compressed_size (the blob), created_by, files_added/modified/deleted,
         wasted_bytes (bytes of this layer missing from the final filesystem), entries."""
         return self._frame("layers", lambda: self._columns("layers", self._layer_columns))
 
     @property
-    def history(self) -> "pd.DataFrame":
+    def history(self) -> pd.DataFrame:
         """Every history entry, also those that made no layer (ENV, CMD ...)."""
         frame = self._frame("history", self._history_columns)
         frame["layer"] = frame["layer"].astype("Int64")
         return frame
 
-    def files(self, layer: int | None = None, final: bool = False) -> "pd.DataFrame":
+    def files(self, layer: int | None = None, final: bool = False) -> pd.DataFrame:
         """Entries of every layer (or of `layer`), whiteouts resolved.
 
         change is added / modified (the path existed below) / deleted (removed by this
@@ -394,7 +407,7 @@ class Inspection:
             frame[col] = frame[col].astype("category")
         return frame
 
-    def sizes(self, depth: int = 2) -> "pd.DataFrame":
+    def sizes(self, depth: int = 2) -> pd.DataFrame:
         """The final filesystem's bytes by directory prefix (`depth` components), largest
         first, with the layers whose files are there (`layers`, the largest `top_layer`)."""
         if depth < 0:
@@ -403,7 +416,7 @@ class Inspection:
         return self._frame(f"sizes:{depth}", lambda: self._size_columns(depth))
 
     @property
-    def waste(self) -> "pd.DataFrame":
+    def waste(self) -> pd.DataFrame:
         """Every path written in more than one layer or removed later.
 
         - count: layers that wrote or removed the path (dive's count where dive lists it);
@@ -415,13 +428,13 @@ class Inspection:
         return self._frame("waste", lambda: self._columns("waste", self._waste_columns))
 
     @property
-    def unsafe(self) -> "pd.DataFrame":
+    def unsafe(self) -> pd.DataFrame:
         """Entries that would escape the root if extracted naively ('..', absolute paths,
         links climbing out). They are reported only; paths escaping the root are left out
         of the merged filesystem."""
         return self._frame("unsafe", self._unsafe_columns)
 
-    def packages(self) -> "pd.DataFrame":
+    def packages(self) -> pd.DataFrame:
         """Size by installed package (Python, Debian, Alpine databases), with its layer."""
         from .packages import packages
         return packages(self)
@@ -460,7 +473,7 @@ class Inspection:
         return "\n".join(self.notes())
 
     # ------------------------------------------------------------------ diff
-    def diff(self, other: Any, content: bool = False) -> "pd.DataFrame":
+    def diff(self, other: Any, content: bool = False) -> pd.DataFrame:
         """What changed from this image to `other` (an Inspection, Image or source), by path.
 
         change is added / removed / modified; `what` lists the changed attributes (kind,
@@ -561,8 +574,8 @@ class Inspection:
         return out
 
     def to_json(self, files: bool = False, sizes: bool = False, depth: int = 2,
-                indent: int | None = 2) -> str:
-        """`to_dict()` as JSON text."""
+                indent: int | None = None) -> str:
+        """`to_dict()` as JSON text (compact unless `indent`: the C encoder is much faster)."""
         return json.dumps(self.to_dict(files=files, sizes=sizes, depth=depth), indent=indent)
 
     # ------------------------------------------------------------------ display
@@ -625,7 +638,7 @@ _DTYPES = {"index": "int64", "size": "int64", "compressed_size": "int64", "files
            "top_layer": "int64", "share": "float64", "empty_layer": "bool"}
 
 
-def _typed(cols: dict[str, list]) -> "pd.DataFrame":
+def _typed(cols: dict[str, list]) -> pd.DataFrame:
     import pandas as pd
     frame = pd.DataFrame(cols)
     for col in frame.columns:

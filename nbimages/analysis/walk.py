@@ -11,7 +11,8 @@ The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same 
 from __future__ import annotations
 
 from array import array
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ..oci import whiteout as wh
 from ..oci.tarscan import KINDS, TarEntry, records
@@ -46,9 +47,25 @@ class LayerFiles:
     (as `layer << 32 | entry` ints) that this layer removed from the layers below.
     """
 
-    __slots__ = ("paths", "kinds", "sizes", "modes", "uids", "gids", "mtimes", "links",
-                 "changes", "deleted", "deleted_how", "size", "unsafe", "whiteouts", "opaques",
-                 "final_size", "final_count")
+    __slots__ = (
+        "changes",
+        "deleted",
+        "deleted_how",
+        "final_count",
+        "final_size",
+        "gids",
+        "kinds",
+        "links",
+        "modes",
+        "mtimes",
+        "opaques",
+        "paths",
+        "size",
+        "sizes",
+        "uids",
+        "unsafe",
+        "whiteouts",
+    )
 
     def __init__(self) -> None:
         self.paths: list[str] = []
@@ -181,6 +198,7 @@ class Walk:
         parents = {""}           # every directory of this layer's own tree (dive: non-leaves)
         duplicates = False
         tree_set = tree.set
+        kids = tree.kids
         for idx, p in enumerate(paths):
             k = kinds[idx]
             if k >= WHITEOUT or not p or (skip and idx in skip):
@@ -190,27 +208,32 @@ class Walk:
                 elif k == WHITEOUT:
                     _add_parents(p, parents)
                 continue
-            par = p[:p.rfind("/")] if "/" in p else ""
-            while par not in parents:
-                parents.add(par)
-                par = par[:par.rfind("/")] if "/" in par else ""
+            slash = p.rfind("/")
+            par = p[:slash] if slash >= 0 else ""
+            if par not in parents:
+                _add_parents(p, parents)
+            if k != DIR and p in kids and kids[p]:
+                # A non-directory over a directory replaces the whole subtree.
+                for q, c in tree.remove_children(p):
+                    removed[q] = c
+                    how[c] = BY_REPLACED_DIR
             old = values.get(p)
             if old is None:
                 if removed and p in removed:
                     changes[idx] = MODIFIED
                     del removed[p]
-                tree_set(p, base | idx)
+                siblings = kids.get(par)
+                if siblings is None:
+                    tree_set(p, base | idx)  # links the missing parents too
+                else:
+                    siblings.add(p)
+                    values[p] = base | idx
                 continue
             if old >> SHIFT == i:
                 duplicates = True
                 changes[idx] = changes[old & MASK]
             else:
                 changes[idx] = MODIFIED
-            if k != DIR and tree_kind(layers, old) == DIR and tree.has_children(p):
-                # A non-directory over a directory replaces the whole subtree.
-                for q, c in tree.remove_children(p):
-                    removed[q] = c
-                    how[c] = BY_REPLACED_DIR
             values[p] = base | idx
         lf.deleted = list(removed.values())
         lf.deleted_how = bytes(how.get(c, BY_WHITEOUT) for c in lf.deleted)

@@ -17,8 +17,9 @@ import os
 import posixpath
 import stat
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from ..errors import InvalidImage
 from .fileslice import FileSlice

@@ -13,7 +13,8 @@ analysis, the package reader and the builders share one implementation.
 from __future__ import annotations
 
 import posixpath
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -67,11 +68,12 @@ class MergedTree(Generic[V]):
     the index only, as the runtime would create them implicitly.
     """
 
-    __slots__ = ("values", "_kids")
+    __slots__ = ("kids", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, V] = {}
-        self._kids: dict[str, set[str]] = {}
+        # directory -> paths of its children (also for parents that have no value)
+        self.kids: dict[str, set[str]] = {}
 
     def __contains__(self, path: str) -> bool:
         return path in self.values
@@ -84,13 +86,13 @@ class MergedTree(Generic[V]):
 
     def exists(self, path: str) -> bool:
         """True if `path` has a value or is an implicit parent of something that has one."""
-        return path in self.values or path in self._kids
+        return path in self.values or path in self.kids
 
     def set(self, path: str, value: V) -> None:
         """Add or replace `path`, creating the index entries of its parents."""
         values = self.values
         if path not in values:
-            kids = self._kids
+            kids = self.kids
             child = path
             while True:
                 parent = parent_of(child) if child else None
@@ -108,8 +110,8 @@ class MergedTree(Generic[V]):
     def remove(self, path: str) -> list[tuple[str, V]]:
         """Remove `path` and everything under it; returns the removed (path, value) pairs."""
         removed: list[tuple[str, V]] = []
-        if path in self.values or path in self._kids:
-            siblings = self._kids.get(parent_of(path))
+        if path in self.values or path in self.kids:
+            siblings = self.kids.get(parent_of(path))
             if siblings is not None:
                 siblings.discard(path)
             self._drop(path, removed)
@@ -118,13 +120,13 @@ class MergedTree(Generic[V]):
     def remove_children(self, path: str) -> list[tuple[str, V]]:
         """Remove everything under `path`, keeping `path` itself (an opaque directory)."""
         removed: list[tuple[str, V]] = []
-        for child in self._kids.pop(path, ()):
+        for child in self.kids.pop(path, ()):
             self._drop(child, removed)
         return removed
 
     def _drop(self, path: str, removed: list) -> None:
         stack = [path]
-        values, kids = self.values, self._kids
+        values, kids = self.values, self.kids
         while stack:
             p = stack.pop()
             if p in values:
@@ -134,10 +136,10 @@ class MergedTree(Generic[V]):
                 stack.extend(below)
 
     def has_children(self, path: str) -> bool:
-        return bool(self._kids.get(path))
+        return bool(self.kids.get(path))
 
     def children(self, path: str) -> list[str]:
-        return sorted(self._kids.get(path, ()))
+        return sorted(self.kids.get(path, ()))
 
     def walk(self, path: str = "") -> Iterator[tuple[str, V]]:
         """(path, value) of `path` and everything under it, in no particular order."""
@@ -146,7 +148,7 @@ class MergedTree(Generic[V]):
             p = stack.pop()
             if p in self.values and p:
                 yield p, self.values[p]
-            stack.extend(self._kids.get(p, ()))
+            stack.extend(self.kids.get(p, ()))
 
     def items(self) -> Iterator[tuple[str, V]]:
         return iter(self.values.items())
