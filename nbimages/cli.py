@@ -289,9 +289,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 def cmd_build(a: argparse.Namespace) -> int:
     from pathlib import Path
     dockerfile = Path(a.file) if a.file else Path(a.context) / "Dockerfile"
-    if dockerfile.suffix == ".ipynb":
-        raise CLIUsageError(f"{PROG} build NOTEBOOK.ipynb is not available yet in this version of "
-                            "nbimages; build a Dockerfile with -f, or run the notebook.")
+    if dockerfile.suffix == ".ipynb" or str(a.context).endswith(".ipynb"):
+        from .build.handout import cli_build_notebook  # the notebook's %image cells (issue 7)
+        return cli_build_notebook(a)
     build_args = {}
     for item in a.build_args:
         key, eq, value = item.partition("=")
@@ -327,6 +327,17 @@ COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, la
 COMMANDS["search"] = ("search Docker Hub", _search_args, cmd_search)
 COMMANDS["tags"] = ("list the tags of a repository", _tags_args, cmd_tags)
 COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_args, cmd_catalog)
+
+
+def _notebook_verb(name: str) -> Callable:
+    """A verb defined in nbimages.build.handout (imported when used)."""
+    return lambda arg: getattr(importlib.import_module("nbimages.build.handout"), name)(arg)
+
+
+COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest",
+                      _notebook_verb("verify_args"), _notebook_verb("cli_verify"))
+COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
+                       _notebook_verb("handout_args"), _notebook_verb("cli_handout"))
 
 PLANNED: dict[str, str] = {}
 

@@ -67,7 +67,6 @@ class NotebookBuild:
 
 def read_notebook(path: str | os.PathLike):
     """The notebook at `path` as an nbformat v4 node; NotebookError if it is not one."""
-    import nbformat
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -77,7 +76,7 @@ def read_notebook(path: str | os.PathLike):
     except (OSError, UnicodeDecodeError) as e:
         raise NotebookError(f"cannot read the notebook {p} ({e}).") from None
     try:
-        nb = nbformat.reads(text, as_version=4, capture_validation_error={})
+        nb = _reads(text)
     except Exception as e:  # noqa: BLE001 - nbformat raises several kinds for bad files
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise NotebookError(f"{p} is not a Jupyter notebook: {reason}. Open it in Jupyter and "
@@ -86,6 +85,19 @@ def read_notebook(path: str | os.PathLike):
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise NotebookError(f"{p} is not a Jupyter notebook: it has no list of cells.")
     return nb
+
+
+def _reads(text: str) -> dict:
+    """nbformat's reader (converts v3 notebooks); plain JSON for v4 when nbformat is absent."""
+    try:
+        import nbformat
+    except ImportError:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("nbformat") != 4:
+            raise ValueError("not an nbformat 4 notebook (install nbformat to read older "
+                             "ones)") from None
+        return doc
+    return nbformat.reads(text, as_version=4, capture_validation_error={})
 
 
 def _source(cell: dict) -> str:
@@ -218,6 +230,8 @@ def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None
         if dirty or result.image is None:
             result.image = session.build(tag, **build_kw)
             result.images.append(result.image)
+            if tag:
+                result.image.names.insert(0, tag)
         elif tag:
             _tag(result.image, tag, store)
         result.recipe = session.recipe
@@ -292,6 +306,8 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
     else:
         cmd.func(inv)  # type: ignore[misc]
         return "step"
+    if ns.tag and hasattr(image, "names") and ns.tag not in image.names:
+        image.names.insert(0, ns.tag)  # the builder's stored image does not carry its tag
     result.image = image
     result.images.append(image)
     return "built"

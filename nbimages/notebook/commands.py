@@ -610,8 +610,41 @@ def explore(inv: Invocation) -> Any:
     return nbimages.explore(_image_or_source(inv, a.source), other, platform=a.platform)
 
 
-TABLE.planned("freeze", "pin a recipe's inputs for a reproducible handout", group="notebook",
-              needs=("freeze",))
-TABLE.planned("verify", "rebuild a handout and check its digest", group="notebook", needs=("freeze",))
+@command("freeze", "a recipe from this kernel: its Python, exact package pins, the notebook",
+         arg("tag", nargs="?", default=None, metavar="TAG", help="the name `%image build` gives it"),
+         arg("--imported", action="store_true", help="only the packages the notebook imported"),
+         arg("--base", default=None, metavar="REF", help="the base (default: python:X.Y-slim)"),
+         arg("--notebook", default=None, metavar="FILE.ipynb",
+             help="the notebook to put in (default: this one, when Jupyter tells the kernel)"),
+         arg("--data", action="append", default=[], metavar="PATH", help="a data file or folder"),
+         arg("--script", default=None, metavar="FILE.py", help="run it instead of opening the notebook"),
+         arg("--index-url", default=None, metavar="URL", help="where the pip step finds wheels"),
+         group="notebook", needs=("freeze",))
+def freeze(inv: Invocation) -> Any:
+    """Freeze the kernel into the notebook's recipe, shown (steps, Dockerfile) before building.
+
+    Packages installed from local paths or editable are listed as not pinned, with the reason.
+    `%image build` then builds it (nbimages.freeze).
+    """
+    from nbimages.build.freeze import use_in_session
+    a = inv.args
+    frozen = nbimages.freeze(a.tag, base=a.base, imported=a.imported, notebook=a.notebook,
+                             data=a.data, command=a.script, index_url=a.index_url)
+    return use_in_session(frozen, line=inv.raw, **_cell(inv))
+
+
+@command("verify", "rebuild in a clean store and check the digest",
+         arg("notebook", nargs="?", default=None, metavar="NOTEBOOK.ipynb",
+             help="a notebook file (default: this notebook's recipe)"),
+         arg("--digest", default=None, metavar="sha256:…",
+             help="manifest digest or image ID (default: the last build's)"),
+         arg("--expected", default=None, metavar="SOURCE",
+             help="the expected image, to name the files that differ"),
+         group="notebook", needs=("freeze",))
+def verify(inv: Invocation) -> Any:
+    """Rebuild in a clean store: does the digest match? If not, which layer and files differ."""
+    from nbimages.build.verify import verify as verify_
+    a = inv.args
+    return verify_(a.notebook, a.digest, expected=a.expected)
 
 __all__ = ["TABLE", "GROUPS", "CELL_ARGS", "CELL_TEXT"]

@@ -1,0 +1,226 @@
+"""A handout bundle: a notebook's image as files anyone can load, run and verify.
+
+    h = handout("analysis.ipynb", "handout/")      # `nbimages handout analysis.ipynb -o handout/`
+
+writes into the folder: `image.oci.tar` (an OCI archive, for skopeo, podman, umoci...),
+`image.docker.tar` (for `docker load`), `Dockerfile` (the recipe as a Dockerfile) and
+`README.md` (the digest, the pins, and the commands to load, run and verify it). The files are
+written under temporary names and moved into place together at the end, so a failure leaves
+the folder as it was. The build is recorded in the notebook's metadata.
+
+The `nbimages build NOTEBOOK.ipynb`, `nbimages verify` and `nbimages handout` command-line
+verbs are defined at the end (cli.py routes to them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["handout", "Handout", "FILES"]
+
+FILES = {"oci": "image.oci.tar", "docker": "image.docker.tar", "dockerfile": "Dockerfile",
+         "readme": "README.md"}
+
+
+@dataclass
+class Handout:
+    """The files of a handout and the image they hold."""
+
+    directory: Path
+    image: Any
+    tag: str
+    notebook: Path
+
+    @property
+    def digest(self) -> str:
+        return self.image.digest
+
+    def path(self, what: str) -> Path:
+        return self.directory / FILES[what]
+
+    def __repr__(self) -> str:
+        lines = [f"<Handout {self.tag} {self.digest} in {self.directory}>"]
+        lines += [f"  {self.path(k)}" for k in FILES]
+        return "\n".join(lines)
+
+
+def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
+            tag: str | None = None, store: Any = None, progress: Any = None) -> Handout:
+    """Build the notebook's image and write the handout files into `directory`."""
+    from ..sources import save
+    from ..sources.sinks import default_tag
+    from .notebook_recipe import build_notebook
+    nb = Path(notebook).expanduser().resolve()
+    image = build_notebook(nb, tag, store=store, progress=progress)
+    name = tag or default_tag(image) or f"{_slug(nb.stem)}:handout"
+    out = Path(directory).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".nbimages-handout-", dir=out))
+    try:
+        save(image, staging / FILES["oci"], format="oci", tag=name)
+        save(image, staging / FILES["docker"], format="docker", tag=name)
+        recipe = getattr(image, "recipe", None)
+        dockerfile = recipe.to_dockerfile() if recipe is not None else ""
+        (staging / FILES["dockerfile"]).write_text(dockerfile, encoding="utf-8")
+        (staging / FILES["readme"]).write_text(readme(image, name, nb), encoding="utf-8")
+        for key in FILES:
+            os.replace(staging / FILES[key], out / FILES[key])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Handout(out, image, name, nb)
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return slug or "notebook"
+
+
+def readme(image: Any, tag: str, notebook: Path) -> str:
+    """The handout's README: what the image is, exactly, and how to load, run and verify it."""
+    import json
+    from .builder import PIP_LABEL
+    pins = []
+    with contextlib.suppress(ValueError, TypeError):
+        pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
+    recipe = getattr(image, "recipe", None)
+    report = list(getattr(image, "build_report", None) or [])
+    cmd = image.container_config.get("Cmd") or []
+    entry = image.container_config.get("Entrypoint") or []
+    ports = sorted(image.container_config.get("ExposedPorts") or {})
+    publish = "".join(f" -p {p.split('/')[0]}:{p.split('/')[0]}" for p in ports)
+    q = shlex.quote
+    lines = [
+        f"# {tag}",
+        "",
+        f"The container image of the notebook `{notebook.name}`, built by nbimages from the",
+        "notebook's `%image` cells. Anyone can rebuild it and get the same digest.",
+        "",
+        f"- manifest digest: `{image.digest}`",
+        f"- image ID (config digest, independent of compression): `{image.id}`",
+        f"- base: `{getattr(recipe, 'base', '?')}`",
+        f"- platform: `{image.platform}`",
+        f"- command: `{' '.join(entry + cmd) or '(the base image command)'}`",
+        "",
+        "## Files",
+        "",
+        f"- `{FILES['docker']}`: the image for `docker load`",
+        f"- `{FILES['oci']}`: the same image as an OCI archive (skopeo, podman, umoci)",
+        f"- `{FILES['dockerfile']}`: the recipe as a Dockerfile",
+        "",
+        "## Load and run",
+        "",
+        "```sh",
+        f"docker load -i {FILES['docker']}",
+        f"docker run --rm{publish} {q(tag)}",
+        "```",
+        "",
+        "Or with any OCI tool:",
+        "",
+        "```sh",
+        f"skopeo copy oci-archive:{FILES['oci']} docker-daemon:{q(tag)}",
+        f"podman load -i {FILES['oci']}",
+        "```",
+        "",
+        "## Verify",
+        "",
+        "Rebuild the image from the notebook in a clean store and compare the digest:",
+        "",
+        "```sh",
+        f"nbimages verify {q(notebook.name)} --digest {image.digest}",
+        "```",
+        "",
+        "On a mismatch it names the layer (and the notebook cell) that differs, and the files",
+        f"in it; `--expected oci-archive:{FILES['oci']}` compares with this handout's layers.",
+    ]
+    if pins:
+        lines += ["", "## Python packages", "", "| package | version | wheel sha256 |",
+                  "|---|---|---|"]
+        lines += [f"| {p.get('name')} | {p.get('version')} | `{p.get('sha256', '')}` |"
+                  for p in pins]
+    if report:
+        lines += ["", "## Steps", "", "| step | cell | instruction | layer diff_id |",
+                  "|---|---|---|---|"]
+        for r in report:
+            instr = r["instruction"].split(" # sha256:")[0].replace("|", "\\|")
+            if len(instr) > 90:
+                instr = instr[:89] + "…"
+            cell = "" if r.get("origin") is None else r["origin"]
+            lines.append(f"| {r['step']} | {cell} | `{instr}` | "
+                         f"{'`' + r['diff_id'] + '`' if r.get('diff_id') else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
+
+def _progress_for(quiet: bool, what: str):
+    from ..progress import Progress
+    return Progress(what, unit="step", enabled=False if quiet else None)
+
+
+def cli_build_notebook(a: Any) -> int:
+    """`nbimages build NOTEBOOK.ipynb -t TAG [-o FILE --format F]`."""
+    from ..cli import CLIUsageError
+    from .notebook_recipe import build_notebook
+    path = a.file if a.file and str(a.file).endswith(".ipynb") else a.context
+    unsupported = [flag for flag, value in (("--build-arg", a.build_args),
+                                            ("--platform", a.platform),
+                                            ("--engine", a.engine)) if value]
+    if unsupported:
+        raise CLIUsageError(f"nbimages build {path}: {', '.join(unsupported)} cannot be used "
+                            "with a notebook; its %image cells say how to build it.")
+    with _progress_for(a.quiet, f"build {a.tag or path}") as p:
+        image = build_notebook(path, a.tag, compression=a.compression,
+                               progress=lambda row: p.update(1))
+    report = getattr(image, "build_report", None)
+    if report is not None and not a.quiet:
+        print(repr(report), file=sys.stderr)
+    if a.output:
+        from ..sources import save
+        print(save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
+    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
+    return 0
+
+
+def verify_args(p: Any) -> None:
+    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
+    p.add_argument("--digest", metavar="sha256:…",
+                   help="the manifest digest or image ID to expect (default: the one recorded "
+                        "in the notebook's metadata)")
+    p.add_argument("--expected", metavar="SOURCE",
+                   help="the expected image (oci-archive:FILE, docker-archive:FILE, a store "
+                        "name), to name the files that differ")
+
+
+def cli_verify(a: Any) -> int:
+    from .verify import verify
+    v = verify(a.notebook, a.digest, expected=a.expected)
+    print(repr(v))
+    return 0 if v.ok else 1
+
+
+def handout_args(p: Any) -> None:
+    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="the folder for the handout files")
+    p.add_argument("-t", "--tag", metavar="NAME[:TAG]",
+                   help="the image's name (default: the notebook's %%image build tag)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
+
+
+def cli_handout(a: Any) -> int:
+    with _progress_for(a.quiet, f"handout {a.notebook}") as p:
+        h = handout(a.notebook, a.output, tag=a.tag, progress=lambda row: p.update(1))
+    if a.quiet:
+        print(h.digest)
+    else:
+        print(repr(h))
+    return 0
