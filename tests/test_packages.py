@@ -455,6 +455,7 @@ def _apt_versions(name: str) -> list[str]:
     """Versions of `name` the host's apt knows, newest first (`apt-cache madison`)."""
     out = run(["apt-cache", "madison", name]).stdout
     versions = [line.split("|")[1].strip() for line in out.splitlines() if "|" in line]
+    assert versions, f"apt on this machine knows no {name} package: run apt-get update"
     return sorted(set(versions), key=versions.index)
 
 
