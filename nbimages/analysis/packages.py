@@ -148,7 +148,7 @@ class FinalFS:
                 prefix = "/".join(parts[:i])
                 row = self.rows.get(prefix)
                 if row is None:
-                    break
+                    return None
                 if _is_symlink(row.kind):
                     target = row.linkname
                     if not target and parts[0] in _USRMERGE and i == 1:
