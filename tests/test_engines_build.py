@@ -197,3 +197,20 @@ def test_embedded_engine_builds_dockerfiles_without_run_and_explains_run(busybox
     assert "MODE=embedded" in image.config["config"]["Env"]
     with pytest.raises(BuildError, match="engine='docker'"):
         nbimages.engines.build(f"FROM {busybox_in_registry}\nRUN true\n", engine="embedded")
+
+
+def test_an_engine_built_image_inspects_like_its_docker_save_tar(eng, busybox_image, docker_client,
+                                                                 tmp_path):
+    tag = f"nbtest/engine-inspect:{uuid.uuid4().hex[:8]}"
+    r = _recipe(busybox_image)
+    r.run("mkdir -p /data && echo one > /data/a && echo two > /data/b")
+    r.run("rm /data/a && echo three > /data/b")  # a deletion and a rewrite: waste to find
+    built = nbimages.engines.build(r, tag, engine=eng, stream=False)
+    from_engine = built.inspect()
+    from_tar = nbimages.inspect(f"docker-archive:{eng.save(tag, tmp_path / 'saved.tar')}")
+    assert from_engine.id == from_tar.id == built.id
+    assert from_engine.layers.equals(from_tar.layers)
+    assert from_engine.files().equals(from_tar.files())
+    assert from_engine.waste.equals(from_tar.waste) and len(from_engine.waste) > 0
+    assert list(from_engine.layers["diff_id"]) == _layers(docker_client, tag)
+    docker_client.images.remove(tag)
