@@ -127,7 +127,8 @@ def directory_bars(final_files: "pd.DataFrame", depth: int = 2, limit: int = 15)
                         f"{name}: {format_bytes(int(v))} from layer {int(layer)}",
                         layer=int(layer))
                 for layer, v in by[name].items()]
-        bars.append(Bar(name, segs, f"{format_bytes(total)}, {int(counts[name]):,} files"))
+        n = int(counts[name])
+        bars.append(Bar(name, segs, f"{format_bytes(total)}, {n:,} file{'' if n == 1 else 's'}"))
     rest = list(totals.index)[limit:]
     if rest:
         size = int(totals[rest].sum())

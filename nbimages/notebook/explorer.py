@@ -52,6 +52,9 @@ CSS = """
   { background: rgba(225,87,89,.10); }
 .nbimages-explorer .nbimages-layer-row.nbimages-selected { background: rgba(78,121,167,.18); }
 .nbimages-explorer .nbimages-layer-row { align-items: center; margin: 0; }
+.nbimages-explorer .nbimages-layer-row .widget-html-content,
+.nbimages-explorer .nbimages-layer-head { white-space: nowrap; overflow: hidden; }
+.nbimages-explorer .nbimages-layer-head { padding-left: 4px; font-weight: bold; }
 .nbimages-explorer .nbimages-cell { display: inline-block; overflow: hidden;
   text-overflow: ellipsis; white-space: nowrap; vertical-align: middle; padding: 0 6px; }
 .nbimages-explorer .nbimages-c-size { width: 7em; text-align: right; }
@@ -230,7 +233,10 @@ class Explorer:
 
 def _name(insp: "Inspection") -> str:
     names = list(getattr(insp.image, "names", []) or [])
-    return names[0] if names else (insp.source or insp.digest[:19])
+    if names:
+        return names[0]
+    source = insp.source or ""
+    return source[len("store:"):] if source.startswith("store:") else (source or insp.digest[:19])
 
 
 def _e(value: Any) -> str:
@@ -458,11 +464,12 @@ class _App:
                                    self.files_html])
         self.files_panel.add_class("nbimages-files-panel")
         header = W.HTML(
-            "<div class='nbimages-layer-head'><span class='nbimages-cell' style='width:3.6em'>"
+            "<div class='nbimages-layer-head'><span class='nbimages-cell' style='width:3.2em'>"
             "layer</span><span class='nbimages-cell nbimages-c-size'>size</span>"
             "<span class='nbimages-cell nbimages-c-files'>files + ~ -</span>"
             "<span class='nbimages-cell nbimages-c-waste'>wasted</span>"
-            "<span class='nbimages-cell nbimages-c-cmd'>created by</span></div>")
+            "<span class='nbimages-cell nbimages-c-cmd'>created by</span></div>",
+            layout=W.Layout(width="auto"))
         layers_tab = W.VBox([self.which, header, self.layer_box, self.files_panel])
         # sizes
         self.size_mode = W.ToggleButtons(options=[("by directory", "dirs"), ("by layer", "layers")],
@@ -527,8 +534,9 @@ class _App:
                 f"<span class='nbimages-cell nbimages-c-waste'>{waste}</span>"
                 f"<span class='nbimages-cell nbimages-c-cmd' title='{_e(made)}'>"
                 f"<span class='nbimages-swatch' style='background:{layer_color(i)}'></span>"
-                f"{_e(short_command(made, 80))}</span>")
-            row = W.HBox([button, cells])
+                f"{_e(short_command(made, 80))}</span>",
+                layout=W.Layout(width="auto", flex="1 1 auto"))
+            row = W.HBox([button, cells], layout=W.Layout(width="100%"))
             row.add_class("nbimages-layer-row")
             if wasted:
                 row.add_class("nbimages-wasteful")

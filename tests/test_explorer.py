@@ -1,0 +1,231 @@
+"""The explorer: its widget app driven like a user would, its static HTML and text fallbacks,
+and the SVG charts, on real images built into the store (overwrites, deletions, a diff)."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import nbimages
+from nbimages.errors import NbimagesError
+from nbimages.notebook import explorer as explorer_mod
+from nbimages.notebook.charts import Bar, Segment, hbar_chart, short_command
+from nbimages.notebook.explorer import Explorer, explore, filter_files
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+STORE_HOME: list = []   # the module store's NBIMAGES_HOME (each test gets its own otherwise)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Two images in one store: `wasteful` (data overwritten, then removed) and `slim`."""
+    import os
+    home = tmp_path_factory.mktemp("explorer-store")
+    STORE_HOME[:] = [home]
+    old = os.environ.get("NBIMAGES_HOME")
+    os.environ["NBIMAGES_HOME"] = str(home)
+    try:
+        r = nbimages.Recipe("scratch")
+        r.file("/data/big.csv", "x" * 200_000)
+        r.file("/data/big.csv", "y" * 100_000)
+        r.file("/app/run.sh", "echo hi\n", mode=0o755)
+        r.file("/app/lib/util.sh", "true\n")
+        r.remove("/data/big.csv")
+        wasteful = nbimages.inspect(r.build("explorer:wasteful"))
+        s = nbimages.Recipe("scratch")
+        s.file("/app/run.sh", "echo hi\n", mode=0o755)
+        s.file("/app/new.txt", "new\n")
+        slim = nbimages.inspect(s.build("explorer:slim"))
+        yield wasteful, slim
+    finally:
+        if old is None:
+            os.environ.pop("NBIMAGES_HOME", None)
+        else:
+            os.environ["NBIMAGES_HOME"] = old
+
+
+def rows(page: str, cls: str) -> int:
+    return len(re.findall(rf"<tr class=['\"]{cls}[ '\"]", page))
+
+
+# -- the live app ----------------------------------------------------------------------------------
+
+def test_widget_has_one_row_per_layer_with_wasteful_layers_marked(images):
+    app = Explorer(images[0]).app
+    assert len(app.rows) == 5
+    assert all("nbimages-layer-row" in r._dom_classes for r in app.rows)
+    wasteful = [i for i, r in enumerate(app.rows) if "nbimages-wasteful" in r._dom_classes]
+    assert wasteful == [0, 1]
+    assert "nbimages-explorer" in app.root._dom_classes
+
+
+def test_clicking_a_layer_lists_the_files_it_changed(images):
+    app = Explorer(images[0]).app
+    assert app.files_html.value == ""
+    app.buttons[1].click()
+    assert app.selected == 1 and "nbimages-selected" in app.rows[1]._dom_classes
+    assert app.buttons[1].button_style == "info"
+    assert rows(app.files_html.value, "nbimages-file-row") == 2   # /data and /data/big.csv
+    assert "/data/big.csv" in app.files_html.value and "modified" in app.files_html.value
+    app.buttons[4].click()
+    assert "nbimages-selected" not in app.rows[1]._dom_classes
+    shown = app.visible_files()
+    assert list(shown.loc[shown["change"] == "deleted", "path"]) == ["/data/big.csv"]
+    assert "nbimages-deleted" in app.files_html.value
+
+
+def test_file_list_filters_by_change_and_path_and_sorts_by_size(images):
+    ex = Explorer(images[0])
+    app = ex.app
+    ex.select(3)                                   # /app/lib/util.sh and its directories
+    assert set(app.visible_files()["path"]) == {"/app", "/app/lib", "/app/lib/util.sh"}
+    app.filter.value = "UTIL"
+    assert list(app.visible_files()["path"]) == ["/app/lib/util.sh"]
+    assert rows(app.files_html.value, "nbimages-file-row") == 1
+    app.filter.value = ""
+    app.change.value = "modified"
+    assert list(app.visible_files()["path"]) == ["/app"]
+    app.change.value = "all"
+    app.sort.value = "size"
+    assert app.visible_files()["path"].iloc[0] == "/app/lib/util.sh"
+    labels = [label for label, _ in app.change.options]
+    assert labels == ["all (3)", "added (2)", "modified (1)", "deleted (0)"]
+
+
+def test_selecting_a_layer_that_does_not_exist_is_a_clear_error(images):
+    with pytest.raises(NbimagesError, match="no layer 9"):
+        Explorer(images[0]).select(9)
+
+
+def test_long_file_lists_are_cut_with_a_hint(images, monkeypatch):
+    monkeypatch.setattr(explorer_mod, "FILE_ROWS", 1)
+    ex = Explorer(images[0])
+    ex.select(3)
+    assert rows(ex.app.files_html.value, "nbimages-file-row") == 1
+    assert "showing 1 of 3" in ex.app.files_html.value
+
+
+def test_sizes_tab_switches_between_directories_and_layers(images):
+    app = Explorer(images[0]).app
+    assert "nbimages-chart-dirs" in app.chart.value and 'data-label="/app"' in app.chart.value
+    app.depth.value = 1
+    assert 'data-label="/app"' in app.chart.value and 'data-label="/app/lib"' not in app.chart.value
+    app.depth.value = 2
+    assert 'data-label="/app/lib"' in app.chart.value
+    app.size_mode.value = "layers"
+    assert "nbimages-chart-layers" in app.chart.value and app.depth.disabled
+    assert app.chart.value.count("nbimages-wasted") == 2    # layers 0 and 1, hatched
+
+
+def test_diff_mode_lists_changed_paths_and_both_layer_tables(images):
+    wasteful, slim = images
+    ex = explore(wasteful, diff=slim)
+    app = ex.app
+    assert app.tabs.titles[0] == "Diff"
+    diff_rows = rows(app.diff_html.value, "nbimages-diff-row")
+    assert diff_rows == len(ex.diff) > 0
+    app.diff_change.value = "added"
+    assert set(app.visible_diff()["path"]) == {"/app/new.txt"}
+    app.diff_change.value = "removed"
+    assert "/app/lib/util.sh" in set(app.visible_diff()["path"])
+    app.which.value = 1
+    assert len(app.rows) == 2
+    app.buttons[1].click()
+    assert "/app/new.txt" in app.files_html.value
+
+
+# -- fallbacks -------------------------------------------------------------------------------------
+
+def test_outside_a_kernel_the_bundle_is_static_html_and_text(images):
+    bundle = Explorer(images[0])._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert "<script" not in bundle["text/html"]
+    assert "explorer:wasteful" in bundle["text/plain"]
+
+
+def test_in_a_kernel_the_bundle_adds_the_widget_view(images, monkeypatch):
+    monkeypatch.setattr(explorer_mod, "_widgets_live", lambda: True)
+    ex = Explorer(images[0])
+    bundle = ex._repr_mimebundle_()
+    assert bundle[WIDGET]["model_id"] == ex.widget.model_id
+    assert rows(bundle["text/html"], "nbimages-layer-row") == 5
+    assert bundle["text/plain"].startswith("<Inspection of")
+
+
+def test_static_html_has_layer_rows_files_charts_and_waste(images):
+    page = Explorer(images[0]).to_html()
+    assert rows(page, "nbimages-layer-row") == 5
+    assert len(re.findall(r"<tr class='nbimages-layer-row nbimages-wasteful'", page)) == 2
+    assert page.count("<details class='nbimages-layer-files'") == 5
+    assert rows(page, "nbimages-file-row") == 2 + 2 + 2 + 3 + 2
+    assert "nbimages-chart-dirs" in page and "nbimages-chart-layers" in page
+    assert "nbimages-waste-row" in page and "/data/big.csv" in page
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def test_static_html_cuts_long_layers(images, monkeypatch):
+    monkeypatch.setattr(explorer_mod, "STATIC_FILE_ROWS", 1)
+    page = Explorer(images[0]).to_html()
+    assert rows(page, "nbimages-file-row") == 5
+    assert "files(layer=3)" in page
+
+
+def test_static_html_of_a_diff_lists_changes_and_shared_layers(images):
+    wasteful, slim = images
+    page = explore(wasteful, diff=slim).to_html()
+    assert "nbimages-diff-row" in page and "/app/new.txt" in page
+    assert "share their bottom 0 of 5 / 2 layers" in page
+
+
+def test_text_view_names_the_waste_and_the_diff(images):
+    text = repr(explore(images[0], diff=images[1]))
+    assert re.search(r"wasted space.*\n.*300\.0 kB\s+/data/big\.csv", text)
+    assert "diff explorer:wasteful -> explorer:slim" in text
+    assert "added     /app/new.txt" in text
+
+
+def test_explore_accepts_a_store_name(images, monkeypatch):
+    monkeypatch.setenv("NBIMAGES_HOME", str(STORE_HOME[0]))
+    ex = explore("store:explorer:slim")
+    assert ex.inspection.digest == images[1].digest and ex.other is None
+
+
+def test_explore_of_a_missing_image_is_an_nbimages_error(tmp_path):
+    with pytest.raises(NbimagesError):
+        explore(str(tmp_path / "missing.tar"))
+
+
+def test_filter_files_sorts_by_change_order():
+    import pandas as pd
+    frame = pd.DataFrame({"path": ["/b", "/a", "/c"], "change": ["deleted", "added", "modified"],
+                          "size": [1, 2, 3]})
+    assert list(filter_files(frame, sort="change")["path"]) == ["/a", "/c", "/b"]
+    assert list(filter_files(frame, change="added")["path"]) == ["/a"]
+
+
+# -- charts ----------------------------------------------------------------------------------------
+
+def test_bar_chart_is_well_formed_svg_scaled_to_the_largest_bar():
+    svg = hbar_chart([Bar("/usr", [Segment(300, "#111"), Segment(100, "#222", wasted=True)]),
+                      Bar("/a&b<c>", [Segment(200, "#333")])], title="t & t", width=600,
+                      label_width=100, note_width=100)
+    root = ET.fromstring(svg)
+    rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect")
+             if "nbimages-seg" in r.get("class", "")]
+    widths = [float(r.get("width")) for r in rects]
+    assert widths[0] + widths[1] == pytest.approx(600 - 100 - 100 - 16, abs=0.2)
+    assert widths[2] == pytest.approx(widths[0] * 2 / 3, abs=0.2)
+    assert rects[1].get("fill") == "url(#nbimages-hatch)"
+
+
+def test_empty_chart_says_so():
+    assert "nothing to show" in hbar_chart([])
+
+
+def test_short_command_drops_shell_noise_and_content_hashes():
+    assert short_command("/bin/sh -c #(nop)  CMD [\"sh\"]") == 'CMD ["sh"]'
+    assert short_command("COPY --chmod=644 <cell> /a # sha256:" + "0" * 64) == \
+        "COPY --chmod=644 <cell> /a"
+    assert short_command("RUN " + "x" * 100, 20).endswith("…")
