@@ -2,9 +2,9 @@
 
     image = build_notebook("analysis.ipynb", "handout:1")     # `nbimages build analysis.ipynb`
 
-The cells are read with nbformat and turned into Python by IPython's own input transformer
-(so `x = %image build t`, indented magics and cell-magic bodies read exactly as a kernel reads
-them); each `%image` call is parsed by the magics' own argument parsers and applied to a fresh
+The cells are read from the notebook's JSON (nbformat converts v1-v3 files) and turned into
+Python by IPython's own input transformer (so `x = %image build t`, indented magics and
+cell-magic bodies read exactly as a kernel reads them); each `%image` call is parsed by the magics' own argument parsers and applied to a fresh
 build session (nbimages.build.session), top to bottom, as "Run All" would in a new kernel. The
 notebook's folder is the working directory, as it is for its kernel. Subcommands that look at
 or move images (`layers`, `run`, `push`, ...) do not describe the image and are skipped;
@@ -78,7 +78,7 @@ def read_notebook(path: str | os.PathLike):
     try:
         nb = _reads(text)
     except Exception as e:  # noqa: BLE001 - nbformat raises several kinds for bad files
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise NotebookError(f"{p} is not a Jupyter notebook: {reason}. Open it in Jupyter and "
                             "save it again, or check the file.") from None
     cells = nb.get("cells")
@@ -88,16 +88,22 @@ def read_notebook(path: str | os.PathLike):
 
 
 def _reads(text: str) -> dict:
-    """nbformat's reader (converts v3 notebooks); plain JSON for v4 when nbformat is absent."""
-    try:
-        import nbformat
-    except ImportError:
-        doc = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("nbformat") != 4:
-            raise ValueError("not an nbformat 4 notebook (install nbformat to read older "
-                             "ones)") from None
+    """A v4 notebook as JSON; older formats converted by nbformat (its import takes seconds,
+    mostly jsonschema, so the common case does without it)."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict):
+        raise ValueError("the file holds JSON, but not a notebook object")
+    version = doc.get("nbformat")
+    if version == 4:
         return doc
-    return nbformat.reads(text, as_version=4, capture_validation_error={})
+    if version in (1, 2, 3):
+        try:
+            import nbformat
+        except ImportError:
+            raise ValueError(f"it is an nbformat {version} notebook; install nbformat to read "
+                             "it, or save it again in Jupyter") from None
+        return nbformat.reads(text, as_version=4, capture_validation_error={})
+    raise ValueError(f"unknown notebook format {version!r} (the 'nbformat' field)")
 
 
 def _source(cell: dict) -> str:
