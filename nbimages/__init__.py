@@ -37,6 +37,9 @@ _EXPORTS = {
     "engine": "nbimages.engines:engine",
     "run": "nbimages.engines:run",
     "images": "nbimages.engines:images",
+    "ps": "nbimages.engines:ps",
+    "stop": "nbimages.engines:stop",
+    "logs": "nbimages.engines:logs",
     "explore": "nbimages.notebook.explorer:explore",
     "freeze": "nbimages.build.freeze:freeze",
 }

@@ -30,6 +30,11 @@ install_missing() {
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v pigz >/dev/null || missing+=(pigz)
+  # Tests fetch small .debs with apt-get download: they need the package lists.
+  if [ "$(id -u)" = 0 ] && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+    log "apt package lists are empty: apt-get update"
+    apt-get update -qq
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then
     log "missing ${missing[*]} and not root: install them with apt-get, or run as root"

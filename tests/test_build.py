@@ -399,6 +399,21 @@ def test_run_step_is_refused_embedded_with_a_message_naming_the_engine():
     r = nbimages.Recipe("scratch")
     r.run("apt-get install -y curl")
     with pytest.raises(BuildError, match="engine"):
+        r.build("t:1", engine="embedded")
+
+
+def test_run_step_without_an_engine_named_builds_with_the_docker_engine(busybox_image):
+    r = nbimages.Recipe(f"docker-daemon:{busybox_image}")
+    r.run("echo built-by-the-engine > /made.txt")
+    img = r.build("nbtest/auto-engine:1")
+    assert nbimages.run(img, ["cat", "/made.txt"], stream=False).output.strip() == "built-by-the-engine"
+
+
+def test_run_step_with_no_engine_answering_names_docker_host(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    r = nbimages.Recipe("scratch")
+    r.run("true")
+    with pytest.raises(BuildError, match="engine"):
         r.build("t:1")
 
 

@@ -195,9 +195,17 @@ class Recipe:
               compression: str | None = None, progress: Any = None):
         """Build and store the image (tagged `tag`); returns an nbimages.Image.
 
-        `engine=None` builds embedded (no daemon). Another engine (a name or an object with
+        `engine=None` builds embedded (no daemon), or with the Docker engine when the recipe
+        has RUN steps and one answers. Another engine (a name or an object with
         `build_recipe(recipe, tag, **kw)`) takes the whole recipe, RUN steps included.
         """
+        if engine is None and any(step.kind == "run" for step in self.steps):
+            # RUN needs a container: use the Docker engine when one answers (its absence
+            # gives the builder's own error naming the engine).
+            from ..engines import engine as get_engine
+            found = get_engine("auto")
+            if found.name == "docker":
+                engine = found
         if engine in (None, "embedded"):
             from .builder import build_recipe
             return build_recipe(self, tag, store=store, compression=compression,

@@ -42,11 +42,7 @@ FILE_TRANSPORTS = ("docker-archive:", "oci:", "oci-archive:", "store:")
 def connect(endpoint: ep.Endpoint, timeout: float = CONNECT_TIMEOUT) -> "DockerEngine":
     """Ask the engine at `endpoint` for its version; raise EngineUnavailable if it is silent."""
     try:
-        if endpoint.origin == "DOCKER_HOST":
-            client = docker.from_env(timeout=timeout)
-        else:
-            client = docker.DockerClient(base_url=endpoint.host, tls=endpoint.tls or False,
-                                         timeout=timeout)
+        client = endpoint.client(timeout)
         version = client.version().get("Version", "?")
     except Exception as e:  # noqa: BLE001 - every failure here means "nothing answered"
         raise EngineUnavailable(

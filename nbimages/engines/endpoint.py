@@ -37,6 +37,13 @@ class Endpoint:
         name = urlparse(self.host).hostname or ""
         return name in ("localhost", "::1") or name.startswith("127.")
 
+    def client(self, timeout: float):
+        """A docker SDK client for this endpoint (not yet asked anything)."""
+        import docker
+        if self.origin == "DOCKER_HOST":
+            return docker.from_env(timeout=timeout)
+        return docker.DockerClient(base_url=self.host, tls=self.tls or False, timeout=timeout)
+
     def describe(self) -> str:
         """`unix:///var/run/docker.sock (DOCKER_HOST unset)` and the like."""
         if self.origin == "DOCKER_HOST":

@@ -32,13 +32,13 @@ def engine_unavailable(reason: object) -> EngineUnavailable:
 
 
 def client(timeout: int = 120):
-    """A docker SDK client that has answered a ping; EngineUnavailable otherwise."""
+    """A docker SDK client that has answered a ping; EngineUnavailable otherwise.
+
+    The engine is found as the docker CLI finds it: DOCKER_HOST, else the current context.
+    """
+    from ..engines import endpoint
     try:
-        import docker
-    except ImportError as e:  # pragma: no cover - docker is a dependency
-        raise engine_unavailable(f"the docker Python package is missing: {e}") from None
-    try:
-        c = docker.from_env(timeout=timeout)
+        c = endpoint.resolve().client(timeout)
         c.ping()
     except Exception as e:  # noqa: BLE001 - every failure to connect means "no engine"
         raise engine_unavailable(_short(e)) from None
