@@ -33,7 +33,9 @@ from .walk import (
     REASON,
     SHIFT,
     SKIPPED,
+    LayerFiles,
     Walk,
+    read_layer,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
     from ..image import Image
 
+LOOKAHEAD = 3  # layers read ahead of the one being applied (compressed images only)
 LAYER_COLUMNS = ["index", "digest", "diff_id", "size", "compressed_size", "created_by",
                  "files_added", "files_modified", "files_deleted", "wasted_bytes", "entries"]
 FILE_COLUMNS = ["layer", "path", "kind", "size", "mode", "uid", "gid", "change", "linkname"]
@@ -97,16 +100,45 @@ class Inspection:
     def _ensure(self) -> Walk:
         if self._walk is None:
             walk = Walk()
-            for i, layer in enumerate(self.image.layers):
-                try:
-                    with layer.open_tar() as stream:
-                        walk.add_layer(stream)
-                except InvalidImage as e:
-                    raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
-                                       f"{self.source or 'the image'}: {e}") from None
+            for lf in self._read_layers():
+                walk.apply(lf)
             walk.finish()
             self._walk = walk
         return self._walk
+
+    def _read_layer(self, i: int) -> LayerFiles:
+        layer = self.image.layers[i]
+        try:
+            with layer.open_tar() as stream:
+                return read_layer(stream)
+        except InvalidImage as e:
+            raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
+                               f"{self.source or 'the image'}: {e}") from None
+
+    def _read_layers(self) -> Iterator[LayerFiles]:
+        """The layers' file tables in order. Compressed layers are read two at a time in
+        threads: the inflaters (isal, zstandard) release the GIL, so one layer inflates
+        while another is parsed; at most LOOKAHEAD tables wait to be applied."""
+        n = len(self.image.layers)
+        compressed = sum(1 for layer in self.image.layers if layer.compression)
+        if n < 2 or not compressed:
+            for i in range(n):
+                yield self._read_layer(i)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbimages-layer") as pool:
+            pending = [pool.submit(self._read_layer, i) for i in range(min(n, LOOKAHEAD))]
+            try:
+                for i in range(n):
+                    lf = pending[i].result()
+                    pending[i] = None  # type: ignore[call-overload]
+                    if i + LOOKAHEAD < n:
+                        pending.append(pool.submit(self._read_layer, i + LOOKAHEAD))
+                    yield lf
+            finally:
+                for f in pending:
+                    if f is not None:
+                        f.cancel()
 
     def read_files(self, predicate: Callable[[str], bool], *,
                    max_size: int = 64 << 20) -> Iterator[tuple[int, TarEntry]]:
@@ -590,8 +622,8 @@ class Inspection:
             ("layers", f"{len(walk.layers)} ({sum(len(lf) for lf in walk.layers):,} entries)"),
             ("size", f"{fb(self.size)} in layers, {fb(self.final_size)} in the final filesystem"),
             ("efficiency", f"{self.efficiency:.4%} (dive's score)"),
-            ("wasted", f"{fb(self.wasted_bytes)} squashing would save; dive's potential "
-                       f"wasted space {fb(d['inefficient_bytes'])}"),
+            ("wasted", (f"{fb(self.wasted_bytes)} squashing would save; dive's potential "
+                        f"wasted space {fb(d['inefficient_bytes'])}")),
         ]
 
     def __repr__(self) -> str:

@@ -11,7 +11,6 @@ The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
 from typing import BinaryIO
 
 from ..oci import whiteout as wh
@@ -96,6 +95,50 @@ class LayerFiles:
                         self.mtimes[idx], self.links.get(idx, ""), None, "")
 
 
+def read_layer(stream: BinaryIO) -> LayerFiles:
+    """One layer tar as columns, nothing applied yet: safe to run in a worker thread."""
+    lf = LayerFiles()
+    paths = lf.paths
+    p_app = paths.append
+    k_app = lf.kinds.append
+    s_app = lf.sizes.append
+    m_app = lf.modes.append
+    u_app = lf.uids.append
+    g_app = lf.gids.append
+    t_app = lf.mtimes.append
+    links = lf.links
+    unsafe_list = lf.unsafe
+    kind_code = KIND_CODE
+    total = 0
+    for idx, (path, kind, size, mode, uid, gid, mtime, link, _data, unsafe) in enumerate(
+            records(stream)):
+        code = kind_code[kind]
+        if ".wh." in path:
+            what = wh.classify(path)[0]
+            if what == "whiteout":
+                code = WHITEOUT
+                lf.whiteouts.append(idx)
+            elif what == "opaque":
+                code = OPAQUE
+                lf.opaques.append(idx)
+            elif what == "meta":
+                code = META
+        p_app(path)
+        k_app(code)
+        s_app(size)
+        m_app(mode)
+        u_app(uid)
+        g_app(gid)
+        t_app(mtime)
+        if link:
+            links[idx] = link
+        if unsafe:
+            unsafe_list.append((idx, unsafe))
+        total += size
+    lf.size = total
+    return lf
+
+
 class Walk:
     """The state built by walking an image's layers in order."""
 
@@ -107,59 +150,14 @@ class Walk:
         self.events: list[tuple[str, int, str, int, int]] = []
 
     # ------------------------------------------------------------------ per layer
-    def add_layer(self, stream: BinaryIO, want: Callable[[str], bool] | None = None,
-                  collect: list | None = None, max_data: int = 64 << 20) -> LayerFiles:
-        """Read one layer tar (the next one up) and apply it.
+    def add_layer(self, stream: BinaryIO) -> LayerFiles:
+        """Read the next layer up from its tar stream and apply it."""
+        return self.apply(read_layer(stream))
 
-        With `want`, regular files it selects are read and, with every other entry it
-        selects, appended to `collect` as TarEntry objects (the fused `read_files` walk).
-        """
+    def apply(self, lf: LayerFiles) -> LayerFiles:
+        """Apply the next layer up, read by `read_layer` (possibly in another thread)."""
         i = len(self.layers)
-        lf = LayerFiles()
         self.layers.append(lf)
-        paths = lf.paths
-        p_app = paths.append
-        k_app = lf.kinds.append
-        s_app = lf.sizes.append
-        m_app = lf.modes.append
-        u_app = lf.uids.append
-        g_app = lf.gids.append
-        t_app = lf.mtimes.append
-        links = lf.links
-        unsafe_list = lf.unsafe
-        kind_code = KIND_CODE
-        total = 0
-        idx = 0
-        for rec in records(stream, want, max_data):
-            path, kind, size, mode, uid, gid, mtime, link, data, unsafe = rec
-            code = kind_code[kind]
-            if ".wh." in path:
-                what = wh.classify(path)[0]
-                if what == "whiteout":
-                    code = WHITEOUT
-                    lf.whiteouts.append(idx)
-                elif what == "opaque":
-                    code = OPAQUE
-                    lf.opaques.append(idx)
-                elif what == "meta":
-                    code = META
-            p_app(path)
-            k_app(code)
-            s_app(size)
-            m_app(mode)
-            u_app(uid)
-            g_app(gid)
-            t_app(mtime)
-            if link:
-                links[idx] = link
-            if unsafe:
-                unsafe_list.append((idx, unsafe))
-            if collect is not None and want is not None and (data is not None or (
-                    (kind != "file" or size > max_data) and want(path))):
-                collect.append(TarEntry(*rec))
-            total += size
-            idx += 1
-        lf.size = total
         self._apply(i, lf)
         return lf
 
