@@ -159,6 +159,13 @@ def test_a_cell_that_is_not_python_around_its_magics_names_the_cell(tmp_path):
     assert "cell 3 ('%image env A=1')" in err and "not valid Python" in err
 
 
+def test_a_step_failing_at_a_build_cell_names_the_steps_cell(tmp_path):
+    err = _error(tmp_path, "%image from scratch", "%%image file /ok.txt\nfine",
+                 "%image copy missing.csv /data/", "%image build nbtest/bad:2")
+    assert ("cell 4 ('%image copy missing.csv /data/') (building for cell 5 ('%image build "
+            "nbtest/bad:2')): COPY source 'missing.csv' does not exist") in err
+
+
 def test_a_missing_notebook_is_a_clear_error(tmp_path):
     with pytest.raises(NotebookError, match="does not exist"):
         build_notebook(tmp_path / "nowhere.ipynb")

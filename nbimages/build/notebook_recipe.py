@@ -224,7 +224,7 @@ def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None
             except NotebookError:
                 raise
             except NbimagesError as e:
-                raise NotebookError(f"{p.name}: {call.where()}: {e}") from None
+                raise _named(e, p, calls, session, call) from None
             if made == "built":
                 dirty = False
             elif made == "step":
@@ -234,7 +234,12 @@ def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None
                                 "`%%image dockerfile` or `%image freeze`), so there is nothing "
                                 "to build.")
         if dirty or result.image is None:
-            result.image = session.build(tag, **build_kw)
+            try:
+                result.image = session.build(tag, **build_kw)
+            except NotebookError:
+                raise
+            except NbimagesError as e:
+                raise _named(e, p, calls, session, None) from None
             result.images.append(result.image)
             if tag:
                 result.image.names.insert(0, tag)
@@ -243,6 +248,24 @@ def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None
         result.recipe = session.recipe
     result.image.recipe = result.recipe  # type: ignore[attr-defined]
     return result
+
+
+def _named(err: NbimagesError, path: Path, calls: list[ImageCall], session: Any,
+           call: ImageCall | None) -> NotebookError:
+    """The error, naming the cell of the step that failed (a build stops at a step)."""
+    recipe = session.recipe if session.started else None
+    report = getattr(recipe, "report", None)
+    building = call is None or call.line.split(None, 1)[:1] in (["build"], ["dockerfile"])
+    if building and recipe is not None and report is not None and len(report) < len(recipe.steps):
+        cell = recipe.steps[len(report)].origin
+        failed = next((c for c in calls if c.cell == cell), None)
+        if failed is not None:
+            by = f" (building for {call.where()})" if call is not None and call is not failed \
+                else ""
+            return NotebookError(f"{path.name}: {failed.where()}{by}: {err}")
+    if call is None:
+        return NotebookError(f"{path.name}: building its recipe: {err}")
+    return NotebookError(f"{path.name}: {call.where()}: {err}")
 
 
 def _tag(image: Any, tag: str, store: Any) -> None:
