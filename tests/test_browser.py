@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -110,7 +111,8 @@ def lab(tmp_path_factory):
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True",
          f"--ServerApp.root_dir={dirs['work']}", "--ServerApp.port_retries=0",
-         "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         cwd=dirs["work"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -236,9 +238,12 @@ def test_static_html_export_shows_layer_rows_without_widgets(browser, tmp_path):
     from test_notebooks import kernel_env
 
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(nb, timeout=240, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(tmp_path)}}
-                   ).execute(env=kernel_env(tmp_path / ".isolated"), cwd=str(tmp_path))
+    client = NotebookClient(nb, timeout=240, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    # in a thread of its own: Playwright's event loop runs in this one and slows nbclient down
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(client.execute, env=kernel_env(tmp_path / ".isolated"),
+                    cwd=str(tmp_path)).result()
     body, _ = HTMLExporter().from_notebook_node(nb)
     page_file = tmp_path / "quickstart.html"
     page_file.write_text(body)

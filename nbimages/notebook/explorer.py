@@ -37,9 +37,10 @@ SORTS = {"path": "path", "size": "size (largest first)", "change": "change"}
 CSS = """
 .nbimages-explorer { font-size: 13px; }
 .nbimages-explorer table { border-collapse: collapse; margin: 4px 0; }
-.nbimages-explorer th, .nbimages-explorer td { padding: 2px 8px; text-align: left;
-  border-bottom: 1px solid rgba(128,128,128,.25); white-space: nowrap; }
-.nbimages-explorer td.nbimages-num, .nbimages-explorer th.nbimages-num { text-align: right; }
+.nbimages-explorer table[class] th, .nbimages-explorer table[class] td { padding: 2px 8px;
+  text-align: left; border-bottom: 1px solid rgba(128,128,128,.25); white-space: nowrap; }
+.nbimages-explorer table[class] td.nbimages-num,
+.nbimages-explorer table[class] th.nbimages-num { text-align: right; }
 .nbimages-explorer .nbimages-cmd { max-width: 46em; overflow: hidden; text-overflow: ellipsis; }
 .nbimages-explorer .nbimages-path { font-family: monospace; }
 .nbimages-explorer .nbimages-added { color: #2e7d32; }
