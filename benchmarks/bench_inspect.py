@@ -196,6 +196,19 @@ def bench_image(label: str, paths: dict[str, Path], runs: int,
     rows.append({"what": "floor: tar -tvf over the layer tars", "s": t, "mb": m})
     t, m, _ = timed(for_each.format(" ".join(gz), "-tvzf"), runs)
     rows.append({"what": "floor: tar -tvzf over the gzip layers", "s": t, "mb": m})
+    # which inflater nbimages should use: a pigz pipe or ISA-L in process
+    if shutil.which("unpigz"):
+        t, m, _ = timed("for f in " + " ".join(gz) + "; do unpigz -c \"$f\"; done > /dev/null",
+                        runs)
+        rows.append({"what": "inflate only: unpigz -c over the gzip layers", "s": t, "mb": m})
+    inflate = ("import sys\nfrom isal import igzip\nb = bytearray(1 << 20)\n"
+               "for f in sys.argv[1:]:\n    with igzip.open(f, 'rb') as g:\n"
+               "        while g.readinto(b): pass\n")
+    script = paths["tar"].with_suffix(".inflate.py")
+    script.write_text(inflate)
+    t, m, _ = timed(f"{sys.executable} {script} " + " ".join(gz), runs)
+    rows.append({"what": "inflate only: isal igzip (one thread) over the gzip layers",
+                 "s": t, "mb": m})
     dive_s = rows[2]["s"]
     for r in rows:
         r["image"] = label

@@ -14,7 +14,7 @@ from array import array
 from typing import BinaryIO
 
 from ..oci import whiteout as wh
-from ..oci.tarscan import KINDS, TarEntry, records
+from ..oci.tarscan import KINDS, records
 from ..oci.whiteout import MergedTree
 from .dive import DiveModel
 
@@ -87,12 +87,6 @@ class LayerFiles:
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    def entry(self, idx: int) -> TarEntry:
-        """The stored metadata of entry `idx` as a TarEntry (no data)."""
-        return TarEntry(self.paths[idx], KIND_NAME[self.kinds[idx]] if self.kinds[idx] < 7 else
-                        "file", self.sizes[idx], self.modes[idx], self.uids[idx], self.gids[idx],
-                        self.mtimes[idx], self.links.get(idx, ""), None, "")
 
 
 def read_layer(stream: BinaryIO) -> LayerFiles:
