@@ -79,3 +79,12 @@ def test_file_replacing_a_directory_deletes_its_subtree():
     walk.finish()
     assert sorted(walk.copy_info(c)[0] for c in top.deleted) == ["d/x", "d/y/z"]
     assert sorted(walk.tree.values) == ["d"]
+
+
+def test_a_whiteout_climbing_out_of_the_root_deletes_nothing():
+    walk = Walk()
+    walk.add_layer(_layer([("etc/passwd", 10)]))
+    walk.add_layer(_layer([("../.wh.etc", 0), ("../../x", 1)]))
+    walk.finish()
+    assert sorted(walk.tree.values) == ["etc/passwd"]
+    assert [why for _, why in walk.layers[1].unsafe] == ["path escapes the image root"] * 2

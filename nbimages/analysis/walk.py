@@ -162,7 +162,11 @@ class Walk:
         layers = self.layers
         removed: dict[str, int] = {}
         how: dict[int, int] = {}
+        # entries whose path climbs out of the root are reported, never applied
+        skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
         for idx in lf.whiteouts:
+            if idx in skip:
+                continue
             target = wh.classify(lf.paths[idx])[1]
             gone = tree.remove(target)
             if not gone:
@@ -173,6 +177,8 @@ class Walk:
                 removed[p] = c
                 how[c] = BY_WHITEOUT if p == target else BY_PARENT_WHITEOUT
         for idx in lf.opaques:
+            if idx in skip:
+                continue
             directory = wh.classify(lf.paths[idx])[1]
             gone = tree.remove_children(directory)
             if gone:
@@ -181,7 +187,6 @@ class Walk:
                 removed[p] = c
                 how[c] = BY_OPAQUE
 
-        skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
         paths = lf.paths
         kinds = lf.kinds
         changes = bytearray(len(paths))
