@@ -266,3 +266,21 @@ def test_layer_that_is_not_a_tar_is_a_clear_error(tmp_path):
     archive = _archive(tmp_path / "junk.tar", b"this is not a tar archive " * 40)
     with pytest.raises(InvalidImage, match="not a valid tar"):
         nbimages.inspect(f"docker-archive:{archive}")
+
+
+def test_diff_with_content_compares_bytes_of_lookalike_files(edits, docker_client, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    same_meta = "touch -r /app/keep/k"
+    docker_build(docker_client, ctx, "nbtest/analysis-edits:3",
+                 f"FROM {TAG}\nRUN head -c 100 /dev/zero > /x && {same_meta} /x "
+                 f"&& head -c 100 /dev/zero > /same && {same_meta} /same\n")
+    docker_build(docker_client, ctx, "nbtest/analysis-edits:4",
+                 "FROM nbtest/analysis-edits:3\n"
+                 f"RUN head -c 100 /dev/urandom > /x && {same_meta} /x "
+                 f"&& cat /same > /s2 && cat /s2 > /same && rm /s2 && {same_meta} /same\n")
+    a = nbimages.inspect("docker-daemon:nbtest/analysis-edits:3")
+    b = nbimages.inspect("docker-daemon:nbtest/analysis-edits:4")
+    assert a.diff(b).empty  # same size, mode, owner and mtime: metadata cannot tell
+    diff = a.diff(b, content=True)
+    assert list(zip(diff.path, diff.change, diff.what)) == [("/x", "modified", "content")]

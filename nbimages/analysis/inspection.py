@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from ..image import Image
 
+HASH_LIMIT = 256 << 20  # diff(content=True) compares files up to this size by their bytes
 LOOKAHEAD = 3  # layers read ahead of the one being applied (compressed images only)
 LAYER_COLUMNS = ["index", "digest", "diff_id", "size", "compressed_size", "created_by",
                  "files_added", "files_modified", "files_deleted", "wasted_bytes", "entries"]
@@ -540,9 +541,12 @@ class Inspection:
             ha, hb = self._hashes(set(suspects)), other._hashes(set(suspects))
         for p, change, what, x, y in rows:
             if change == "?":
-                if ha.get(p) == hb.get(p):
+                if ha.get(p) is None or hb.get(p) is None:
+                    change, what = "modified", "content not compared (file too large)"
+                elif ha[p] == hb[p]:
                     continue
-                change, what = "modified", "content"
+                else:
+                    change, what = "modified", "content"
             cols["path"].append("/" + p)
             cols["change"].append(change)
             cols["what"].append(what)
@@ -575,7 +579,7 @@ class Inspection:
     def _hashes(self, paths: set[str]) -> dict[str, str]:
         final = self._ensure().tree.values
         out = {}
-        for i, entry in self.read_files(paths.__contains__, max_size=1 << 62):
+        for i, entry in self.read_files(paths.__contains__, max_size=HASH_LIMIT):
             if final.get(entry.path, -1) >> SHIFT == i and entry.data is not None:
                 out[entry.path] = hashlib.sha256(entry.data).hexdigest()
         return out
