@@ -40,12 +40,13 @@ def test_handout_tar_loads_into_the_engine_and_runs_the_notebooks_script(
     assert cli("verify", str(nb), "--digest", digest, home=tmp_path / "fresh").returncode == 0
 
 
-def test_handout_dockerfile_and_readme_describe_the_steps(tmp_path, busybox_tar):
+def test_handout_dockerfile_and_readme_describe_the_steps(tmp_path, busybox_tar):  # noqa: F811
     nb = handout_notebook(tmp_path, busybox_tar)
     h = handout(nb, tmp_path / "out")
     assert h.tag == "nbtest/notebook:1"  # the notebook's own %image build tag
     dockerfile = h.path("dockerfile").read_text()
-    assert "COPY --chmod=644 <<'NBIMAGES_EOF' /app/run.sh\necho hello from the handout" in dockerfile
+    assert ("COPY --chmod=644 <<'NBIMAGES_EOF' /app/run.sh\necho hello from the handout"
+            in dockerfile)
     assert 'CMD ["sh", "/app/run.sh"]' in dockerfile and "ENV GREETING=hi" in dockerfile
     readme = h.path("readme").read_text()
     assert f"`{h.image.id}`" in readme

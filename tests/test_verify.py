@@ -1,4 +1,4 @@
-"""`nbimages verify` / `%image verify`: rebuild in a clean store, compare digests, name what differs."""
+"""`nbimages verify` / `%image verify`: rebuild in a clean store, compare, name what differs."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_bad_digests_are_clear_errors(built, tmp_path):
 
 
 def test_verify_api_accepts_a_bare_hex_digest_and_reports_the_match(built):
-    nb, home, digest = built
+    nb, _, digest = built
     v = verify(nb, digest.split(":", 1)[1])
     assert v.ok and v.matched == "manifest digest" and bool(v)
     assert build_notebook(nb, record=False).digest == v.rebuilt_digest

@@ -1,16 +1,17 @@
-"""Build the image a notebook's `%image` / `%%image` cells describe, without running its other cells.
+"""Build the image a notebook's `%image` / `%%image` cells describe, without running the rest.
 
     image = build_notebook("analysis.ipynb", "handout:1")     # `nbimages build analysis.ipynb`
 
 The cells are read from the notebook's JSON (nbformat converts v1-v3 files) and turned into
 Python by IPython's own input transformer (so `x = %image build t`, indented magics and
-cell-magic bodies read exactly as a kernel reads them); each `%image` call is parsed by the magics' own argument parsers and applied to a fresh
-build session (nbimages.build.session), top to bottom, as "Run All" would in a new kernel. The
-notebook's folder is the working directory, as it is for its kernel. Subcommands that look at
-or move images (`layers`, `run`, `push`, ...) do not describe the image and are skipped;
-`%image freeze` is replayed from the record it left in its saved output (the pins come from
-the kernel that ran it). After a build, the notebook's metadata gets `nbimages` (digest,
-image ID, pins, diff_ids per step), unless record=False.
+cell-magic bodies read exactly as a kernel reads them); each `%image` call is parsed by the
+magics' own argument parsers and applied to a fresh build session (nbimages.build.session),
+top to bottom, as "Run All" would in a new kernel. The notebook's folder is the working
+directory, as it is for its kernel. Subcommands that look at or move images (`layers`, `run`,
+`push`, ...) do not describe the image and are skipped; `%image freeze` is replayed from the
+record it left in its saved output (the pins come from the kernel that ran it). After a
+build, the notebook's metadata gets `nbimages` (digest, image ID, pins, diff_ids per step),
+unless record=False.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import BuildError, ImageNotFound, NbimagesError
+from ..errors import BuildError, NbimagesError
 from ..oci import digest as dg
 
 __all__ = ["verify", "Verification", "LayerDifference", "layer_files", "compare_files"]
