@@ -127,3 +127,15 @@ def test_image_verify_rebuilds_the_notebooks_recipe_in_a_clean_store(ip, monkeyp
     v = ip.run_line_magic("image", f"verify --digest {other}")
     assert not v.ok
     assert "no copy of the expected image" in repr(v)
+
+
+def test_a_failing_clean_rebuild_says_the_clean_store_starts_empty(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    nbimages.Recipe("scratch").file("/x", "x").build("nbtest/only-here:1")
+    nb = tmp_path / "n.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("%image from store:nbtest/only-here:1"),
+                                       new_code_cell("%%image file /y\ny")]), str(nb))
+    digest = build_notebook(nb).digest
+    with pytest.raises(BuildError, match=r"cell 1 .*the clean store starts empty"):
+        verify(nb, digest)

@@ -257,6 +257,12 @@ def _named(err: NbimagesError, path: Path, calls: list[ImageCall], session: Any,
     recipe = session.recipe if session.started else None
     report = getattr(recipe, "report", None)
     building = call is None or call.line.split(None, 1)[:1] in (["build"], ["dockerfile"])
+    if building and recipe is not None and recipe._base_image is None \
+            and recipe.base.lower() != "scratch":
+        # The base is opened when the build starts: the `from` cell names it.
+        start = next((c for c in calls if c.cell_id == session._from_cell), None)
+        if start is not None:
+            return NotebookError(f"{path.name}: {start.where()}: {err}")
     if building and recipe is not None and report is not None and len(report) < len(recipe.steps):
         cell = recipe.steps[len(report)].origin
         failed = next((c for c in calls if c.cell == cell), None)

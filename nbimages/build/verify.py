@@ -178,14 +178,19 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
         record = None  # the notebook records another build: no use for this digest
 
     with _clean_home():
-        if notebook is not None:
-            from .notebook_recipe import build_notebook
-            rebuilt = build_notebook(notebook, record=False)
-        else:
-            fresh = copy.copy(recipe)
-            fresh._base_image = None  # noqa: SLF001 - open the base again, as a stranger would
-            fresh.report = None
-            rebuilt = fresh.build(None)
+        try:
+            if notebook is not None:
+                from .notebook_recipe import build_notebook
+                rebuilt = build_notebook(notebook, record=False)
+            else:
+                fresh = copy.copy(recipe)
+                fresh._base_image = None  # open the base again, as a stranger would
+                fresh.report = None
+                rebuilt = fresh.build(None)
+        except NbimagesError as e:
+            raise type(e)(f"verify {label}: the rebuild in a clean store failed: {e} (the "
+                          "clean store starts empty: the base must come from a registry, a "
+                          "file or the engine, not from the local store).") from None
         v = Verification(label, digest, rebuilt.digest, rebuilt.id)
         if digest == rebuilt.digest:
             v.matched = "manifest digest"
