@@ -129,13 +129,16 @@ def freeze(tag: str | None = None, *, base: str | None = None, imported: bool = 
         else:
             record["pins"].append(f"{name}=={version}")
 
-    for item in data:
+    for item in [data] if isinstance(data, (str, os.PathLike)) else data:
         rel = _inside(Path(item), context, "data file")
         record["data"].append(rel.as_posix() + ("/" if (context / rel).is_dir() else ""))
     if command is None:
         if nb is None:
-            record["notes"].append("no notebook and no command: the image keeps the base's "
-                                   "command; pass command= (a .py file or a command list).")
+            found = "" if notebook is False else \
+                " (Jupyter did not tell the kernel which notebook it runs: pass notebook=)"
+            record["notes"].append(f"no notebook{found} and no command: the image keeps the "
+                                   "base's command; pass command= (a .py file or a command "
+                                   "list).")
         else:
             if frontend is None:
                 record["notes"].append("no Jupyter frontend (jupyterlab, notebook) is installed "
