@@ -177,6 +177,7 @@ def test_static_html_of_a_diff_lists_changes_and_shared_layers(images):
     page = explore(wasteful, diff=slim).to_html()
     assert "nbimages-diff-row" in page and "/app/new.txt" in page
     assert "share their bottom 0 of 5 / 2 layers" in page
+    assert "Bytes in layers −300.0 kB, in the final filesystem −1 B." in page
 
 
 def test_text_view_names_the_waste_and_the_diff(images):

@@ -249,7 +249,7 @@ def summary_html(a: "Inspection", b: "Inspection | None" = None) -> str:
         n = len(insp.image.layers)
         return (f"<b>{_e(_name(insp))}</b> · {n} layer{'s' if n != 1 else ''} · "
                 f"{format_bytes(insp.size)} in layers, {format_bytes(insp.final_size)} in the "
-                f"final filesystem · efficiency {insp.efficiency:.2%} · "
+                f"final filesystem · dive efficiency {insp.efficiency:.2%} · "
                 f"<span class='{'nbimages-waste' if insp.wasted_bytes else ''}'>"
                 f"{format_bytes(insp.wasted_bytes)} wasted</span> · "
                 f"<code title='{_e(insp.digest)}'>{_e(insp.digest[:19])}</code>")
@@ -373,18 +373,19 @@ def shared_layers(a: "Inspection", b: "Inspection") -> int:
 def diff_summary_html(a: "Inspection", b: "Inspection", diff: "pd.DataFrame | None") -> str:
     assert diff is not None
     counts = diff["change"].value_counts()
-    size_a = diff["size_a"].fillna(0).astype("int64")
-    size_b = diff["size_b"].fillna(0).astype("int64")
-    delta = int(size_b.sum() - size_a.sum())
     shared = shared_layers(a, b)
     la, lb = len(a.image.layers), len(b.image.layers)
     parts = [f"<span class='nbimages-{c}'>{counts.get(c, 0):,} {c}</span>"
              for c in ("added", "modified", "removed")]
-    sign = "+" if delta >= 0 else "−"
     return (f"<div class='nbimages-diff-summary'><h4>Diff {_e(_name(a))} → {_e(_name(b))}</h4>"
-            f"<p>{', '.join(parts)} paths; file bytes {sign}{format_bytes(abs(delta))}. "
+            f"<p>{', '.join(parts)} paths. Bytes in layers {_delta(b.size - a.size)}, in the "
+            f"final filesystem {_delta(b.final_size - a.final_size)}. "
             f"The images share their bottom {shared} of {la} / {lb} layers"
             f"{'' if shared else ' (none)'}.</p></div>")
+
+
+def _delta(n: int) -> str:
+    return ("+" if n >= 0 else "−") + format_bytes(abs(n))
 
 
 def diff_table_html(diff: "pd.DataFrame | None", limit: int = DIFF_ROWS) -> str:
