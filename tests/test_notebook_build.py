@@ -202,3 +202,20 @@ def test_an_old_nbformat_3_notebook_is_converted_and_built(tmp_path):
     assert len(image.layers) == 1
     assert notebook_record(path)["digest"] == image.digest
     assert json.loads(path.read_text())["nbformat"] == 3  # recorded, not converted
+
+
+def test_the_cli_build_gives_the_digest_a_real_kernel_gets_running_the_notebook(tmp_path):
+    from nbclient import NotebookClient
+    nb_path = write_notebook(
+        tmp_path / "kernel.ipynb", "%load_ext nbimages",
+        "%image from scratch\n%image label title='same in a kernel'",
+        "%%image file /srv/data.csv\na,b\n1,2", "x = 40 + 2\nprint('python runs here')",
+        "%image env ANSWER=42\n%image workdir /srv",
+        "img = %image build nbtest/kernel:1\nprint(img.digest)")
+    nb = nbformat.read(str(nb_path), as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = [o["text"] for o in nb.cells[-1].outputs if o.get("name") == "stdout"]
+    in_kernel = printed[-1].split()[-1]
+    assert in_kernel.startswith("sha256:")
+    assert cli("build", str(nb_path), "-q", home=tmp_path / "clean").stdout.strip() == in_kernel
