@@ -42,6 +42,9 @@ _EXPORTS = {
     "logs": "nbimages.engines:logs",
     "explore": "nbimages.notebook.explorer:explore",
     "freeze": "nbimages.build.freeze:freeze",
+    "build_notebook": "nbimages.build.notebook_recipe:build_notebook",
+    "verify": "nbimages.build.verify:verify",
+    "handout": "nbimages.build.handout:handout",
 }
 
 __all__ = sorted(_EXPORTS) + ["errors", "__version__"]
