@@ -6,7 +6,9 @@ rewrite the original). Debian's chromium, driven by Python Playwright (never its
 download), opens it, waits until the kernel is really attached, runs all cells through the
 Run menu, and checks that the explorer's layer rows are in the page and that clicking a layer
 lists its files. Every request to an address outside 127.0.0.1 is aborted by the page router.
-Screenshots go to test-artifacts/.
+Screenshots go to test-artifacts/. Two static exports are checked too: without widget state
+(the explorer's own HTML fallback) and with it (the widget drawn by @jupyter-widgets/html-manager,
+served from a local npm copy instead of the CDN nbconvert points at).
 
 Needs /usr/bin/chromium and Playwright: `bash scripts/browser-deps.sh` installs them (the
 fixture runs it as root when they are missing). Under CI=true a missing browser fails.
@@ -39,12 +41,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 LOCAL_SCHEMES = ("data", "blob", "about", "file")
 
 
+WIDGETS = ROOT / ".venv" / "share" / "nbimages-test"   # html-manager + require.js from npm
+EMBED_JS = WIDGETS / "html-manager" / "dist" / "embed-amd.js"
+REQUIRE_JS = WIDGETS / "requirejs" / "require.js"
+
+
 def _have_browser() -> bool:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return False
-    return os.access(CHROMIUM, os.X_OK)
+    return os.access(CHROMIUM, os.X_OK) and EMBED_JS.is_file() and REQUIRE_JS.is_file()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +61,8 @@ def browser():
         subprocess.run(["bash", str(ROOT / "scripts" / "browser-deps.sh")], check=False,
                        timeout=900)
     if not _have_browser():
-        message = "chromium or playwright is missing: run `bash scripts/browser-deps.sh` as root"
+        message = ("chromium, playwright or the local widget manager is missing: run "
+                   "`bash scripts/browser-deps.sh` as root")
         if IN_CI:
             pytest.fail(message + " (CI=true)", pytrace=False)
         pytest.skip(message)
@@ -230,21 +238,57 @@ def test_sizes_tab_draws_the_directory_chart(quickstart_page):
     explorer.screenshot(path=str(ARTIFACTS / "browser-explorer-sizes.png"))
 
 
-def test_static_html_export_shows_layer_rows_without_widgets(browser, tmp_path):
-    """nbconvert's HTML of the executed quickstart, saved without widget state as JupyterLab
-    does by default, shows the explorer's static HTML in the browser (no network)."""
+def execute_quickstart(workdir: Path, store_widget_state: bool):
+    """The quickstart executed by nbclient in `workdir` (as test_notebooks does)."""
     import nbformat
     from nbclient import NotebookClient
-    from nbconvert import HTMLExporter
     from test_notebooks import kernel_env
 
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    client = NotebookClient(nb, timeout=240, kernel_name="python3", store_widget_state=False,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=240, kernel_name="python3",
+                            store_widget_state=store_widget_state,
+                            resources={"metadata": {"path": str(workdir)}})
     # in a thread of its own: Playwright's event loop runs in this one and slows nbclient down
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(client.execute, env=kernel_env(tmp_path / ".isolated"),
-                    cwd=str(tmp_path)).result()
+        pool.submit(client.execute, env=kernel_env(workdir / ".isolated"),
+                    cwd=str(workdir)).result()
+    return nb
+
+
+def test_static_html_export_with_widget_state_renders_the_widget_offline(browser, tmp_path):
+    """A notebook saved with its widget state (as nbclient does, and nbviewer shows it): the
+    HTML export draws the explorer widget itself, here with html-manager served locally."""
+    from nbconvert import HTMLExporter
+
+    nb = execute_quickstart(tmp_path, store_widget_state=True)
+    exporter = HTMLExporter(widget_renderer_url=EMBED_JS.as_uri(),
+                            require_js_url=REQUIRE_JS.as_uri())
+    body, _ = exporter.from_notebook_node(nb)
+    page_file = tmp_path / "quickstart-widgets.html"
+    page_file.write_text(body)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.route("**/*", local_only)
+    page = context.new_page()
+    try:
+        page.goto(page_file.as_uri())
+        page.wait_for_selector(".nbimages-explorer .nbimages-layer-row", timeout=30_000)
+        rows = page.locator(".nbimages-explorer .nbimages-layer-row")
+        assert rows.count() == 3                         # widget rows, not the static table
+        assert page.locator("tr.nbimages-layer-row").count() == 0
+        assert "/data/" in rows.nth(1).inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(".nbimages-explorer").first.screenshot(
+            path=str(ARTIFACTS / "static-widget-explorer.png"))
+    finally:
+        context.close()
+
+
+def test_static_html_export_shows_layer_rows_without_widgets(browser, tmp_path):
+    """nbconvert's HTML of the executed quickstart, saved without widget state as JupyterLab
+    does by default, shows the explorer's static HTML in the browser (no network)."""
+    from nbconvert import HTMLExporter
+
+    nb = execute_quickstart(tmp_path, store_widget_state=False)
     body, _ = HTMLExporter().from_notebook_node(nb)
     page_file = tmp_path / "quickstart.html"
     page_file.write_text(body)
