@@ -318,7 +318,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS["build"] = ("build an image from a Dockerfile (embedded, no daemon needed)", _build_args, cmd_build)
+COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image cells (no daemon needed)", _build_args, cmd_build)
 COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", _save_args, cmd_save)
 COMMANDS["pull"] = ("pull an image into the local store, with progress", _pull_args, cmd_pull)
 COMMANDS["push"] = ("push an image to a registry, its digest kept", _push_args, cmd_push)
