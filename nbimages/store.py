@@ -18,7 +18,7 @@ import platformdirs
 from .errors import ImageNotFound
 from .oci import digest as dg
 from .oci.descriptor import Descriptor, Platform
-from .oci.layout import REF_NAME, OCILayout
+from .oci.layout import OCILayout
 
 
 def default_home() -> Path:

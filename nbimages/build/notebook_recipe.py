@@ -20,11 +20,11 @@ import ast
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..atomic import write_atomic
 from ..errors import BuildError, NbimagesError
 
 __all__ = ["build_notebook", "NotebookError", "NotebookBuild", "read_notebook", "image_calls",
@@ -441,17 +441,7 @@ def record_build(path: str | os.PathLike, image: Any, tag: str | None = None) ->
     meta[METADATA_KEY] = rec
     # nbformat's own layout (sorted keys, indent 1), so Jupyter's next save changes nothing else.
     text = json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, p.stat().st_mode & 0o7777)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(p, text.encode("utf-8"), mode=p.stat().st_mode & 0o7777)
     return rec
 
 

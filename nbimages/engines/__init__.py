@@ -22,7 +22,7 @@ from .base import (SESSION, CommandNotFound, ContainerError, Engine, ImageRow, L
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    from .docker import Container, DockerEngine, EngineImage
+    from .docker import Container, DockerEngine
 
 __all__ = ["engine", "run", "ps", "stop", "logs", "container", "images", "rm", "tag", "save",
            "load", "pull", "push", "build", "Engine", "RunResult", "Logs", "ImageRow",

@@ -23,6 +23,7 @@ import docker
 import docker.errors
 from docker.utils.socket import frames_iter
 
+from ..atomic import write_atomic
 from ..errors import (AuthenticationError, BuildError, EngineUnavailable, ImageNotFound,
                       InvalidImage, NbimagesError, RegistryError)
 from . import endpoint as ep
@@ -584,17 +585,7 @@ class DockerEngine(Engine):
         path = Path(path)
         if self.has_image(ref) is None:
             raise ImageNotFound(f"the Docker engine has no image {ref!r} to save.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in self.api.get_image(ref, chunk_size=1 << 20):
-                    f.write(chunk)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, self.api.get_image(ref, chunk_size=1 << 20))
         return path
 
     def load(self, path) -> list[str]:
