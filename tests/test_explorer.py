@@ -230,3 +230,12 @@ def test_short_command_drops_shell_noise_and_content_hashes():
     assert short_command("COPY --chmod=644 <cell> /a # sha256:" + "0" * 64) == \
         "COPY --chmod=644 <cell> /a"
     assert short_command("RUN " + "x" * 100, 20).endswith("…")
+
+
+def test_an_image_without_layers_explores_to_empty_views():
+    r = nbimages.Recipe("scratch")
+    r.env(A="1")
+    ex = explore(r.build("explorer:empty"))
+    assert rows(ex.to_html(), "nbimages-layer-row") == 0
+    assert "nothing to show" in ex.to_html()
+    assert ex.app.rows == [] and "nothing to show" in ex.app.chart.value
