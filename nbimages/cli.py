@@ -349,7 +349,7 @@ def build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"nbimages {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, configure, _func) in COMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary)
+        p = sub.add_parser(name, help=summary.replace("%", "%%"), description=summary)  # help is %-formatted
         if configure:
             configure(p)
     for name, summary in PLANNED.items():

@@ -35,6 +35,12 @@ def test_console_script_and_module_print_the_same_help():
         assert f"    {name} " in a.stdout
 
 
+def test_help_shows_summaries_that_contain_a_percent_sign():
+    r = cli("--help")
+    assert r.returncode == 0, r.stderr
+    assert "notebook's %image cells" in r.stdout
+
+
 def test_version():
     r = cli("--version", module=True)
     assert r.returncode == 0 and r.stdout.startswith("nbimages ")
