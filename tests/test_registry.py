@@ -237,6 +237,21 @@ def test_a_closed_port_says_connection_refused():
     assert "running" in str(e.value)
 
 
+def test_a_host_name_that_does_not_resolve_fails_at_once_without_retries(monkeypatch):
+    calls = []
+
+    def unresolved(self, method, url, **kw):
+        calls.append(url)
+        raise requests.ConnectionError("HTTPSConnectionPool(host='nbtest.invalid', port=443): Max "
+                                       "retries exceeded (Caused by NameResolutionError(\"Failed "
+                                       "to resolve 'nbtest.invalid'\"))")
+
+    monkeypatch.setattr(requests.Session, "request", unresolved)
+    with pytest.raises(RegistryError, match="'nbtest.invalid' does not resolve"):
+        pull("nbtest.invalid/team/app:1", progress=False)
+    assert len(calls) == 1
+
+
 def test_unknown_repository_is_image_not_found(registry):
     with pytest.raises(ImageNotFound, match="not found"):
         pull(f"{registry}/nbtest/does-not-exist-{uuid.uuid4().hex[:6]}:1", progress=False)

@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -62,6 +62,12 @@ def _is_refused(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
     return False
+
+
+def _is_unresolved(exc: BaseException) -> bool:
+    """The registry's host name did not resolve: retrying will not help, say so at once."""
+    text = str(exc)
+    return "NameResolutionError" in text or "Failed to resolve" in text
 
 
 def registry_errors(resp: requests.Response) -> str:
@@ -145,7 +151,8 @@ class RegistryClient:
                     f"it at /etc/docker/certs.d/{self.registry}/ca.crt); if it speaks plain http, "
                     "pass insecure=True.") from None
             except (requests.ConnectionError, requests.Timeout) as e:
-                if _is_refused(e) or attempt >= self.retries or not (retry_body or data is None):
+                if (_is_refused(e) or _is_unresolved(e) or attempt >= self.retries
+                        or not (retry_body or data is None)):
                     raise self._connection_error(e) from None
                 attempt += 1
                 self._sleep(attempt, None)
@@ -184,6 +191,10 @@ class RegistryClient:
             hint = ("nothing listens there. Is the registry running, and are host and port right?")
             return RegistryError(f"could not connect to the registry at {self.base}: connection "
                                  f"refused; {hint}")
+        if _is_unresolved(e):
+            return RegistryError(f"could not connect to the registry at {self.base}: the host name "
+                                 f"{urlsplit(self.base).hostname!r} does not resolve (no DNS answer). "
+                                 "Check the registry's name, and the network if it is right.")
         return RegistryError(f"the connection to the registry at {self.base} failed "
                              f"({e.__class__.__name__}) after {self.retries + 1} attempts. Check the "
                              "network and that the registry is up, then try again.")
