@@ -305,6 +305,21 @@ def test_file_that_is_not_a_tar_is_reported(tmp_path):
         open_image(str(text))
 
 
+def test_bare_file_name_that_is_not_an_image_reports_the_file_not_the_registry(tmp_path,
+                                                                               monkeypatch):
+    import nbimages.sources as sources
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    (tmp_path / "notes.txt").write_text("not an image\n")
+
+    def unreachable(ref, platform=None):
+        raise errors.RegistryError("could not connect to the registry at https://registry-1.docker.io")
+
+    monkeypatch.setattr(sources, "open_remote", unreachable)
+    with pytest.raises(errors.InvalidImage, match="notes.txt is not an image tar"):
+        open_image("notes.txt")
+
+
 def test_directory_that_is_not_a_layout_is_reported(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(errors.InvalidImage, match="not an OCI"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ImageNotFound, InvalidImage
+from ..errors import ImageNotFound, InvalidImage, NbimagesError
 from .sinks import FORMATS, default_tag, docker_tar_stream, load_into_engine, save
 from .transports import TRANSPORTS, Source, looks_like_path, parse_source, split_path_ref
 
@@ -83,14 +83,16 @@ def _open_auto(src: Source, platform):
     from ..reference import Reference
     text = src.target
     path = os.path.expanduser(text)
+    path_error = None
     if os.path.exists(path):
         from .files import open_path
         try:
             return open_path(text, platform)
-        except InvalidImage:
+        except InvalidImage as e:
             # `busybox` may be a file in the working directory and an image name too.
             if looks_like_path(text) or not _is_reference(text):
                 raise
+            path_error = e
     elif looks_like_path(text):
         raise ImageNotFound(f"{path} does not exist. Give the path of an image tar or OCI layout "
                             "directory, or an image reference such as busybox:latest.")
@@ -108,7 +110,11 @@ def _open_auto(src: Source, platform):
             pass
     try:
         return open_remote(text, platform)
-    except ImageNotFound as e:
+    except NbimagesError as e:
+        if path_error is not None:  # the file was meant: its problem is the one to tell
+            raise path_error from None
+        if not isinstance(e, ImageNotFound):
+            raise
         raise ImageNotFound(f"{text!r} is not in the local store nor the Docker engine, and the "
                             f"registry lookup failed: {e}") from None
 
