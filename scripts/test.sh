@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 if [ "$(id -u)" = 0 ]; then
   bash scripts/services.sh start
+  bash scripts/browser-deps.sh          # chromium, fonts, playwright, a local widget manager
 else
   bash scripts/services.sh status || true
+  bash scripts/browser-deps.sh || true  # without root the browser test says what is missing
 fi
 mkdir -p test-artifacts
 set +e
