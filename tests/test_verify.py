@@ -101,6 +101,21 @@ def test_verify_api_accepts_a_bare_hex_digest_and_reports_the_match(built):
     assert build_notebook(nb, record=False).digest == v.rebuilt_digest
 
 
+def test_a_different_source_date_epoch_is_named_with_the_value_to_set(tmp_path, busybox_tar,
+                                                                      monkeypatch):  # noqa: F811
+    nb = handout_notebook(tmp_path, busybox_tar)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    digest = build_notebook(nb, record=False).digest
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    v = verify(nb, digest)
+    assert not v.ok
+    text = repr(v)
+    assert "built with SOURCE_DATE_EPOCH=1700000000" in text and "this rebuild with 0" in text
+    assert "modified  /app/run.sh  (mtime 1700000000 -> 0)" in text
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert verify(nb, digest).ok
+
+
 # ---- %image verify in a kernel
 
 @pytest.fixture

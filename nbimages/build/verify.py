@@ -275,6 +275,7 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
 
     if expected is not None:
         v.compared_with = compared_with
+        _epoch_note(v, expected.config, rebuilt.config)
         theirs = expected.diff_ids
         for i in range(max(len(ours), len(theirs))):
             a = theirs[i] if i < len(theirs) else None
@@ -329,6 +330,25 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
                    "SOURCE, e.g. the handout's OCI tar).")
 
 
+def image_epoch(config: dict) -> int | None:
+    """The SOURCE_DATE_EPOCH an nbimages build used, read back from its config's `created`."""
+    import datetime as _dt
+    try:
+        when = _dt.datetime.strptime(str(config.get("created")), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return int(when.replace(tzinfo=_dt.timezone.utc).timestamp())
+
+
+def _epoch_note(v: Verification, expected: dict, rebuilt: dict) -> None:
+    """Builds at different SOURCE_DATE_EPOCHs differ in every mtime: say so, and what to set."""
+    theirs, ours = image_epoch(expected), image_epoch(rebuilt)
+    if theirs is not None and ours is not None and theirs != ours:
+        v.notes.append(f"the expected image was built with SOURCE_DATE_EPOCH={theirs} "
+                       f"(created {expected.get('created')}), this rebuild with {ours}: every "
+                       f"file's mtime differs. Run again with SOURCE_DATE_EPOCH={theirs} set.")
+
+
 def _compressor_key() -> str:
     from ..oci.compressor import COMPRESSOR_ANNOTATION
     return COMPRESSOR_ANNOTATION
@@ -367,7 +387,7 @@ def _config_differences(a: dict, b: dict) -> list[str]:
 # ---- files of a layer
 
 def layer_files(layer) -> dict[str, tuple]:
-    """Each path of a layer tar -> (type, mode, uid, gid, size, link, sha256), streamed."""
+    """Each path of a layer tar -> (type, mode, uid, gid, size, link, sha256, mtime), streamed."""
     out: dict[str, tuple] = {}
     with layer.open_tar() as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
         for m in tf:
@@ -386,11 +406,11 @@ def layer_files(layer) -> dict[str, tuple]:
             kind = "file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym() \
                 else "hardlink" if m.islnk() else "other"
             out[name] = (kind, m.mode & 0o7777, m.uid, m.gid, m.size if m.isreg() else 0,
-                         m.linkname or "", sha)
+                         m.linkname or "", sha, int(m.mtime))
     return out
 
 
-_FIELDS = ("type", "mode", "uid", "gid", "size", "link target", "content")
+_FIELDS = ("type", "mode", "uid", "gid", "size", "link target", "content", "mtime")
 
 
 def compare_files(expected: dict[str, tuple], rebuilt: dict[str, tuple]) -> list[dict[str, str]]:
@@ -411,7 +431,7 @@ def compare_files(expected: dict[str, tuple], rebuilt: dict[str, tuple]) -> list
                     continue
                 if name == "mode":
                     what.append(f"mode {x:o} -> {y:o}")
-                elif name in ("size", "uid", "gid", "type"):
+                elif name in ("size", "uid", "gid", "type", "mtime"):
                     what.append(f"{name} {x} -> {y}")
                 else:
                     what.append(name)
