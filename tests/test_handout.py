@@ -61,3 +61,28 @@ def test_a_failed_handout_leaves_the_folder_as_it_was(tmp_path):
     with pytest.raises(NotebookError, match=r"cell 3 \(.%image copy nothere /x.\): COPY source"):
         handout(nb, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_readme_verify_command_works_copy_pasted_in_the_notebooks_folder(tmp_path, busybox_tar,
+                                                                         monkeypatch):  # noqa: F811
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    nb = handout_notebook(tmp_path, busybox_tar)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    h = handout(nb, tmp_path / "handout")
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    readme = h.path("readme").read_text()
+    command = re.search(r"^.*nbimages verify .*$", readme, re.M).group(0)
+    assert command.startswith("SOURCE_DATE_EPOCH=1700000000 nbimages verify analysis.ipynb")
+    assert "--expected oci-archive:handout/image.oci.tar" in readme
+    assert "docker build -f handout/Dockerfile -t nbtest/notebook:1 ." in readme
+    env = {**os.environ, "NBIMAGES_HOME": str(tmp_path / "stranger"), "NBIMAGES_PROGRESS": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for line in (command, command + " --expected oci-archive:handout/image.oci.tar"):
+        proc = subprocess.run(line, shell=True, cwd=nb.parent, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "verified" in proc.stdout

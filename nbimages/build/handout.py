@@ -71,7 +71,7 @@ def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
         recipe = getattr(image, "recipe", None)
         dockerfile = recipe.to_dockerfile() if recipe is not None else ""
         (staging / FILES["dockerfile"]).write_text(dockerfile, encoding="utf-8")
-        (staging / FILES["readme"]).write_text(readme(image, name, nb), encoding="utf-8")
+        (staging / FILES["readme"]).write_text(readme(image, name, nb, out), encoding="utf-8")
         for key in FILES:
             os.replace(staging / FILES[key], out / FILES[key])
     finally:
@@ -84,10 +84,15 @@ def _slug(text: str) -> str:
     return slug or "notebook"
 
 
-def readme(image: Any, tag: str, notebook: Path) -> str:
-    """The handout's README: what the image is, exactly, and how to load, run and verify it."""
+def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) -> str:
+    """The handout's README: what the image is, exactly, and how to load, run and verify it.
+
+    The verify and build commands run in the notebook's folder (the cells copy files from
+    there), so they name the handout's files by their path from that folder.
+    """
     import json
     from .builder import PIP_LABEL
+    from .verify import image_epoch
     pins = []
     with contextlib.suppress(ValueError, TypeError):
         pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
@@ -98,6 +103,13 @@ def readme(image: Any, tag: str, notebook: Path) -> str:
     ports = sorted(image.container_config.get("ExposedPorts") or {})
     publish = "".join(f" -p {p.split('/')[0]}:{p.split('/')[0]}" for p in ports)
     q = shlex.quote
+    here = "."
+    if directory is not None:
+        here = os.path.relpath(Path(directory).resolve(), notebook.parent)
+    oci_there = q(os.path.join(here, FILES["oci"]) if here != "." else FILES["oci"])
+    epoch = image_epoch(image.config) or 0
+    env = f"SOURCE_DATE_EPOCH={epoch} " if epoch else ""
+    dockerfile = (recipe.to_dockerfile() if recipe is not None else "")
     lines = [
         f"# {tag}",
         "",
@@ -132,15 +144,25 @@ def readme(image: Any, tag: str, notebook: Path) -> str:
         "",
         "## Verify",
         "",
-        "Rebuild the image from the notebook in a clean store and compare the digest:",
+        f"In the folder of the notebook `{notebook.name}` (its cells copy files from there),",
+        "rebuild the image in a clean store and compare the digest:",
         "",
         "```sh",
-        f"nbimages verify {q(notebook.name)} --digest {image.digest}",
+        f"{env}nbimages verify {q(notebook.name)} --digest {image.digest}",
         "```",
         "",
         "On a mismatch it names the layer (and the notebook cell) that differs, and the files",
-        f"in it; `--expected oci-archive:{FILES['oci']}` compares with this handout's layers.",
+        f"in it; `--expected oci-archive:{oci_there}` compares with this handout's layers.",
     ]
+    if epoch:
+        lines += ["", f"It was built with `SOURCE_DATE_EPOCH={epoch}` (the files' dates): a",
+                  "rebuild needs the same value to give the same digest."]
+    if dockerfile:
+        there = q(os.path.join(here, FILES["dockerfile"]) if here != "." else FILES["dockerfile"])
+        need = (" (its file cells are heredocs: BuildKit, Docker 23 or newer)"
+                if dockerfile.startswith("# syntax=") else "")
+        lines += ["", f"To build it with Docker instead{need}, in the same folder:", "",
+                  "```sh", f"docker build -f {there} -t {q(tag)} .", "```"]
     if pins:
         lines += ["", "## Python packages", "", "| package | version | wheel sha256 |",
                   "|---|---|---|"]
