@@ -49,6 +49,18 @@ def test_htpasswd_over_tls_round_trip_with_test_ca(tls_registry, busybox_local, 
     assert tags(f"{reg.address}/team/busybox", ca_bundle=str(ca))["tag"].tolist() == ["1"]
 
 
+def test_tls_registry_on_loopback_is_found_without_saying_https(tls_registry, busybox_local, login,
+                                                                 monkeypatch, tmp_path):
+    # Loopback means plain http by default; a TLS-only registry there answers 400, then https.
+    reg, ca = tls_registry
+    login(reg.address, HTPASSWD_USER, HTPASSWD_PASS)
+    monkeypatch.setenv("NBIMAGES_CA_BUNDLE", str(ca))
+    ref = f"{reg.address}/team/auto-tls:1"
+    assert push(busybox_local, ref, progress=False) == busybox_local.digest
+    assert tags(f"{reg.address}/team/auto-tls")["tag"].tolist() == ["1"]
+    assert pull(ref, store=Store(tmp_path / "s"), progress=False).digest == busybox_local.digest
+
+
 def test_ca_bundle_from_environment(tls_registry, busybox_local, login, monkeypatch):
     reg, ca = tls_registry
     login(reg.address, HTPASSWD_USER, HTPASSWD_PASS)

@@ -95,9 +95,12 @@ class RegistryClient:
         self.host = ref.api_host
         if insecure is None and ca_bundle:
             insecure = False  # a CA bundle means TLS, even on loopback
+        # Loopback picked plain http on its own: a TLS registry there answers 400, then use https.
+        self._may_upgrade = insecure is None and ref.is_loopback
         if insecure is None:
             listed = {h.strip() for h in os.environ.get("NBIMAGES_INSECURE_REGISTRIES", "").split(",") if h.strip()}
             insecure = ref.is_loopback or self.registry in listed or ref.hostname in listed
+            self._may_upgrade = self._may_upgrade and self.registry not in listed and ref.hostname not in listed
         self.insecure = insecure
         self.base = f"{'http' if insecure else 'https'}://{self.host}"
         self.timeout = timeout
@@ -157,6 +160,14 @@ class RegistryClient:
                 attempt += 1
                 self._sleep(attempt, None)
                 continue
+            if resp.status_code == 400 and url.startswith(f"http://{self.host}/") and \
+                    (retry_body or data is None) and (self.base.startswith("https://") or
+                                                      self._may_upgrade and self._answers_https_only(resp)):
+                resp.close()  # another thread may have found out first: its base is https now
+                self._may_upgrade, self.insecure = False, False
+                self.base = f"https://{self.host}"
+                url = "https://" + url[len("http://"):]
+                continue
             if resp.status_code == 401 and not answered_challenge:
                 challenge = resp.headers.get("WWW-Authenticate")
                 resp.close()
@@ -178,6 +189,17 @@ class RegistryClient:
             if resp.status_code in ok:
                 return resp
             raise self._status_error(resp, what or f"{method} {url}", scope)
+
+    def _answers_https_only(self, resp: requests.Response) -> bool:
+        """A 400 over plain http: is it Go's "Client sent an HTTP request to an HTTPS server"?
+        (A HEAD has no body to say so: ask GET /v2/ once.)"""
+        text = resp.text[:200] if resp.request.method != "HEAD" else ""
+        resp.close()
+        if not text:
+            with contextlib.suppress(requests.RequestException):
+                with self.session.get(f"{self.base}/v2/", timeout=self.timeout) as probe:
+                    text = probe.text[:200] if probe.status_code == 400 else ""
+        return "HTTP request to an HTTPS server" in text
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)
