@@ -417,6 +417,16 @@ def test_run_step_with_no_engine_answering_names_docker_host(monkeypatch):
         r.build("t:1")
 
 
+@pytest.mark.parametrize("tag, match", [("Bad Tag!!", "white space"),
+                                        ("Upper:1", "lower-case"),
+                                        ("x@sha256:" + "a" * 64, "has a digest")])
+def test_a_tag_docker_would_refuse_fails_before_anything_is_stored(tmp_path, tag, match):
+    from nbimages.errors import InvalidReference
+    home = Path(os.environ["NBIMAGES_HOME"])
+    with pytest.raises(InvalidReference, match=match):
+        nbimages.Recipe("scratch").file("/a.txt", "a").build(tag)
+    assert not (home / "oci" / "index.json").exists()
+
 def test_unknown_base_is_a_clear_error():
     with pytest.raises(NbimagesError):
         nbimages.Recipe("oci:/nonexistent/layout:tag").build("t:1")

@@ -199,6 +199,8 @@ class Recipe:
         has RUN steps and one answers. Another engine (a name or an object with
         `build_recipe(recipe, tag, **kw)`) takes the whole recipe, RUN steps included.
         """
+        if tag is not None:
+            _check_tag(tag)
         if engine is None and any(step.kind == "run" for step in self.steps):
             # RUN needs a container: use the Docker engine when one answers (its absence
             # gives the builder's own error naming the engine).
@@ -272,3 +274,13 @@ class Recipe:
         return (f"<p><b>Recipe</b> from <code>{html.escape(self.base)}</code>, "
                 f"{len(self.steps)} steps</p>" + self.to_frame()._repr_html_()
                 + "<pre>" + html.escape(self.to_dockerfile()) + "</pre>")
+
+
+def _check_tag(tag: str) -> None:
+    """A build's tag must be a name docker and the other verbs accept, before anything is built."""
+    from ..errors import InvalidReference
+    from ..reference import Reference
+    ref = Reference.parse(tag)
+    if ref.digest:
+        raise InvalidReference(f"the build tag {tag!r} has a digest; a build names a tag "
+                               "(NAME[:TAG], e.g. handout:1) and gets its digest from the build.")
