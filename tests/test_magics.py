@@ -97,6 +97,11 @@ def test_subcommand_help_is_printed_not_exited(ip, capsys, stub_api):
     assert capsys.readouterr().out == out
 
 
+@pytest.mark.parametrize("name", TABLE.names())
+def test_every_subcommand_help_prints_its_usage(ip, capsys, name):
+    ip.run_line_magic("image", f"{name} --help")  # a '%' in a help text broke argparse
+    assert f"{name}" in capsys.readouterr().out.splitlines()[0]
+
 def test_help_of_a_subcommand_not_available_yet_says_so(ip, capsys, monkeypatch):
     monkeypatch.setattr(parsing, "api_available", lambda name: False)
     ip.run_line_magic("image", "pull --help")

@@ -611,7 +611,7 @@ def explore(inv: Invocation) -> Any:
 
 
 @command("freeze", "a recipe from this kernel: its Python, exact package pins, the notebook",
-         arg("tag", nargs="?", default=None, metavar="TAG", help="the name `%image build` gives it"),
+         arg("tag", nargs="?", default=None, metavar="TAG", help="the name `%%image build` gives it"),
          arg("--imported", action="store_true", help="only the packages the notebook imported"),
          arg("--base", default=None, metavar="REF", help="the base (default: python:X.Y-slim)"),
          arg("--notebook", default=None, metavar="FILE.ipynb",
