@@ -6,8 +6,10 @@ elsewhere it is skipped with the command that starts them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -23,6 +25,34 @@ def _missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is not available under CI=true ({START_HINT})", pytrace=False)
     pytest.skip(f"{what} is not available ({START_HINT})")
+
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only(host, *args, **kwargs):
+    """getaddrinfo that refuses any name or address outside the loopback range.
+
+    The tests talk to servers on 127.0.0.0/8 only; a test that would reach Docker Hub or any
+    other host fails at once, naming the host, instead of sending traffic out.
+    """
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name in ("localhost", "ip6-localhost"):
+        return _real_getaddrinfo(host, *args, **kwargs)
+    try:
+        if ipaddress.ip_address(name.strip("[]")).is_loopback:
+            return _real_getaddrinfo(host, *args, **kwargs)
+    except ValueError:
+        pass
+    raise socket.gaierror(socket.EAI_NONAME,
+                          f"tests may only reach loopback addresses; {name!r} was asked for")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_traffic_beyond_loopback():
+    socket.getaddrinfo = _loopback_only
+    yield
+    socket.getaddrinfo = _real_getaddrinfo
 
 
 @pytest.fixture(autouse=True)
