@@ -36,6 +36,10 @@ class UnsafePath(NbimagesError):
     """A layer entry that would escape the root (`..`, absolute links), reported and never followed."""
 
 
+class InvalidPlatform(NbimagesError, ValueError):
+    """A platform string that is not os/arch[/variant]."""
+
+
 class PlatformNotFound(NbimagesError, LookupError):
     """An index / manifest list has no entry for the requested platform."""
 

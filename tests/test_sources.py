@@ -266,6 +266,12 @@ def test_single_platform_source_refuses_another_platform(files):
         open_image(f"docker-archive:{files['legacy']}", platform="linux/arm64")
 
 
+def test_malformed_platform_is_a_user_error_not_a_bare_valueerror(files):
+    with pytest.raises(errors.InvalidPlatform, match="os/arch") as e:
+        open_image(f"docker-archive:{files['legacy']}", platform="linux//")
+    assert isinstance(e.value, errors.NbimagesError) and isinstance(e.value, ValueError)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_missing_files_are_reported(tmp_path):

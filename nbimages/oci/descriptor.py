@@ -6,7 +6,7 @@ import platform as _platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidImage
+from ..errors import InvalidImage, InvalidPlatform
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Platform:
         if len(parts) == 1:
             parts = ["linux", parts[0]]
         if len(parts) > 3 or not all(parts):
-            raise ValueError(f"{text!r} is not a platform: write it as os/arch[/variant], "
+            raise InvalidPlatform(f"{text!r} is not a platform: write it as os/arch[/variant], "
                              "for example linux/amd64 or linux/arm64/v8.")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
