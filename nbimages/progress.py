@@ -156,13 +156,18 @@ class Progress:
         for b in open_bars:
             self._finish(b, None)
         with self._lock:
+            items = len(self._bars)
+            what = f"{items} item{'s' if items != 1 else ''}, " if items else ""
+            word = "stopped after" if failed else "done,"
+            summary = f"{self.desc}: {word} {what}{self._amount_and_speed(self.n, self._started)}"
             if self._total_tq is not None:
                 self._total_tq.close()
+                if self._in_notebook:
+                    # A saved notebook keeps the widget's text form from when it was first
+                    # drawn ("0%"); this line is what nbconvert and GitHub's viewer show.
+                    self._line(summary)
             elif self.mode == "lines":
-                items = len(self._bars)
-                what = f"{items} item{'s' if items != 1 else ''}, " if items else ""
-                word = "stopped after" if failed else "done,"
-                self._line(f"{self.desc}: {word} {what}{self._amount_and_speed(self.n, self._started)}")
+                self._line(summary)
 
     def __enter__(self) -> "Progress":
         return self
