@@ -116,6 +116,9 @@ def test_run_line_is_refused_naming_the_engine_and_the_line(ctx):
     ("FROM scratch\nENV A=\"unterminated\n", r"line 2: unterminated double quote"),
     ("FROM scratch\nHEALTHCHECK CMD true\n", r"line 2: HEALTHCHECK is not supported"),
     ("FROM scratch\nEXPOSE eighty\n", r"line 2: .*not a port"),
+    ("FROM scratch\nENV ALONE\n", r"line 2: ENV ALONE has no value"),
+    ("FROM scratch\nCOPY notes.txt /\nCOPY nope.txt /\n", r"line 3: COPY source 'nope.txt' does"),
+    ("FROM scratch\nCOPY ../outside /x\n", r"line 2: COPY source '../outside' is outside"),
     ("# just a comment\n", r"no FROM"),
 ])
 def test_invalid_lines_are_errors_with_their_line_number_and_store_unchanged(ctx, text, match):
@@ -124,6 +127,14 @@ def test_invalid_lines_are_errors_with_their_line_number_and_store_unchanged(ctx
     with pytest.raises(BuildError, match=match):
         build_dockerfile(text, "bad:1", ctx)
     assert snapshot(home) == before
+
+
+def test_a_failing_step_of_a_dockerfile_cell_names_its_line(ctx, monkeypatch):
+    from nbimages.build.session import Session
+    monkeypatch.chdir(ctx)
+    with pytest.raises(BuildError, match=r"^Dockerfile line 4: COPY source 'nope.txt' does"):
+        Session().dockerfile("FROM scratch\nARG A=1\nCOPY notes.txt /\nCOPY nope.txt /\n",
+                             "m:1", cell_id="c1", execution_count=7)
 
 
 def test_missing_copy_source_in_a_dockerfile(ctx):

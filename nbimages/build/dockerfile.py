@@ -303,6 +303,9 @@ def _instruction(recipe: Recipe, upper: str, rest: str, words, env: dict, scope:
         if "=" not in ws[0]:
             # Legacy form: ENV NAME value with spaces
             name, _, value = rest.partition(" ")
+            if not value.strip():
+                raise _err(line, f"ENV {name} has no value; write ENV {name}=VALUE "
+                                 f"(ENV {name}= for an empty one).")
             value = " ".join(_lex(value.strip(), scope, "\\", line=line))
             pairs = {name: value}
         else:
@@ -374,8 +377,21 @@ def build_dockerfile(path_or_text: str | os.PathLike, tag: str | None = None,
                                  "which the embedded builder cannot do (it has no engine). Build "
                                  "this Dockerfile with the Docker engine (engine='docker'), or "
                                  "replace the RUN by COPY/ENV steps.")
-    return recipe.build(tag, engine=engine, store=store, compression=compression,
-                        progress=progress)
+    return build_naming_lines(recipe, lambda: recipe.build(
+        tag, engine=engine, store=store, compression=compression, progress=progress))
+
+
+def build_naming_lines(recipe: Recipe, build: Any, lines: list | None = None):
+    """Run `build()`; a step's BuildError (a COPY source missing, outside the context...)
+    names its Dockerfile line. `lines`: each step's line, when the origins now say else."""
+    lines = lines if lines is not None else [s.origin for s in recipe.steps]
+    try:
+        return build()
+    except BuildError as e:
+        done = len(recipe.report) if getattr(recipe, "report", None) is not None else None
+        if done is None or done >= len(lines) or not str(lines[done] or "").startswith("line "):
+            raise
+        raise BuildError(f"Dockerfile {lines[done]}: {e}") from None
 
 
 # ---- writing

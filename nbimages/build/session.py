@@ -110,8 +110,9 @@ class Session:
                    execution_count: Any = None, context: str | os.PathLike = ".",
                    build_args: dict | None = None, **kwargs: Any):
         """`%%image dockerfile [TAG]`: the cell is a Dockerfile; build it and make it current."""
-        from .dockerfile import build_dockerfile, parse_dockerfile
+        from .dockerfile import build_dockerfile, build_naming_lines, parse_dockerfile
         recipe = parse_dockerfile(text, context=context, build_args=build_args)
+        lines = [s.origin for s in recipe.steps]
         for step in recipe.steps:
             step.key = cell_id
             step.origin = execution_count if execution_count is not None else step.origin
@@ -120,7 +121,7 @@ class Session:
         self._last_cell = None
         if any(s.kind == "run" for s in recipe.steps) and kwargs.get("engine") in (None, "embedded"):
             return build_dockerfile(text, tag, context, build_args=build_args, **kwargs)
-        return self.build(tag, **kwargs)
+        return build_naming_lines(recipe, lambda: self.build(tag, **kwargs), lines)
 
     def reset(self) -> None:
         """Forget the current recipe."""
