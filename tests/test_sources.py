@@ -369,6 +369,14 @@ def test_engine_not_running_names_docker_host_and_the_alternative(monkeypatch, t
     assert "embedded" in str(e.value)
 
 
+def test_engine_on_a_closed_port_says_connection_refused_without_urllib3_details(monkeypatch):
+    from registry_servers import free_port
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    with pytest.raises(errors.EngineUnavailable, match=r"\(connection refused\)") as e:
+        open_image(f"docker-daemon:{TAG}")
+    assert "HTTPConnectionPool" not in str(e.value) and "Max retries" not in str(e.value)
+
+
 def test_daemon_temp_tar_is_removed_when_the_image_is_gone(built):
     import gc
     from nbimages.sources import daemon

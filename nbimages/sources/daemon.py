@@ -46,7 +46,8 @@ def client(timeout: int = 120):
 
 
 def _short(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    from ..engines.docker import short_cause  # "connection refused", not urllib3's whole story
+    text = short_cause(e).splitlines()[0] if str(e) else e.__class__.__name__
     return text if len(text) < 200 else text[:197] + "..."
 
 
