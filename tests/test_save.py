@@ -247,3 +247,14 @@ def test_unknown_format_is_reported(image, tmp_path):
 def test_tag_with_digest_is_refused(image, tmp_path):
     with pytest.raises(errors.InvalidReference, match="needs a plain tag"):
         save(image, tmp_path / "x.tar", tag="x@sha256:" + "0" * 64)
+
+
+def test_a_destination_that_cannot_be_written_is_one_clear_error(tmp_path):
+    import nbimages
+    img = nbimages.Recipe("scratch").file("/a.txt", "a").build("nbtest/unwritable:1")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for fmt in ("docker", "oci", "oci-dir"):
+        with pytest.raises(errors.NbimagesError, match=r"cannot write .*a-file/x: .*Choose a folder"):
+            save(img, blocker / "x", format=fmt)
+    assert blocker.read_text() == "not a folder"

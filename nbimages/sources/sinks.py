@@ -68,16 +68,24 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     check_blob_sizes(image)
     tag = tag or default_tag(image)
     dest = Path(os.path.expanduser(str(path)))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if format == "oci-dir":
-        return _save_layout(image, dest, tag)
-    if dest.is_dir():
-        raise InvalidImage(f"{dest} is a directory; give a file name for the tar (or use "
-                           "format='oci-dir' to write a layout directory).")
-    with _docker_ready(image, dest.parent, format == "docker") as ready:
-        entries = docker_archive_entries(ready, tag) if format == "docker" \
-            else oci_archive_entries(ready, tag)
-        write_atomic(dest, tar_stream(entries))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if format == "oci-dir":
+            return _save_layout(image, dest, tag)
+        if dest.is_dir():
+            raise InvalidImage(f"{dest} is a directory; give a file name for the tar (or use "
+                               "format='oci-dir' to write a layout directory).")
+        with _docker_ready(image, dest.parent, format == "docker") as ready:
+            entries = docker_archive_entries(ready, tag) if format == "docker" \
+                else oci_archive_entries(ready, tag)
+            write_atomic(dest, tar_stream(entries))
+    except OSError as e:
+        # Where the user asked us to write (a missing, read-only or full place): their call.
+        where = [str(f) for f in (e.filename, e.filename2) if f]
+        if not any(os.path.abspath(f).startswith(os.path.abspath(dest.parent)) for f in where):
+            raise
+        raise NbimagesError(f"cannot write {dest}: {e.strerror or e}. Choose a folder you can "
+                            "write to (with room for the image).") from None
     return dest
 
 
