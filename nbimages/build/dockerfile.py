@@ -375,8 +375,9 @@ def build_dockerfile(path_or_text: str | os.PathLike, tag: str | None = None,
             if step.kind == "run":
                 raise BuildError(f"Dockerfile {step.origin}: RUN runs a command in a container, "
                                  "which the embedded builder cannot do (it has no engine). Build "
-                                 "this Dockerfile with the Docker engine (engine='docker'), or "
-                                 "replace the RUN by COPY/ENV steps.")
+                                 "this Dockerfile with the Docker engine (engine='docker'; "
+                                 "`nbimages build --engine docker` in a shell), or replace "
+                                 "the RUN by COPY/ENV steps.")
     return build_naming_lines(recipe, lambda: recipe.build(
         tag, engine=engine, store=store, compression=compression, progress=progress))
 
