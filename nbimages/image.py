@@ -25,11 +25,18 @@ class Layer:
     """
 
     def __init__(self, descriptor: Descriptor, diff_id: str | None,
-                 open_blob: Callable[[], BinaryIO], *, open_tar: Callable[[], BinaryIO] | None = None):
+                 open_blob: Callable[[], BinaryIO], *, open_tar: Callable[[], BinaryIO] | None = None,
+                 is_local: Callable[[], bool] | None = None):
         self.descriptor = descriptor
         self.diff_id = diff_id
         self._open_blob = open_blob
         self._open_tar = open_tar
+        self._is_local = is_local
+
+    @property
+    def local(self) -> bool:
+        """False while opening the layer would first download it (a registry layer)."""
+        return True if self._is_local is None else self._is_local()
 
     @property
     def digest(self) -> str:

@@ -70,7 +70,10 @@ def inspect(source: Any, platform: str | None = None) -> Inspection:
         from ..sources import open_image
         image = open_image(source, platform=platform)
     insp = Inspection(image)
-    insp._ensure()
+    if insp.local:
+        insp._ensure()
+    # A registry image is not downloaded yet: `.layers` shows what the manifest says at once,
+    # and the first file-level table (or `.walk()`) fetches the layers.
     return insp
 
 
@@ -98,6 +101,21 @@ class Inspection:
         return self.image.source or (self.image.names[0] if self.image.names else "")
 
     # ------------------------------------------------------------------ the walk
+    @property
+    def local(self) -> bool:
+        """True when every layer can be read without downloading it."""
+        return all(layer.local for layer in self.image.layers)
+
+    @property
+    def walked(self) -> bool:
+        """True once the layers have been read (the file-level columns are known)."""
+        return self._walk is not None
+
+    def walk(self) -> "Inspection":
+        """Read every layer now (downloading registry layers first); returns self."""
+        self._ensure()
+        return self
+
     def _ensure(self) -> Walk:
         if self._walk is None:
             walk = Walk()
@@ -105,6 +123,9 @@ class Inspection:
                 walk.apply(lf)
             walk.finish()
             self._walk = walk
+            # the manifest-only layer table, if one was shown, now gets its file columns
+            for key in ("layers", "cols:layers"):
+                self._cache.pop(key, None)
         return self._walk
 
     def _read_layer(self, i: int) -> LayerFiles:
@@ -218,18 +239,24 @@ class Inspection:
         return self._cache[key]
 
     def _layer_columns(self) -> dict[str, list]:
-        walk = self._ensure()
+        walk = self._walk if self._walk is not None or not self.local else self._ensure()
         hist = self.image.layer_history()
         diff_ids = self.image.diff_ids
         cols: dict[str, list] = {c: [] for c in LAYER_COLUMNS}
-        for i, (layer, lf) in enumerate(zip(self.image.layers, walk.layers)):
-            changes = lf.changes
+        for i, layer in enumerate(self.image.layers):
             cols["index"].append(i)
             cols["digest"].append(layer.digest)
             cols["diff_id"].append(diff_ids[i] if i < len(diff_ids) else layer.diff_id)
-            cols["size"].append(lf.size)
             cols["compressed_size"].append(layer.size)
             cols["created_by"].append(hist[i].created_by if i < len(hist) and hist[i] else "")
+            if walk is None:  # not downloaded yet: only what the manifest and config say
+                for c in ("size", "files_added", "files_modified", "files_deleted",
+                          "wasted_bytes", "entries"):
+                    cols[c].append(None)
+                continue
+            lf = walk.layers[i]
+            changes = lf.changes
+            cols["size"].append(lf.size)
             cols["files_added"].append(changes.count(ADDED))
             cols["files_modified"].append(changes.count(MODIFIED))
             cols["files_deleted"].append(len(lf.deleted))
@@ -414,7 +441,17 @@ class Inspection:
     def layers(self) -> pd.DataFrame:
         """One row per filesystem layer: index, digest, diff_id, size (file content bytes, as
         dive counts), compressed_size (the blob), created_by, files_added/modified/deleted,
-        wasted_bytes (bytes of this layer missing from the final filesystem), entries."""
+        wasted_bytes (bytes of this layer missing from the final filesystem), entries.
+
+        For a registry image not yet downloaded, the file-level columns are <NA> until the
+        first file table or `.walk()` reads the layers."""
+        if self._walk is None and not self.local:
+            import pandas as pd
+            frame = pd.DataFrame(self._layer_columns())
+            for col in ("size", "files_added", "files_modified", "files_deleted",
+                        "wasted_bytes", "entries"):
+                frame[col] = frame[col].astype("Int64")
+            return frame.astype({"index": "int64", "compressed_size": "int64"})
         return self._frame("layers", lambda: self._columns("layers", self._layer_columns))
 
     @property
@@ -630,8 +667,25 @@ class Inspection:
                         f"wasted space {fb(d['inefficient_bytes'])}")),
         ]
 
+    def _remote_summary(self) -> list[str]:
+        """What a registry image shows before any layer is downloaded."""
+        from ..progress import format_bytes as fb
+        total = sum(layer.size for layer in self.image.layers)
+        lines = [f"<Inspection of {self.source or dg.short(self.id)}>",
+                 f"  {'digest':<10} {self.digest}", f"  {'id':<10} {self.id}",
+                 f"  {'layers':<10} {len(self.image.layers)}, {fb(total)} to download "
+                 "(file tables and .walk() fetch them)", "",
+                 f"  {'#':>3} {'digest':<19} {'compressed':>10}  created_by"]
+        hist = self.image.layer_history()
+        for n, layer in enumerate(self.image.layers):
+            made = " ".join((hist[n].created_by if hist[n] else "").split())
+            lines.append(f"  {n:>3} {dg.short(layer.digest):<19} {fb(layer.size):>10}  {made[:70]}")
+        return lines
+
     def __repr__(self) -> str:
         from ..progress import format_bytes as fb
+        if self._walk is None and not self.local:
+            return "\n".join(self._remote_summary())
         lines = [f"<Inspection of {self.source or dg.short(self.id)}>"]
         lines += [f"  {k:<10} {v}" for k, v in self._summary()[1:]]
         cols = self._columns("layers", self._layer_columns)
@@ -653,6 +707,9 @@ class Inspection:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        if self._walk is None and not self.local:
+            head = html.escape("\n".join(self._remote_summary()[:4]))
+            return f"<div><pre>{head}</pre>{self.layers.to_html(index=False, escape=True)}</div>"
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
                        for k, v in self._summary())

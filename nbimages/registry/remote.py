@@ -100,7 +100,8 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
             return store.open_blob(desc.digest)
         return open_blob
 
-    layers = [Layer(d, diff_id, opener(d)) for d, diff_id in zip(manifest.layers, diff_ids)]
+    layers = [Layer(d, diff_id, opener(d), is_local=lambda d=d: store.has_blob(d.digest))
+              for d, diff_id in zip(manifest.layers, diff_ids)]
     _remember(client.registry, ref.repository,
               [manifest.config.digest] + [d.digest for d in manifest.layers])
     image = Image(manifest, config_bytes, layers, source=f"docker://{ref}", names=[str(ref)],
