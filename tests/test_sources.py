@@ -460,3 +460,20 @@ def test_docker25_tar_without_its_manifest_blob_is_still_read(reference, files, 
     img = open_image(f"docker-archive:{stripped}")
     assert (img.id, img.diff_ids) == (reference.id, reference.diff_ids)
     assert [layer.digest for layer in img.layers] == [layer.digest for layer in reference.layers]
+
+
+def test_bare_name_found_nowhere_says_store_and_engine_were_looked_at_not_only_the_registry(
+        tmp_path, monkeypatch):
+    import nbimages.sources as sources
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+
+    def unreachable(ref, platform=None):
+        raise errors.RegistryError("could not connect to the registry at https://registry-1.docker.io")
+
+    monkeypatch.setattr(sources, "open_remote", unreachable)
+    with pytest.raises(errors.RegistryError) as e:
+        open_image("qa/mistyped:1")
+    msg = str(e.value)
+    assert "'qa/mistyped:1' is not in the local store (and no Docker engine answers)" in msg
+    assert "registry-1.docker.io" in msg

@@ -102,8 +102,10 @@ def _open_auto(src: Source, platform):
         return default_store().get(text, platform)
     except ImageNotFound:
         pass
+    from ..errors import AuthenticationError, RegistryError
     from .daemon import engine_answers, open_daemon
-    if engine_answers():
+    engine = engine_answers()
+    if engine:
         try:
             return open_daemon(text, platform, source=f"docker-daemon:{text}")
         except ImageNotFound:
@@ -113,10 +115,16 @@ def _open_auto(src: Source, platform):
     except NbimagesError as e:
         if path_error is not None:  # the file was meant: its problem is the one to tell
             raise path_error from None
-        if not isinstance(e, ImageNotFound):
-            raise
-        raise ImageNotFound(f"{text!r} is not in the local store nor the Docker engine, and the "
-                            f"registry lookup failed: {e}") from None
+        # A mistyped local name must not read as a network problem only: say where we looked.
+        where = ("the local store nor the Docker engine" if engine else
+                 "the local store (and no Docker engine answers)")
+        if isinstance(e, ImageNotFound):
+            raise ImageNotFound(f"{text!r} is not in {where}, and the registry lookup failed: "
+                                f"{e}") from None
+        if isinstance(e, RegistryError) and not isinstance(e, AuthenticationError):
+            raise RegistryError(f"{text!r} is not in {where}, and its registry could not be "
+                                f"asked: {e}") from None
+        raise
 
 
 def _is_reference(text: str) -> bool:
