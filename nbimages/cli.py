@@ -83,9 +83,30 @@ def print_table(df, *, full: bool = False) -> None:
         print("(no rows)")
         return
     width = shutil.get_terminal_size((160, 24)).columns
+    out = _left_aligned(df, None) if full else _left_aligned(_short_digests(df))
     with pd.option_context("display.max_rows", None, "display.max_columns", None,
-                           "display.width", width, "display.max_colwidth", 60):
-        print((df if full else _short_digests(df)).to_string(index=False))
+                           "display.width", width, "display.max_colwidth", None):
+        print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _left_aligned(df, limit: int | None = 60):
+    """Text columns padded to the left, header included (pandas right-aligns them, which
+    makes a column of paths hard to read); long values other than paths end in '…'."""
+    out = df.copy()
+    renames = {}
+    for col in out.columns:
+        if out[col].dtype.kind in "iufcbmM":
+            continue
+        values = out[col].astype(object)
+        if not all(v is None or isinstance(v, str) or v != v for v in values):
+            continue
+        texts = values.map(lambda v: "" if v is None or v != v else v)
+        if limit and col not in ("path", "location"):
+            texts = texts.map(lambda v: v if len(v) <= limit else v[:limit - 1] + "…")
+        w = max(len(str(col)), int(texts.str.len().max()))
+        out[col] = texts.map(lambda v, w=w: v.ljust(w)).astype(object)
+        renames[col] = str(col).ljust(w)
+    return out.rename(columns=renames)
 
 
 def _records(df) -> list[dict[str, Any]]:

@@ -105,3 +105,14 @@ def test_unknown_transport_is_exit_1():
     r = cli("inspect", "ftp-archive:/x.tar")
     assert r.returncode == 1
     assert one_paragraph(r.stderr).startswith("nbimages: UnknownTransport: ")
+
+
+def test_text_tables_left_align_paths_and_show_shares_as_decimals(waste_archive):
+    r = cli("inspect", waste_archive["image"], "--sizes")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("path ")  # header over the left edge of the paths
+    assert all(line.startswith("/") for line in lines[1:])
+    assert "e-0" not in r.stdout and "e+0" not in r.stdout  # no scientific notation
+    full = cli("inspect", waste_archive["image"], "--full")
+    assert "…" not in full.stdout  # --full shortens nothing
