@@ -232,7 +232,7 @@ class Walk:
             else:
                 changes[idx] = MODIFIED
             values[p] = base | idx
-        lf.deleted = list(removed.values())
+        lf.deleted = [removed[p] for p in sorted(removed)]  # set order varies between runs
         lf.deleted_how = bytes(how.get(c, BY_WHITEOUT) for c in lf.deleted)
         self.dive.add_layer(i, lf, parents, duplicates, skip)
 
