@@ -525,7 +525,7 @@ class Inspection:
                 out.append(f"Layer {layer} makes /{path} opaque, hiding {files} files "
                            f"({fb(size)}) of lower layers; dive ignores opaque markers, so "
                            "it neither removes nor counts them.")
-            elif kind == "dir-deleted":
+            elif kind == "dir-deleted" and size:  # an empty one changes no number
                 out.append(f"Layer {layer} deletes the directory /{path} ({files} files, "
                            f"{fb(size)}); dive weighs a deleted directory once and does not "
                            "list it as waste.")
