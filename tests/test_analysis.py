@@ -303,3 +303,11 @@ def test_explain_is_silent_about_deleting_an_empty_directory(tmp_path):
     notes = nbimages.inspect(write_archive(tmp_path / "a.tar", [base, gone])).notes()
     assert not any("/empty" in n for n in notes)  # 0 bytes: dive's numbers are the same
     assert any("deletes the directory /full" in n for n in notes)
+
+
+def test_unsafe_table_names_entries_as_written_in_the_tar(tmp_path):
+    from test_dive_compat import _layer as synth_layer, write_archive
+    layer = synth_layer([("ok", "file", 1), ("../../tmp/evil", "file", 1), ("a/../../up", "file", 1)])
+    insp = nbimages.inspect(write_archive(tmp_path / "a.tar", [layer]))
+    assert insp.unsafe.path.tolist() == ["../../tmp/evil", "a/../../up"]
+    assert set(insp.files(final=True).path) == {"/ok"}  # neither is applied

@@ -271,3 +271,19 @@ def test_large_file_is_skipped_without_reading_it(tmp_path):
     with open(path, "rb") as f:
         assert [(e.path, e.size) for e in scan(f)] == [("big", big), ("after", 0)]
     assert Path(path).stat().st_blocks * 512 < 1 << 20  # sparse: nothing was written either
+
+
+def test_a_path_that_climbs_out_and_back_in_still_escapes():
+    data = _tar([_file("../x/../y", b"1"), _file("a/../../b", b"2")])
+    got = [(e.path, e.unsafe) for e in scan(io.BytesIO(data))]
+    # naive extraction writes ../y and ../b: a later '..' must not soften the reason
+    assert got == [("y", "path escapes the image root"), ("b", "path escapes the image root")]
+
+
+def test_unsafe_entries_keep_their_name_and_escaping_link_as_written():
+    data = _tar([_file("../../etc/passwd", b"x"), _file("./fine", b"y"),
+                 (_info("h", tarfile.LNKTYPE, linkname="../outside"), None),
+                 (_info("g", tarfile.LNKTYPE, linkname="./fine"), None)])
+    got = {e.path: (e.member, e.linkname) for e in scan(io.BytesIO(data))}
+    assert got == {"etc/passwd": ("../../etc/passwd", ""), "fine": ("", ""),
+                   "h": ("h", "../outside"), "g": ("", "fine")}

@@ -408,7 +408,7 @@ class Inspection:
         for i, lf in enumerate(walk.layers):
             for idx, why in lf.unsafe:
                 cols["layer"].append(i)
-                cols["path"].append(lf.paths[idx])
+                cols["path"].append(lf.members.get(idx) or lf.paths[idx])
                 cols["kind"].append(KIND_NAME[lf.kinds[idx]])
                 cols["linkname"].append(lf.links.get(idx, ""))
                 cols["reason"].append(why)
@@ -500,8 +500,8 @@ class Inspection:
     @property
     def unsafe(self) -> pd.DataFrame:
         """Entries that would escape the root if extracted naively ('..', absolute paths,
-        links climbing out). They are reported only; paths escaping the root are left out
-        of the merged filesystem."""
+        links climbing out), with `path` and `linkname` as written in the tar. They are
+        reported only; paths escaping the root are left out of the merged filesystem."""
         return self._frame("unsafe", self._unsafe_columns)
 
     def packages(self) -> pd.DataFrame:

@@ -55,6 +55,7 @@ class LayerFiles:
         "gids",
         "kinds",
         "links",
+        "members",
         "modes",
         "mtimes",
         "opaques",
@@ -75,6 +76,7 @@ class LayerFiles:
         self.gids = array("q")
         self.mtimes = array("q")
         self.links: dict[int, str] = {}
+        self.members: dict[int, str] = {}  # unsafe entries: the name as written in the tar
         self.changes = bytearray()
         self.deleted: list[int] = []
         self.deleted_how = b""
@@ -104,7 +106,7 @@ def read_layer(stream: BinaryIO) -> LayerFiles:
     unsafe_list = lf.unsafe
     kind_code = KIND_CODE
     total = 0
-    for idx, (path, kind, size, mode, uid, gid, mtime, link, _data, unsafe) in enumerate(
+    for idx, (path, kind, size, mode, uid, gid, mtime, link, _data, unsafe, member) in enumerate(
             records(stream)):
         code = kind_code[kind]
         if ".wh." in path:
@@ -128,6 +130,7 @@ def read_layer(stream: BinaryIO) -> LayerFiles:
             links[idx] = link
         if unsafe:
             unsafe_list.append((idx, unsafe))
+            lf.members[idx] = member
         total += size
     lf.size = total
     return lf

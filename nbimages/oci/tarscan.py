@@ -65,6 +65,7 @@ class TarEntry:
     linkname: str
     data: bytes | None = None
     unsafe: str = ""
+    member: str = ""  # for an unsafe entry, its name as written in the tar
 
 
 def scan(stream: BinaryIO, want: Callable[[str], bool] | None = None,
@@ -187,6 +188,7 @@ def records(stream: BinaryIO, want: Callable[[str], bool] | None = None,
             kind = "dir"  # pre-POSIX tars mark directories by a trailing slash only
 
         # Normalise the path; anything unusual takes the careful route.
+        member = name
         if name[-1:] == "/":
             name = name[:-1]
         if name[:2] == "./":
@@ -197,14 +199,16 @@ def records(stream: BinaryIO, want: Callable[[str], bool] | None = None,
         if linkname:
             if ".." in linkname:
                 unsafe = unsafe or _link_escapes(name, linkname, kind)
-            if kind == "hardlink":
-                # a hard link names another member: normalise it like a member name
+            if kind == "hardlink" and unsafe != _HARDLINK_ESCAPES:
+                # a hard link names another member: normalise it like a member name (one
+                # that climbs out keeps its target as written: that is what is reported)
                 linkname = _normalise(linkname)[0]
 
         data = None
         if want is not None and kind == "file" and size <= max_data and want(name):
             data, buf, start = _take(read_at, buf, start, data_start, size, total)
-        yield (name, kind, size, mode & 0o7777, uid, gid, mtime, linkname, data, unsafe)
+        yield (name, kind, size, mode & 0o7777, uid, gid, mtime, linkname, data, unsafe,
+               member if unsafe else "")
 
 
 # ---------------------------------------------------------------- reading
@@ -386,6 +390,10 @@ def _apply_pax(pax: dict, name, linkname, size, uid, gid, mtime):
 
 # ---------------------------------------------------------------- paths
 
+_ESCAPES = "path escapes the image root"
+_HARDLINK_ESCAPES = "hard link target escapes the image root"
+
+
 def _normalise(name: str) -> tuple[str, str]:
     """Clean a member name; say why it is unsafe if it is absolute or has '..' parts."""
     unsafe = ""
@@ -396,11 +404,11 @@ def _normalise(name: str) -> tuple[str, str]:
         if part in ("", "."):
             continue
         if part == "..":
-            unsafe = "'..' in path"
             if parts:
-                parts.pop()
+                parts.pop()  # '../x/../y' has escaped even though it ends inside
+                unsafe = unsafe if unsafe == _ESCAPES else "'..' in path"
                 continue
-            unsafe = "path escapes the image root"
+            unsafe = _ESCAPES
             continue
         parts.append(part)
     return "/".join(parts), unsafe
@@ -421,7 +429,7 @@ def escapes_root(path: str) -> bool:
 
 def _link_escapes(name: str, linkname: str, kind: str) -> str:
     if kind == "hardlink":
-        return "hard link target escapes the image root" if escapes_root(linkname) else ""
+        return _HARDLINK_ESCAPES if escapes_root(linkname) else ""
     if kind == "symlink" and not linkname.startswith("/"):
         # Absolute targets resolve inside the image's root at run time; relative ones are
         # resolved from the link's directory and must not climb above the root.
