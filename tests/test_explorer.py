@@ -239,3 +239,33 @@ def test_an_image_without_layers_explores_to_empty_views():
     assert rows(ex.to_html(), "nbimages-layer-row") == 0
     assert "nothing to show" in ex.to_html()
     assert ex.app.rows == [] and "nothing to show" in ex.app.chart.value
+
+
+def test_switching_images_in_a_diff_drops_the_file_counts_of_the_other_image(images):
+    """The change buttons say 'all (5)' for a selected layer; listing the other image's layers
+    (nothing selected there) must not keep the first image's counts on them."""
+    app = explore(images[0], diff=images[1]).app
+    app.select(1)
+    labels = [label for label, _ in app.change.options]
+    assert labels[0].startswith("all (")
+    app.change.value = "added"
+    app.which.value = 1
+    assert list(app.change.options) == ["all", "added", "modified", "deleted"]
+    assert app.change.value == "added"
+    app.buttons[1].click()
+    assert app.change.options[0][0].startswith("all (")
+
+
+def test_the_chosen_change_stays_chosen_when_another_layer_is_clicked(images):
+    """Pick 'deleted', then click layer after layer: each list shows only its deletions
+    (the buttons' new counts used to reset the choice to 'all')."""
+    app = Explorer(images[0]).app
+    app.select(0)
+    app.change.value = "added"
+    app.buttons[4].click()                                  # REMOVE /data/big.csv
+    assert app.change.value == "added"
+    assert app.visible_files().empty and "no files here" in app.files_html.value
+    app.change.value = "deleted"
+    assert "/data/big.csv" in app.files_html.value
+    app.buttons[2].click()
+    assert app.change.value == "deleted" and "no files here" in app.files_html.value

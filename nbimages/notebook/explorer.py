@@ -436,6 +436,7 @@ class _App:
         self.ex = explorer
         self.image = 0                     # which image's layers are listed (1: the other)
         self.selected: int | None = None
+        self._relabelling = False          # the change buttons' labels are being replaced
         self.rows: list[Any] = []
         self.buttons: list[Any] = []
 
@@ -456,9 +457,9 @@ class _App:
         self.filter = W.Text(placeholder="filter paths (substring)", continuous_update=True,
                              layout=W.Layout(width="24em"))
         self.sort = W.Dropdown(options=[(v, k) for k, v in SORTS.items()], value="path",
-                               description="sort", layout=W.Layout(width="16em"))
+                               description="sort", layout=W.Layout(width="20em"))
         for control in (self.change, self.filter, self.sort):
-            control.observe(lambda _ch: self.show_files(), "value")
+            control.observe(lambda _ch: self._relabelling or self.show_files(), "value")
         self.files_html = W.HTML("")
         self.files_html.add_class("nbimages-files-view")
         self.files_panel = W.VBox([self.files_title,
@@ -547,6 +548,8 @@ class _App:
         self.layer_box.children = self.rows
         self.selected = None
         self.files_html.value = ""
+        # no layer selected: the change buttons must not keep the other image's counts
+        self._relabel_changes(["all", *CHANGES])
         self.files_title.value = ("<p class='nbimages-muted'>Click a layer number to list its "
                                   "files.</p>")
 
@@ -565,6 +568,17 @@ class _App:
         self.rows[layer].add_class("nbimages-selected")
         self.buttons[layer].button_style = "info"
         self.show_files()
+
+    def _relabel_changes(self, options: list[Any]) -> None:
+        """New labels (file counts) for the change buttons, keeping the chosen change:
+        replacing the options of a ToggleButtons resets its value to the first."""
+        value = self.change.value
+        self._relabelling = True
+        try:
+            self.change.options = options
+            self.change.value = value
+        finally:
+            self._relabelling = False
 
     def visible_files(self) -> "pd.DataFrame":
         """The selected layer's files as the controls filter and sort them."""
@@ -589,10 +603,7 @@ class _App:
         labels.update({c: f"{c} ({counts.get(c, 0):,})" for c in CHANGES})
         if [o[0] if isinstance(o, tuple) else o for o in self.change.options] != \
                 [labels[k] for k in ("all", *CHANGES)]:
-            value = self.change.value
-            with self.change.hold_trait_notifications():
-                self.change.options = [(labels[k], k) for k in ("all", *CHANGES)]
-                self.change.value = value
+            self._relabel_changes([(labels[k], k) for k in ("all", *CHANGES)])
         self.files_title.value = (
             f"<p class='nbimages-files-title'><b>Layer {layer}</b> · "
             f"{format_bytes(int(row['size']))} · <code>{_e(short_command(made, 100))}</code>"
