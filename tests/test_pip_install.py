@@ -232,3 +232,12 @@ def test_recipe_pip_step_builds_an_image_that_imports_pandas_in_the_engine(
     text = docker_client.containers.run("nbtest/pip-recipe:1", ["python3", "-c", code],
                                         network_mode="none", remove=True).decode().split()
     assert text == [versions["pandas"], versions["numpy"]]
+
+
+def test_a_kernel_pip_too_old_to_honour_the_image_python_is_a_clear_error(tmp_path, links,
+                                                                           wheel_index, monkeypatch):
+    monkeypatch.setattr(nbpip, "_pip_version", lambda executable: (24, 0))
+    with pytest.raises(BuildError, match=r"24\.2 or newer.*pip 24\.0.*install -U pip"):
+        install_layer_tree(python_image(tmp_path), ["nbdemo"], tmp_path / "root",
+                           index_url=wheel_index.url, find_links=[str(links)])
+    assert not any((tmp_path / "root").rglob("*.py"))

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -179,7 +180,31 @@ def _pip_reason(stderr: str) -> str:
     return text[:1200] + ("…" if len(text) > 1200 else "")
 
 
+# pip before 24.2 checks a package's Requires-Python against the kernel's Python even with
+# --python-version, so a 3.10 kernel cannot resolve pandas 3 for a 3.11 image.
+MIN_PIP = (24, 2)
+
+
+@functools.lru_cache(maxsize=None)
+def _pip_version(executable: str) -> tuple[int, ...] | None:
+    proc = subprocess.run([executable, "-m", "pip", "--version"], capture_output=True, text=True,
+                          check=False, stdin=subprocess.DEVNULL)
+    m = re.match(r"pip (\d+)\.(\d+)", proc.stdout)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _check_pip() -> None:
+    version = _pip_version(sys.executable)
+    if version is None or version < MIN_PIP:
+        have = "no pip" if version is None else "pip " + ".".join(map(str, version))
+        raise BuildError(f"pip steps resolve wheels with the kernel's pip, which must be "
+                         f"{'.'.join(map(str, MIN_PIP))} or newer to honour the image's Python "
+                         f"version (this kernel has {have}). Run `{sys.executable} -m pip "
+                         "install -U pip` and run the step again.")
+
+
 def _dry_run(target: Target, wanted: list[str], index_url, find_links, workdir: Path) -> dict:
+    _check_pip()
     report = workdir / "report.json"
     with contextlib.suppress(FileNotFoundError):
         report.unlink()
@@ -198,7 +223,7 @@ def _resolution_error(target: Target, wanted: list[str], stderr: str, index_url,
     reason = _pip_reason(stderr)
     if "no such option" in stderr or "No module named pip" in stderr:
         return BuildError(f"the kernel's pip is missing or too old for pip steps ({reason}); "
-                          "they need pip 22.2 or newer: run `python -m pip install -U pip` "
+                          "they need pip 24.2 or newer: run `python -m pip install -U pip` "
                           "in the kernel's environment.")
     m = re.search(r"No matching distribution found for (\S+)", stderr)
     if m:
