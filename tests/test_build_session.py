@@ -63,7 +63,7 @@ def test_build_report_links_steps_to_cells_and_only_later_layers_rebuild(s):
     assert rows == [(2, "hit"), (5, "rebuilt"), (4, "config")]
     assert first.digest != second.digest
     frame = second.build_report.to_frame()
-    assert list(frame["origin"]) == [2, 5, 4] and frame["size"].notna().sum() == 2
+    assert list(frame["origin"]) == [2, 5, 4] and frame["compressed_size"].notna().sum() == 2
 
 
 def test_unknown_step_kind_and_options_are_clear_errors(s):
@@ -81,3 +81,16 @@ def test_dockerfile_cell_builds_and_becomes_the_current_recipe(s):
     assert img.config["config"]["Env"] == ["A=1"]
     assert [st.origin for st in s.recipe.steps] == [7, 7]
     assert "ENV A=1" in s.recipe.to_dockerfile()
+
+
+def test_build_report_says_its_layer_size_is_the_compressed_blob(s):
+    s.start("scratch", cell_id="c1", execution_count=1)
+    s.add("file", "/a.txt", "x" * 5000, cell_id="c2", execution_count=2)
+    s.add("env", {"A": "1"}, cell_id="c3", execution_count=3)
+    image = s.build("t:report")
+    report = image.build_report
+    frame = report.to_frame()
+    assert frame["compressed_size"].iloc[0] == image.layers[0].size < 5000
+    assert "compressed" in repr(report).splitlines()[0]
+    html = report._repr_html_()
+    assert "compressed_size" in html and "NaN" not in html and "<NA>" not in html

@@ -62,17 +62,22 @@ def rfc3339(epoch: int) -> str:
 class BuildReport(list):
     """One row per step: what it made, from the cache or rebuilt, in how long (a DataFrame-able list)."""
 
-    COLUMNS = ("step", "origin", "instruction", "layer", "size", "cache", "seconds")
+    # `size` in a row is the layer blob's (compressed) size; the tables say so.
+    COLUMNS = ("step", "origin", "instruction", "layer", "compressed_size", "cache", "seconds")
 
     def to_frame(self):
         import pandas as pd
-        return pd.DataFrame(list(self), columns=[*self.COLUMNS, "kind", "key", "diff_id"])
+        frame = pd.DataFrame(list(self), columns=["step", "origin", "instruction", "layer", "size",
+                                                  "cache", "seconds", "kind", "key", "diff_id"])
+        frame["size"] = frame["size"].astype("Int64")
+        return frame.rename(columns={"size": "compressed_size"})
 
     def _repr_html_(self) -> str:
-        return self.to_frame()[list(self.COLUMNS)]._repr_html_()
+        return self.to_frame()[list(self.COLUMNS)].to_html(
+            index=False, na_rep="", float_format=lambda x: f"{x:.2f}")
 
     def __repr__(self) -> str:
-        lines = [f"{'#':>3} {'origin':>7} {'cache':8} {'layer':14} {'size':>11} {'s':>6}  step"]
+        lines = [f"{'#':>3} {'origin':>7} {'cache':8} {'layer':14} {'compressed':>11} {'s':>6}  step"]
         for r in self:
             layer = dg.short(r["layer"]) if r["layer"] else ""
             size = f"{r['size']:,}" if r["size"] is not None else ""
