@@ -322,8 +322,8 @@ class Inspection:
         if layer is not None:
             if not -len(layers) <= layer < len(layers):
                 from ..errors import NbimagesError
-                raise NbimagesError(f"the image has {len(layers)} layers (0..{len(layers) - 1}); "
-                                    f"there is no layer {layer}.")
+                have = (f"layers 0..{len(layers) - 1}" if layers else "no layers")
+                raise NbimagesError(f"the image has {have}; there is no layer {layer}.")
             layer %= len(layers)
         cols: dict[str, list] = {c: [] for c in FILE_COLUMNS}
         for i, lf in enumerate(layers):
@@ -522,11 +522,11 @@ class Inspection:
                        f"(dive issue #684). Squashing would save {fb(self.wasted_bytes)}.")
         for kind, layer, path, files, size in walk.events:
             if kind == "opaque":
-                out.append(f"Layer {layer} makes /{path} opaque, hiding {files} files "
+                out.append(f"Layer {layer} makes /{path} opaque, hiding {_n(files, 'file')} "
                            f"({fb(size)}) of lower layers; dive ignores opaque markers, so "
                            "it neither removes nor counts them.")
             elif kind == "dir-deleted" and size:  # an empty one changes no number
-                out.append(f"Layer {layer} deletes the directory /{path} ({files} files, "
+                out.append(f"Layer {layer} deletes the directory /{path} ({_n(files, 'file')}, "
                            f"{fb(size)}); dive weighs a deleted directory once and does not "
                            "list it as waste.")
             elif kind == "whiteout-missing":
@@ -729,6 +729,11 @@ _DTYPES = {"index": "int64", "size": "int64", "compressed_size": "int64", "files
            "entries": "int64", "layer": "int64", "mode": "int64", "uid": "int64", "gid": "int64",
            "count": "int64", "total_bytes": "int64", "dive": "bool", "files": "int64",
            "top_layer": "int64", "share": "float64", "empty_layer": "bool"}
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _typed(cols: dict[str, list]) -> pd.DataFrame:
