@@ -109,15 +109,30 @@ def _left_aligned(df, limit: int | None = 60):
     return out.rename(columns=renames)
 
 
-def _records(df) -> list[dict[str, Any]]:
-    """DataFrame rows as JSON-ready records keyed by column."""
-    return json.loads(df.to_json(orient="records", date_format="iso"))
+def _json_value(v: Any) -> Any:
+    """A DataFrame cell as JSON: numpy scalars as Python numbers, NA/NaN as null."""
+    import pandas as pd
+    if v is None or (not isinstance(v, (list, dict, tuple)) and pd.isna(v)):
+        return None
+    if hasattr(v, "item") and not isinstance(v, (list, dict, tuple)):
+        return v.item()
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    return v
 
 
 def _print_json(value: Any) -> None:
     import pandas as pd
     if isinstance(value, pd.DataFrame):
-        value = _records(value)
+        # row by row: an 80,000-row file table is never held as JSON text or records
+        out = sys.stdout
+        cols = [str(c) for c in value.columns]
+        out.write("[")
+        for n, row in enumerate(value.itertuples(index=False, name=None)):
+            rec = {c: _json_value(v) for c, v in zip(cols, row)}
+            out.write(("," if n else "") + "\n  " + json.dumps(rec, default=str))
+        out.write("\n]\n" if len(value) else "]\n")
+        return
     if isinstance(value, str):
         print(value)
     else:
