@@ -391,8 +391,23 @@ def test_daemon_temp_tar_is_removed_when_the_image_is_gone(built):
     gc.collect()
     assert path.is_file()  # the layers still read from it
     del layers
+    daemon._recent.clear()  # the last exports are kept for the next magic; drop them
     gc.collect()
     assert not path.exists()
+
+
+def test_consecutive_opens_of_one_engine_image_export_it_once(built, monkeypatch):
+    import gc
+    from nbimages.sources import daemon
+    daemon._recent.clear()
+    daemon._cache.pop(built, None)
+    calls = []
+    real = daemon._save_to_tmp
+    monkeypatch.setattr(daemon, "_save_to_tmp", lambda c, i: calls.append(i) or real(c, i))
+    for _ in range(3):  # as `%image layers`, then `files`, then `waste` would
+        assert len(open_image(f"docker-daemon:{TAG}").layers) > 1
+        gc.collect()
+    assert calls == [built]
 
 
 def test_malformed_manifest_json_is_reported(tmp_path):

@@ -8,6 +8,7 @@ by every open of the same image in this process; nothing is cached across proces
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import tempfile
@@ -19,6 +20,9 @@ from ..oci.archive import TarIndex
 from ..oci.dockerarchive import DockerArchive
 
 _cache: "weakref.WeakValueDictionary[str, DockerArchive]" = weakref.WeakValueDictionary()
+# The last exports stay on disk while the process lives, so a run of magics on the same
+# engine image (`%image layers`, then `files`, then `waste`) exports it once, not each time.
+_recent: "collections.deque[DockerArchive]" = collections.deque(maxlen=2)
 _cache_lock = threading.Lock()
 
 
@@ -89,6 +93,9 @@ def open_daemon(ref: str, platform=None, *, source: str | None = None):
         archive = _save_to_tmp(c, image_id)
         with _cache_lock:
             _cache[image_id] = archive
+    with _cache_lock:
+        if archive not in _recent:
+            _recent.append(archive)
     img = archive.image(None, platform, source=source or f"docker-daemon:{ref}")
     img.names = _names_first(ref, list(engine_image.tags))
     return img
