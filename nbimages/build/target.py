@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import posixpath
 import re
-import tarfile
 from dataclasses import dataclass, field
 
 from ..errors import BuildError, InvalidImage
+from ..oci import tarscan
 
 # OCI architecture (+ variant) -> the machine name in wheel platform tags and markers.
 _MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "ppc64le": "ppc64le",
@@ -275,7 +275,7 @@ def scan_layers(image) -> _Tree:
                         if data is not None:
                             entry.fact = _fact(_interesting(path), data)
                         members.append((path, entry))
-            except (tarfile.TarError, InvalidImage) as e:
+            except InvalidImage as e:
                 raise BuildError(f"layer {layer.digest} of the base image is not a readable tar "
                                  f"({e}); the image is damaged, pull or build it again.") from None
         tree.add_layer(members, whiteouts, opaque)
@@ -283,34 +283,11 @@ def scan_layers(image) -> _Tree:
 
 
 def _entries(stream):
-    """(path, kind, link, data-if-interesting) per member; tarscan when present, else tarfile."""
+    """(path, kind, link, data-if-interesting) per member of one layer tar."""
     want = (lambda p: _interesting(p) is not None)
-    try:
-        from ..oci import tarscan
-    except ImportError:
-        tarscan = None
-    if tarscan is not None:
-        for e in tarscan.scan(stream, want, max_data=_MAX_FACT_READ):
-            kind = e.kind if e.kind in ("file", "dir", "symlink", "hardlink") else "other"
-            yield e.path, kind, e.linkname, e.data
-        return
-    tf = tarfile.open(fileobj=stream, mode="r|")
-    for m in tf:
-        path = _norm(m.name)
-        if m.isdir():
-            yield path, "dir", "", None
-        elif m.issym():
-            yield path, "symlink", m.linkname, None
-        elif m.islnk():
-            yield path, "hardlink", m.linkname, None
-        elif m.isreg():
-            data = None
-            if want(path) and m.size <= _MAX_FACT_READ:
-                f = tf.extractfile(m)
-                data = f.read() if f else b""
-            yield path, "file", "", data
-        else:
-            yield path, "other", "", None
+    for e in tarscan.scan(stream, want, max_data=_MAX_FACT_READ):
+        kind = e.kind if e.kind in ("file", "dir", "symlink", "hardlink") else "other"
+        yield e.path, kind, e.linkname, e.data
 
 
 # ---------------------------------------------------------------- the target
