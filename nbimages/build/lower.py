@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-import tarfile
 from pathlib import Path
 from typing import Iterable
 
 from ..atomic import write_atomic
 from ..errors import BuildError, InvalidImage
+from ..oci.tarscan import records
 from ..oci.tarwriter import DIR, FILE, OPAQUE, SYMLINK, WHITEOUT_PREFIX, Entry
 
 _MAX_LINKS = 40
@@ -158,21 +158,16 @@ def _clamp(parts: list[str]) -> list[str]:
 
 def _tar_entries(stream) -> Iterable[Entry]:
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
-            for m in tf:
-                name = m.name
-                while name.startswith("./"):
-                    name = name[2:]
-                name = posixpath.normpath("/" + name).lstrip("/")
-                if not name or name == ".":
-                    continue
-                if m.isdir():
-                    yield Entry(name, DIR, m.mode & 0o7777, m.uid, m.gid)
-                elif m.issym():
-                    yield Entry(name, SYMLINK, 0o777, linkname=m.linkname)
-                else:
-                    yield Entry(name, FILE)
-    except (tarfile.TarError, EOFError, OSError) as e:
+        for name, kind, _size, mode, uid, gid, _mtime, linkname, *_ in records(stream):
+            if not name:
+                continue
+            if kind == "dir":
+                yield Entry(name, DIR, mode, uid, gid)
+            elif kind == "symlink":
+                yield Entry(name, SYMLINK, 0o777, linkname=linkname)
+            else:
+                yield Entry(name, FILE)
+    except (InvalidImage, EOFError, OSError) as e:
         raise InvalidImage(f"a base image layer is not a readable tar ({e}); the image is "
                            "damaged.") from None
 
