@@ -54,7 +54,7 @@ class Step:
         """One line, Dockerfile-like, stable: the history `created_by` and the report's step text."""
         a = self.args
         if self.kind == "file":
-            return (f"COPY --chmod={a['mode']:o}{_chown(a)} <cell> {a['path']} "
+            return (f"COPY --chmod={a['mode']:o}{chown_flag(a)} <cell> {a['path']} "
                     f"# {self.content_digest}")
         if self.kind == "copy":
             return f"COPY{_copy_flags(a)} {' '.join(_q(s) for s in a['src'])} {_q(a['dest'])}"
@@ -94,14 +94,15 @@ def _q(text: str) -> str:
         else str(text)
 
 
-def _chown(a: dict) -> str:
+def chown_flag(a: dict) -> str:
+    """` --chown=UID:GID` for a file/copy step with an owner, else ''."""
     if a.get("uid") or a.get("gid"):
         return f" --chown={a.get('uid', 0)}:{a.get('gid', 0)}"
     return ""
 
 
 def _copy_flags(a: dict) -> str:
-    flags = _chown(a)
+    flags = chown_flag(a)
     if a.get("chmod") is not None:
         flags += f" --chmod={a['chmod']:o}"
     return flags

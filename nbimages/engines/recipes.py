@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+from ..build.steps import chown_flag
 from ..errors import BuildError
 
 PREFIX = ".nbimages"
@@ -40,13 +41,13 @@ def instruction(step, index: int, files: list[tuple[str, bytes, int]]) -> str:
     if step.kind == "file":
         name = f"{PREFIX}/files/{index}"
         files.append((name, step.content or b"", a.get("mode", 0o644)))
-        return f"COPY{_chown(a)} {json.dumps([name, a['path']])}"
+        return f"COPY{chown_flag(a)} {json.dumps([name, a['path']])}"
     if step.kind == "copy":
         if a.get("chmod") is not None:
             raise BuildError(f"step {index} ({step.describe()}): COPY --chmod needs BuildKit, "
                              "which the engine's legacy builder lacks; build this recipe "
                              "embedded, or set the mode on the files in the context.")
-        return f"COPY{_chown(a)} {json.dumps([*a['src'], a['dest']])}"
+        return f"COPY{chown_flag(a)} {json.dumps([*a['src'], a['dest']])}"
     if step.kind == "pip":
         cmd = ["python3", "-m", "pip", "install", "--no-cache-dir", "--root-user-action=ignore"]
         if a.get("index_url"):
@@ -63,12 +64,6 @@ def instruction(step, index: int, files: list[tuple[str, bytes, int]]) -> str:
         return "RUN " + (json.dumps(command) if isinstance(command, list) else command)
     # Config steps: describe() is already Dockerfile syntax (values shell-quoted).
     return step.describe()
-
-
-def _chown(a: dict) -> str:
-    if a.get("uid") or a.get("gid"):
-        return f" --chown={a.get('uid', 0)}:{a.get('gid', 0)}"
-    return ""
 
 
 def dockerfile(recipe, base_ref: str) -> tuple[str, list[tuple[str, bytes, int]], dict[int, str]]:
