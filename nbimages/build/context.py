@@ -9,13 +9,13 @@ remembered by (path, size, mtime, ctime, inode), so a rebuild does not re-read u
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import posixpath
 import threading
 from pathlib import Path
 
 from ..errors import BuildError
+from ..oci import digest as dg
 
 _MAGIC = set("*?[")
 
@@ -139,11 +139,8 @@ def file_digest(path: str | os.PathLike, st: os.stat_result | None = None) -> st
         hit = _digests.get(key)
     if hit:
         return hit
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    value = "sha256:" + h.hexdigest()
+        value = dg.of_stream(f)[0]
     with _lock:
         if len(_digests) > 200_000:
             _digests.clear()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..errors import BuildError
+from ..oci import digest as dg
 from .target import Target, find_target
 
 INSTALLER_NAME = b"nbimages\n"
@@ -350,11 +350,8 @@ def _cached(cache: Path, sha256: str | None) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return dg.of_stream(f)[0].split(":", 1)[1]
 
 
 def _put(cache: Path, path: Path) -> tuple[str, Path]:
