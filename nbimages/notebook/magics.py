@@ -15,11 +15,12 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import NbimagesError
 from .commands import TABLE
+from .completion import complete_line
 from .parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown, Invocation,
                       cell_lines, rest_after, split_line)
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
-TRANSPORTS = ["docker-daemon:", "docker-archive:", "oci:", "oci-archive:", "docker://"]
+MATCHER_ID = "nbimages.image_matcher"
 
 
 def short_error(err: NbimagesError) -> NbimagesError:
@@ -96,43 +97,42 @@ class ImageMagics(Magics):
 
     # -- tab completion ------------------------------------------------------------------------
     def complete(self, event: Any) -> list[str]:
-        """Subcommands after `%image`, options after a subcommand, then image names."""
-        before = event.text_until_cursor
-        words = before.split()
-        current = "" if before[-1:].isspace() else (words[-1] if words else "")
-        position = len(words) if current == "" else len(words) - 1
-        magic_pos = next((i for i, w in enumerate(words) if w in (MAGIC, CELL_MAGIC)), 0)
-        position -= magic_pos
-        if position <= 0:
+        """The `complete_command` hook (IPython < 8.6): same answers as the v2 matcher.
+
+        The hook must return words starting with IPython's token, which stops at ':' (so
+        `store:de` is the token `de`): strip the part of our word before that token.
+        """
+        found = complete_line(event.text_until_cursor, self.shell.user_ns if self.shell else {})
+        if found is None:
             raise TryNext()
-        if position == 1:
-            return TABLE.names() + ["--help"]
-        cmd = TABLE.commands.get(words[magic_pos + 1])
-        if cmd is None:
+        word, matches = found
+        if not matches:
             raise TryNext()
-        if current.startswith("-"):
-            if not cmd.available:
-                return ["--help"]
-            parser = cmd.parser()
-            return sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
-        if current != event.symbol or "/" in current or current.startswith("."):
-            raise TryNext()  # a path or a transport prefix: let IPython complete file names
-        names = stored_image_names()
-        if not names and not current:
-            raise TryNext()
-        return names + TRANSPORTS
+        symbol = event.symbol or ""
+        cut = len(word) - len(symbol) if word.endswith(symbol) else 0
+        return [m.text[cut:] for m in matches]
 
 
-def stored_image_names() -> list[str]:
-    """Names tagged in the local store (without creating a store where there is none)."""
-    from ..store import default_home
-    if not (default_home() / "oci" / "index.json").exists():
-        return []
+def image_matcher(shell: Any) -> Any:
+    """A Matcher API v2 matcher for `%image` lines that hides every other matcher's results
+    (Jedi would list ~200 builtins after `--`); None when this IPython lacks the v2 API (< 8.6).
+    """
     try:
-        from ..store import default_store
-        return sorted(default_store().names())
-    except (OSError, ValueError, NbimagesError):
-        return []
+        from IPython.core.completer import SimpleCompletion, context_matcher
+    except ImportError:
+        return None
+
+    @context_matcher(priority=100, identifier=MATCHER_ID)
+    def matcher(context: Any) -> dict[str, Any]:
+        found = complete_line(context.text_until_cursor, shell.user_ns)
+        if found is None:
+            return {"completions": [], "suppress": False}
+        word, matches = found
+        # matched_fragment: our word (`store:de`) replaces IPython's token (`de`, ':' splits it).
+        return {"completions": [SimpleCompletion(m.text, type=m.type) for m in matches],
+                "matched_fragment": word, "suppress": True, "ordered": True}
+
+    return matcher
 
 
 _loaded: dict[int, ImageMagics] = {}
@@ -143,11 +143,16 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = ImageMagics(ipython)
     ipython.register_magics(magics)
     magics.image.__func__.__doc__ = TABLE.help_text()  # `%image?` shows the subcommands
-    def completer(_shell: Any, event: Any) -> list[str]:  # set_hook binds hooks to the shell
-        return magics.complete(event)
+    matcher = image_matcher(ipython)
+    completer = getattr(ipython, "Completer", None)
+    if matcher is not None and completer is not None:
+        completer.custom_matchers.append(matcher)
+    else:
+        def hook(_shell: Any, event: Any) -> list[str]:  # set_hook binds hooks to the shell
+            return magics.complete(event)
 
-    for key in (MAGIC, CELL_MAGIC):
-        ipython.set_hook("complete_command", completer, str_key=key)
+        for key in (MAGIC, CELL_MAGIC):
+            ipython.set_hook("complete_command", hook, str_key=key)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     _loaded[id(ipython)] = magics
 
@@ -159,6 +164,10 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     for kind in ("line", "cell"):
         ipython.magics_manager.magics[kind].pop("image", None)
+    completer = getattr(ipython, "Completer", None)
+    if completer is not None:
+        completer.custom_matchers[:] = [m for m in completer.custom_matchers
+                                        if getattr(m, "matcher_identifier", None) != MATCHER_ID]
     dispatcher = ipython.strdispatchers.get("complete_command")
     if dispatcher is not None:
         for key in (MAGIC, CELL_MAGIC):
@@ -169,4 +178,4 @@ def unload_ipython_extension(ipython: Any) -> None:
         pass
 
 
-__all__ = ["ImageMagics", "load_ipython_extension", "unload_ipython_extension", "short_error"]
+__all__ = ["ImageMagics", "image_matcher", "load_ipython_extension", "unload_ipython_extension", "short_error"]
