@@ -58,10 +58,6 @@ class Target:
     python_full_version: str = ""  # "3.11.2" when the image says so (env, dpkg or apk database)
     site_dirs: tuple[str, ...] = field(default=())
 
-    @property
-    def python_tag(self) -> str:
-        return "cp" + self.python_version.replace(".", "")
-
     def scheme(self) -> dict[str, str]:
         """The install scheme (pip's keys) with absolute image paths."""
         return {"purelib": self.purelib, "platlib": self.platlib, "scripts": self.scripts_dir,

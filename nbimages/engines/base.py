@@ -7,7 +7,6 @@ raises a NbimagesError saying which engine can, so callers never need to test th
 
 from __future__ import annotations
 
-import collections
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -87,15 +86,13 @@ class Logs(str):
 
 
 class OutputTail:
-    """Collects what a container or build writes: stdout/stderr kept up to `limit` characters
-    each, lines as they complete (for the "last lines" of an error message)."""
+    """Collects what a container or build writes: stdout, stderr and both interleaved, each
+    kept up to its last `limit` characters (for the tail of an error message)."""
 
-    def __init__(self, limit: int = 1 << 20, lines: int = 200):
+    def __init__(self, limit: int = 1 << 20):
         self.limit = limit
         self.parts: dict[str, list[str]] = {"stdout": [], "stderr": [], "all": []}
         self.sizes = {"stdout": 0, "stderr": 0, "all": 0}
-        self.lines: collections.deque[str] = collections.deque(maxlen=lines)
-        self._partial = ""
 
     def add(self, stream: str, text: str) -> None:
         for key in (stream, "all"):
@@ -103,16 +100,9 @@ class OutputTail:
             self.sizes[key] += len(text)
             while self.sizes[key] > self.limit and len(self.parts[key]) > 1:
                 self.sizes[key] -= len(self.parts[key].pop(0))
-        chunks = (self._partial + text).split("\n")
-        self._partial = chunks.pop()
-        self.lines.extend(c.rstrip("\r") for c in chunks)
 
     def text(self, stream: str = "all") -> str:
         return "".join(self.parts[stream])[-self.limit:]
-
-    def last_lines(self, n: int = 20) -> list[str]:
-        lines = list(self.lines) + ([self._partial] if self._partial else [])
-        return lines[-n:]
 
 
 class Engine:

@@ -127,10 +127,6 @@ class CommandTable:
             return func
         return register
 
-    def planned(self, name: str, summary: str, *, group: str, needs: tuple[str, ...] = ()) -> None:
-        """A subcommand announced in the help whose API is not written yet."""
-        self.commands[name] = Command(name, summary, group, (), None, tuple(needs))
-
     def names(self) -> list[str]:
         return sorted(self.commands)
 

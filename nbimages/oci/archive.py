@@ -185,9 +185,6 @@ class BlobArchive:
                                "incomplete. Save the image again.")
         return self.tar.open(name)
 
-    def blob_size(self, digest: str) -> int:
-        return self.tar.size(self.blob_name(digest))
-
     def index(self) -> Index:
         if not self.tar.has("index.json"):
             raise InvalidImage(f"{self.tar.path} has no index.json, so it is not an OCI archive.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from ..errors import DigestMismatch, InvalidImage
 
@@ -50,13 +50,6 @@ def of_stream(stream: BinaryIO, alg: str = "sha256") -> tuple[str, int]:
     return f"{alg}:{h.hexdigest()}", n
 
 
-def of_chunks(chunks: Iterable[bytes], alg: str = "sha256") -> tuple[str, int]:
-    h = hashlib.new(alg)
-    n = 0
-    for chunk in chunks:
-        h.update(chunk)
-        n += len(chunk)
-    return f"{alg}:{h.hexdigest()}", n
 
 
 def short(digest: str, n: int = 12) -> str:
