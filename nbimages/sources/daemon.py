@@ -9,7 +9,6 @@ by every open of the same image in this process; nothing is cached across proces
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import tempfile
 import threading
@@ -18,6 +17,7 @@ import weakref
 from ..errors import EngineUnavailable, ImageNotFound, InvalidReference, NbimagesError
 from ..oci.archive import TarIndex
 from ..oci.dockerarchive import DockerArchive
+from .files import _unlink
 
 _cache: "weakref.WeakValueDictionary[str, DockerArchive]" = weakref.WeakValueDictionary()
 # The last exports stay on disk while the process lives, so a run of magics on the same
@@ -135,11 +135,6 @@ def _save_to_tmp(c, image_id: str) -> DockerArchive:
         raise
     weakref.finalize(archive, _unlink, tmp)
     return archive
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
 
 
 def pull_through_engine(ref: str, platform=None):
