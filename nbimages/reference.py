@@ -143,12 +143,10 @@ class Reference:
         return f"{self.registry}/{self.repository}"
 
     def __str__(self) -> str:
-        out = self.name
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
+        return self.name + self._suffix()
+
+    def _suffix(self) -> str:
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
     def familiar(self) -> str:
         """The short form Docker prints: `python:3.12`, `user/app:v1`, `ghcr.io/o/a:v1`."""
@@ -156,14 +154,8 @@ class Reference:
             repo = self.repository
             if repo.startswith("library/") and repo.count("/") == 1:
                 repo = repo[len("library/"):]
-            out = repo
-        else:
-            out = self.name
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
+            return repo + self._suffix()
+        return self.name + self._suffix()
 
     @property
     def identifier(self) -> str:
