@@ -172,9 +172,6 @@ def _docker_ready(image, workdir: Path, convert_zstd: bool):
                 os.unlink(tmp)
 
 
-
-
-
 def _save_layout(image, dest: Path, tag: str | None) -> Path:
     """Write into an OCI layout directory: a new one appears whole (built aside, renamed)."""
     if dest.exists() and not dest.is_dir():
