@@ -138,6 +138,15 @@ def ip():
     shell.run_line_magic("unload_ext", "nbimages")
 
 
+@pytest.fixture
+def fresh_ip(ip):
+    """The shell of `ip` with an empty notebook recipe session before and after the test."""
+    from nbimages.build import session
+    session.reset()
+    yield ip
+    session.reset()
+
+
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     """Run a command, capturing text output; raise with its stderr on failure."""
     kw.setdefault("check", True)

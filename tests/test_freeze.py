@@ -181,15 +181,6 @@ def test_the_frozen_image_imports_its_pins_in_docker_run(
 
 # ---- %image freeze, and a notebook build replaying it from its saved output
 
-@pytest.fixture
-def ip():
-    from nbimages.build import session
-    session.reset()
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbimages")
-    yield shell
-    shell.run_line_magic("unload_ext", "nbimages")
-    session.reset()
 
 
 def _freeze_notebook(folder: Path, outputs: list, line: str = "") -> Path:
@@ -203,20 +194,20 @@ def _freeze_notebook(folder: Path, outputs: list, line: str = "") -> Path:
 
 
 def test_image_freeze_becomes_the_notebooks_recipe_and_its_output_carries_the_record(
-        ip, tmp_path, busybox_tar, monkeypatch):  # noqa: F811
+        fresh_ip, tmp_path, busybox_tar, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)
     nb = tmp_path / "frozen.ipynb"
     nbformat.write(new_notebook(), str(nb))
     (tmp_path / "run.py").write_text("print('hi')\n")
     base = f"docker-archive:{busybox_tar}"
-    result = ip.run_cell(f"%image freeze t:1 --base {base} --notebook frozen.ipynb "
+    result = fresh_ip.run_cell(f"%image freeze t:1 --base {base} --notebook frozen.ipynb "
                          "--script run.py --imported", cell_id="f1")
     assert result.error_in_exec is None, result.error_in_exec
     frozen = result.result
     assert isinstance(frozen, FrozenRecipe) and frozen.tag == "t:1"
-    assert ip.run_line_magic("image", "recipe") is frozen
+    assert fresh_ip.run_line_magic("image", "recipe") is frozen
     assert {s.key for s in frozen.steps} == {"f1"}
-    data, _ = ip.display_formatter.format(frozen)
+    data, _ = fresh_ip.display_formatter.format(frozen)
     record = data[FREEZE_MIME]
     assert record["line"] == (f"t:1 --base {base} --notebook frozen.ipynb --script run.py "
                               "--imported")

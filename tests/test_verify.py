@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 import nbimages
 from nbimages.build.notebook_recipe import build_notebook
@@ -118,28 +117,20 @@ def test_a_different_source_date_epoch_is_named_with_the_value_to_set(tmp_path, 
 
 # ---- %image verify in a kernel
 
-@pytest.fixture
-def ip():
-    from nbimages.build import session
-    session.reset()
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbimages")
-    yield shell
-    shell.run_line_magic("unload_ext", "nbimages")
-    session.reset()
 
 
-def test_image_verify_rebuilds_the_notebooks_recipe_in_a_clean_store(ip, monkeypatch):
+def test_image_verify_rebuilds_the_notebooks_recipe_in_a_clean_store(fresh_ip,
+                                                                      monkeypatch):
     monkeypatch.setenv("NBIMAGES_PROGRESS", "0")
     for i, source in enumerate(["%image from scratch", "%%image file /hello.txt\nhello",
                                 "%image build nbtest/verify-magic:1"]):
-        result = ip.run_cell(source, cell_id=f"c{i}")
+        result = fresh_ip.run_cell(source, cell_id=f"c{i}")
         assert result.error_in_exec is None, result.error_in_exec
     image = result.result
-    v = ip.run_line_magic("image", "verify")
+    v = fresh_ip.run_line_magic("image", "verify")
     assert v.ok and v.digest == image.digest
     other = "sha256:" + "0" * 64
-    v = ip.run_line_magic("image", f"verify --digest {other}")
+    v = fresh_ip.run_line_magic("image", f"verify --digest {other}")
     assert not v.ok
     assert "no copy of the expected image" in repr(v)
 

@@ -276,12 +276,7 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
     if expected is not None:
         v.compared_with = compared_with
         _epoch_note(v, expected.config, rebuilt.config)
-        theirs = expected.diff_ids
-        for i in range(max(len(ours), len(theirs))):
-            a = theirs[i] if i < len(theirs) else None
-            b = ours[i] if i < len(ours) else None
-            if a == b:
-                continue
+        for i, a, b in _differing(expected.diff_ids, ours):
             d = LayerDifference(i, len(ours), a, b)
             describe(d)
             if a is not None and b is not None:
@@ -299,13 +294,8 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
 
     if record:
         v.compared_with = "the layers recorded in the notebook's metadata (metadata.nbimages)"
-        theirs = list(record.get("diff_ids") or [])
         recorded = {s["diff_id"]: s for s in record.get("steps") or [] if s.get("diff_id")}
-        for i in range(max(len(ours), len(theirs))):
-            a = theirs[i] if i < len(theirs) else None
-            b = ours[i] if i < len(ours) else None
-            if a == b:
-                continue
+        for i, a, b in _differing(list(record.get("diff_ids") or []), ours):
             d = LayerDifference(i, len(ours), a, b)
             describe(d)
             layer_rec = recorded.get(a) if a else None
@@ -361,6 +351,16 @@ def _stored_layer(store, rec: dict):
     desc = Descriptor(rec.get("media_type") or mt.OCI_LAYER_GZIP, rec["layer"],
                       int(rec.get("size") or store.blob_path(rec["layer"]).stat().st_size))
     return Layer(desc, rec["diff_id"], lambda d=rec["layer"]: store.open_blob(d))
+
+
+def _differing(theirs: list[str], ours: list[str]):
+    """(index, expected diff_id, rebuilt diff_id) for each layer position that differs;
+    None stands for a layer one side does not have."""
+    for i in range(max(len(ours), len(theirs))):
+        a = theirs[i] if i < len(theirs) else None
+        b = ours[i] if i < len(ours) else None
+        if a != b:
+            yield i, a, b
 
 
 def _files_or_note(d: LayerDifference, expected_layer, rebuilt_layer):
