@@ -111,7 +111,7 @@ def main() -> None:
         def ours_cold() -> tuple[float, list[str]]:
             home = Path(tempfile.mkdtemp(prefix="home-", dir=tmp))
             os.environ["NBIMAGES_HOME"] = str(home)
-            from nbimages.build import context as bctx
+            from nbimages.builder import context as bctx
             bctx._digests.clear()  # noqa: SLF001 - a cold build hashes its inputs
             r = recipe(base, ctx)
             t0 = time.perf_counter()

@@ -32,8 +32,8 @@ _EXPORTS = {
     "catalog": "nbimages.registry:catalog",
     "open_remote": "nbimages.registry:open_remote",
     "push_index": "nbimages.registry:push_index",
-    "Recipe": "nbimages.build:Recipe",
-    "build": "nbimages.build:build",
+    "Recipe": "nbimages.builder:Recipe",
+    "build": "nbimages.builder:build",
     "engine": "nbimages.engines:engine",
     "run": "nbimages.engines:run",
     "images": "nbimages.engines:images",
@@ -41,10 +41,10 @@ _EXPORTS = {
     "stop": "nbimages.engines:stop",
     "logs": "nbimages.engines:logs",
     "explore": "nbimages.notebook.explorer:explore",
-    "freeze": "nbimages.build.freeze:freeze",
-    "build_notebook": "nbimages.build.notebook_recipe:build_notebook",
-    "verify": "nbimages.build.verify:verify",
-    "handout": "nbimages.build.handout:handout",
+    "freeze": "nbimages.workflow.freeze:freeze",
+    "build_notebook": "nbimages.workflow.notebook_recipe:build_notebook",
+    "verify": "nbimages.workflow.verify:verify",
+    "handout": "nbimages.workflow.handout:handout",
 }
 
 __all__ = sorted(_EXPORTS) + ["errors", "__version__"]

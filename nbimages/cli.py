@@ -326,7 +326,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     from pathlib import Path
     dockerfile = Path(a.file) if a.file else Path(a.context) / "Dockerfile"
     if dockerfile.suffix == ".ipynb" or str(a.context).endswith(".ipynb"):
-        from .build.handout import cli_build_notebook  # the notebook's %image cells (issue 7)
+        from .workflow.handout import cli_build_notebook  # the notebook's %image cells (issue 7)
         return cli_build_notebook(a)
     build_args = {}
     for item in a.build_args:
@@ -366,8 +366,8 @@ COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_a
 
 
 def _notebook_verb(name: str) -> Callable:
-    """A verb defined in nbimages.build.handout (imported when used)."""
-    return lambda arg: getattr(importlib.import_module("nbimages.build.handout"), name)(arg)
+    """A verb defined in nbimages.workflow.handout (imported when used)."""
+    return lambda arg: getattr(importlib.import_module("nbimages.workflow.handout"), name)(arg)
 
 
 COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest",

@@ -141,7 +141,7 @@ def ip():
 @pytest.fixture
 def fresh_ip(ip):
     """The shell of `ip` with an empty notebook recipe session before and after the test."""
-    from nbimages.build import session
+    from nbimages.workflow import session
     session.reset()
     yield ip
     session.reset()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import nbimages
-from nbimages.build.steps import Step
+from nbimages.builder.steps import Step
 from nbimages.errors import BuildError, NbimagesError
 from nbimages.oci import canonical, compressor as cz, mediatypes as mt
 from nbimages.oci.descriptor import Descriptor
@@ -240,12 +240,12 @@ def test_failed_build_leaves_the_store_unchanged(tmp_path, monkeypatch):
 
 def test_pip_failure_after_new_layers_leaves_the_store_unchanged(tmp_path, monkeypatch):
     import types
-    fake = types.ModuleType("nbimages.build.pip")
+    fake = types.ModuleType("nbimages.builder.pip")
 
     def install_layer_tree(base, requirements, dest, *, index_url=None, find_links=None):
         raise BuildError(f"no wheel for {requirements[0]}")
     fake.install_layer_tree = install_layer_tree
-    monkeypatch.setitem(sys.modules, "nbimages.build.pip", fake)
+    monkeypatch.setitem(sys.modules, "nbimages.builder.pip", fake)
     home = default_store().home
     r = nbimages.Recipe("scratch")
     r.file("/a.txt", "a" * 1000)
@@ -258,7 +258,7 @@ def test_pip_failure_after_new_layers_leaves_the_store_unchanged(tmp_path, monke
 
 def test_pip_step_tars_the_staging_tree_and_records_pins_in_a_label(tmp_path, monkeypatch):
     import types
-    fake = types.ModuleType("nbimages.build.pip")
+    fake = types.ModuleType("nbimages.builder.pip")
     calls = []
 
     def install_layer_tree(base, requirements, dest, *, index_url=None, find_links=None):
@@ -268,7 +268,7 @@ def test_pip_step_tars_the_staging_tree_and_records_pins_in_a_label(tmp_path, mo
         (site / "__init__.py").write_text("VERSION = '1.0'\n")
         return [{"name": "demo", "version": "1.0", "sha256": "ab" * 32, "wheel": "demo.whl"}]
     fake.install_layer_tree = install_layer_tree
-    monkeypatch.setitem(sys.modules, "nbimages.build.pip", fake)
+    monkeypatch.setitem(sys.modules, "nbimages.builder.pip", fake)
     r = nbimages.Recipe("scratch")
     r.file("/etc/os-release", "ID=test\n")
     r.pip("demo==1.0")
@@ -559,7 +559,7 @@ def test_golden_diff_ids_and_image_id_do_not_drift(monkeypatch):
 
 
 def test_lower_view_applies_whiteouts_opaque_dirs_and_replacements():
-    from nbimages.build.lower import LowerView
+    from nbimages.builder.lower import LowerView
     from nbimages.oci.tarwriter import DIR, FILE, SYMLINK, Entry
     v = LowerView()
     v.apply([Entry("a", DIR), Entry("a/b", DIR), Entry("a/b/c", DIR), Entry("o", DIR),

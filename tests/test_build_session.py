@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbimages.build import session
+from nbimages.workflow import session
 from nbimages.errors import BuildError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import nbimages
-from nbimages.build.dockerfile import build_dockerfile, parse_dockerfile
+from nbimages.builder.dockerfile import build_dockerfile, parse_dockerfile
 from nbimages.errors import BuildError
 from nbimages.store import default_store
 
@@ -130,7 +130,7 @@ def test_invalid_lines_are_errors_with_their_line_number_and_store_unchanged(ctx
 
 
 def test_a_failing_step_of_a_dockerfile_cell_names_its_line(ctx, monkeypatch):
-    from nbimages.build.session import Session
+    from nbimages.workflow.session import Session
     monkeypatch.chdir(ctx)
     with pytest.raises(BuildError, match=r"^Dockerfile line 4: COPY source 'nope.txt' does"):
         Session().dockerfile("FROM scratch\nARG A=1\nCOPY notes.txt /\nCOPY nope.txt /\n",

@@ -93,7 +93,7 @@ def test_build_log_parser_keeps_only_the_failing_steps_output():
 
 # -- recipes -------------------------------------------------------------------------------------
 def _recipe(base: str, **kw):
-    from nbimages.build.recipe import Recipe
+    from nbimages.builder.recipe import Recipe
     return Recipe(base, **kw)
 
 
@@ -183,7 +183,7 @@ def test_engine_recipe_on_a_base_only_the_store_has(eng, busybox_in_registry, do
 
 
 def test_dockerfile_cell_with_run_lines_builds_through_the_engine(eng, busybox_image, docker_client):
-    from nbimages.build.dockerfile import build_dockerfile
+    from nbimages.builder.dockerfile import build_dockerfile
     tag = f"nbtest/engine-df:{uuid.uuid4().hex[:8]}"
     built = build_dockerfile(f"FROM {busybox_image}\nRUN echo from-run > /r\nCMD [\"cat\", \"/r\"]\n",
                              tag, engine=eng)

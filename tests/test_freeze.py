@@ -14,8 +14,8 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 import nbimages
 from conftest import run
-from nbimages.build.freeze import FREEZE_MIME, FrozenRecipe, freeze
-from nbimages.build.notebook_recipe import NotebookError, build_notebook
+from nbimages.workflow.freeze import FREEZE_MIME, FrozenRecipe, freeze
+from nbimages.workflow.notebook_recipe import NotebookError, build_notebook
 from nbimages.errors import BuildError
 from test_notebook_build import busybox_tar, cli  # noqa: F401 - fixture
 

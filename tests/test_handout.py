@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import run, tool
-from nbimages.build.handout import FILES, handout
-from nbimages.build.notebook_recipe import NotebookError, notebook_record
+from nbimages.workflow.handout import FILES, handout
+from nbimages.workflow.notebook_recipe import NotebookError, notebook_record
 from test_notebook_build import busybox_tar, cli, handout_notebook, write_notebook  # noqa: F401
 
 TAG = "nbtest/handout:1"

@@ -11,7 +11,7 @@ from nbimages.errors import BuildError
 
 @pytest.fixture(autouse=True)
 def fresh_session(monkeypatch):
-    from nbimages.build import session
+    from nbimages.workflow import session
     session.reset()
     monkeypatch.setenv("NBIMAGES_PROGRESS", "lines")
     yield

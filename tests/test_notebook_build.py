@@ -17,7 +17,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import run
-from nbimages.build.notebook_recipe import NotebookError, build_notebook, notebook_record
+from nbimages.workflow.notebook_recipe import NotebookError, build_notebook, notebook_record
 from nbimages.store import Store
 
 

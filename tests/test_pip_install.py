@@ -14,8 +14,8 @@ import pytest
 
 from bases import download_wheels, image_from_tars, python_base_oci, tar_tree
 from conftest import docker_build, run
-from nbimages.build import pip as nbpip
-from nbimages.build.pip import install_layer_tree
+from nbimages.builder import pip as nbpip
+from nbimages.builder.pip import install_layer_tree
 from nbimages.errors import BuildError
 
 
@@ -217,7 +217,7 @@ def test_pandas_layer_imports_in_the_real_engine(tmp_path, offline_pip, wheel_in
 @pytest.mark.slow
 def test_recipe_pip_step_builds_an_image_that_imports_pandas_in_the_engine(
         tmp_path, offline_pip, wheel_index, python_base_in_registry, docker_client):
-    from nbimages.build.recipe import Recipe
+    from nbimages.builder.recipe import Recipe
 
     download_wheels(["pandas"])
     img = Recipe(python_base_in_registry).pip("pandas", index_url=wheel_index.url) \

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bases import image_from_tars, python_base_oci
-from nbimages.build.target import find_target, manylinux_tags, musllinux_tags
+from nbimages.builder.target import find_target, manylinux_tags, musllinux_tags
 from nbimages.errors import BuildError
 
 GLIBC_BANNER = (b"\x00GNU C Library (Debian GLIBC 2.36-9+deb12u10) stable release "

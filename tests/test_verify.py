@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import nbimages
-from nbimages.build.notebook_recipe import build_notebook
-from nbimages.build.verify import verify
+from nbimages.workflow.notebook_recipe import build_notebook
+from nbimages.workflow.verify import verify
 from nbimages.errors import BuildError
 from nbimages.store import Store
 from test_notebook_build import busybox_tar, cli, handout_notebook  # noqa: F401 - fixture

@@ -56,7 +56,7 @@ class EmbeddedEngine(Engine):
     def build_recipe(self, recipe, tag: str | None = None, *, store=None, progress=None,
                      compression: str | None = None, **_ignored):
         """Build with the daemonless builder (RUN steps raise BuildError: they need Docker)."""
-        from ..build.builder import build_recipe
+        from ..builder.embedded import build_recipe
         return build_recipe(recipe, tag, store=store, compression=compression, progress=progress)
 
     build = build_recipe
@@ -64,7 +64,7 @@ class EmbeddedEngine(Engine):
     def build_dockerfile(self, dockerfile: str, context=None, tag: str | None = None, *,
                          build_args: dict | None = None, **_ignored):
         """A Dockerfile without RUN lines, built daemonless (RUN lines raise BuildError)."""
-        from ..build.dockerfile import build_dockerfile
+        from ..builder.dockerfile import build_dockerfile
         return build_dockerfile(dockerfile, tag, context if context is not None else ".",
                                 build_args=build_args)
 

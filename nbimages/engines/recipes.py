@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..build.steps import chown_flag
+from ..builder.steps import chown_flag
 from ..errors import BuildError
 
 PREFIX = ".nbimages"

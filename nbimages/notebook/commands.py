@@ -140,10 +140,10 @@ def packages(inv: Invocation) -> Any:
     return _inspect(inv).packages()
 
 
-# -- build: the notebook's recipe (nbimages/build/session.py), one step per cell --------------------
+# -- build: the notebook's recipe (nbimages/workflow/session.py), one step per cell --------------------
 
 def _session() -> Any:
-    from nbimages.build import session
+    from nbimages.workflow import session
     return session.current()
 
 
@@ -626,7 +626,7 @@ def freeze(inv: Invocation) -> Any:
     Packages installed from local paths or editable are listed as not pinned, with the reason.
     `%image build` then builds it (nbimages.freeze).
     """
-    from nbimages.build.freeze import use_in_session
+    from nbimages.workflow.freeze import use_in_session
     a = inv.args
     frozen = nbimages.freeze(a.tag, base=a.base, imported=a.imported, notebook=a.notebook,
                              data=a.data, command=a.script, index_url=a.index_url)
@@ -643,7 +643,7 @@ def freeze(inv: Invocation) -> Any:
          group="notebook", needs=("freeze",))
 def verify(inv: Invocation) -> Any:
     """Rebuild in a clean store: does the digest match? If not, which layer and files differ."""
-    from nbimages.build.verify import verify as verify_
+    from nbimages.workflow.verify import verify as verify_
     a = inv.args
     return verify_(a.notebook, a.digest, expected=a.expected)
 

@@ -24,8 +24,8 @@ import os
 from typing import Any
 
 from ..errors import BuildError
-from .recipe import Recipe
-from .steps import Step
+from ..builder.recipe import Recipe
+from ..builder.steps import Step
 
 
 class Session:
@@ -110,7 +110,7 @@ class Session:
                    execution_count: Any = None, context: str | os.PathLike = ".",
                    build_args: dict | None = None, **kwargs: Any):
         """`%%image dockerfile [TAG]`: the cell is a Dockerfile; build it and make it current."""
-        from .dockerfile import build_dockerfile, build_naming_lines, parse_dockerfile
+        from ..builder.dockerfile import build_dockerfile, build_naming_lines, parse_dockerfile
         recipe = parse_dockerfile(text, context=context, build_args=build_args)
         lines = [s.origin for s in recipe.steps]
         for step in recipe.steps:

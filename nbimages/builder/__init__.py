@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
     if name in ("build_dockerfile", "parse_dockerfile"):
         from . import dockerfile
         return getattr(dockerfile, name)
-    raise AttributeError(f"module 'nbimages.build' has no attribute {name!r}")
+    raise AttributeError(f"module 'nbimages.builder' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

@@ -27,7 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import BuildError
-from .recipe import Recipe
+from ..builder.recipe import Recipe
 
 __all__ = ["freeze", "FrozenRecipe", "frozen_recipe", "use_in_session", "installed",
            "kernel_notebook", "FREEZE_MIME", "HANDOUT_DIR", "JUPYTER_PORT"]
@@ -149,7 +149,7 @@ def freeze(tag: str | None = None, *, base: str | None = None, imported: bool = 
             and Path(command).is_file():
         record["command"] = {"script": _inside(Path(command), context, "script").as_posix()}
     else:
-        from .steps import command as command_form
+        from ..builder.steps import command as command_form
         record["command"] = {"cmd": command_form(command, "command")}
     return frozen_recipe(record, context)
 

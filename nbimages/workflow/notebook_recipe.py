@@ -5,7 +5,7 @@
 The cells are read from the notebook's JSON (nbformat converts v1-v3 files) and turned into
 Python by IPython's own input transformer (so `x = %image build t`, indented magics and
 cell-magic bodies read exactly as a kernel reads them); each `%image` call is parsed by the
-magics' own argument parsers and applied to a fresh build session (nbimages.build.session),
+magics' own argument parsers and applied to a fresh build session (nbimages.workflow.session),
 top to bottom, as "Run All" would in a new kernel. The notebook's folder is the working
 directory, as it is for its kernel. Subcommands that look at or move images (`layers`, `run`,
 `push`, ...) do not describe the image and are skipped; `%image freeze` is replayed from the
@@ -393,7 +393,7 @@ def build_notebook(path: str | os.PathLike, tag: str | None = None, *, store: An
 
 def build_record(image: Any, tag: str | None = None) -> dict[str, Any]:
     """What goes into `metadata.nbimages`: digest, image ID, pins, layers per step."""
-    from .builder import BASE_DIGEST_ANNOTATION, PIP_LABEL
+    from ..builder.embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL
     from ..oci.compressor import COMPRESSOR_ANNOTATION
     report = list(getattr(image, "build_report", None) or [])
     recipe = getattr(image, "recipe", None)

@@ -467,7 +467,7 @@ class _Build:
         try:
             from .pip import install_layer_tree
         except ImportError:
-            raise BuildError("pip steps need nbimages.build.pip, which is not installed in this "
+            raise BuildError("pip steps need nbimages.builder.pip, which is not installed in this "
                              "copy of nbimages; update nbimages.") from None
         staging = Path(tempfile.mkdtemp(prefix="pip-", dir=self.store.tmpdir()))
         try:

@@ -143,7 +143,7 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
     """
     from ..store import Store, default_home
     from .notebook_recipe import notebook_record
-    from .recipe import Recipe
+    from ..builder.recipe import Recipe
 
     notebook: Path | None = None
     recipe = None

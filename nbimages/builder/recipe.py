@@ -209,7 +209,7 @@ class Recipe:
             if found.name == "docker":
                 engine = found
         if engine in (None, "embedded"):
-            from .builder import build_recipe
+            from .embedded import build_recipe
             return build_recipe(self, tag, store=store, compression=compression,
                                 progress=progress)
         eng = engine
@@ -228,7 +228,7 @@ class Recipe:
 
     def _open_base(self, store):
         if self._base_image is None:
-            from .builder import open_base
+            from .embedded import open_base
             self._base_image = open_base(self.base, self.platform, store)
         return self._base_image
 

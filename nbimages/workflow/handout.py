@@ -91,7 +91,7 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
     there), so they name the handout's files by their path from that folder.
     """
     import json
-    from .builder import PIP_LABEL
+    from ..builder.embedded import PIP_LABEL
     from .verify import image_epoch
     pins = []
     with contextlib.suppress(ValueError, TypeError):
