@@ -12,8 +12,8 @@ from IPython.core.error import UsageError
 
 import nbimages
 from nbimages.errors import ImageNotFound
-from nbimages.notebook import parsing
-from nbimages.notebook.commands import TABLE
+from nbimages.commands import parsing
+from nbimages.commands.verbs import TABLE
 
 
 class FakeInspection:

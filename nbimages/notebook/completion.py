@@ -15,8 +15,8 @@ import os
 from typing import Any, NamedTuple
 
 from ..errors import NbimagesError
-from .parsing import CELL_MAGIC, MAGIC, Command
-from .commands import TABLE
+from ..commands.parsing import CELL_MAGIC, MAGIC, Command
+from ..commands.verbs import TABLE
 
 FILE_TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:")  # followed by a local path
 TRANSPORTS = ("docker-daemon:", "docker-archive:", "oci:", "oci-archive:", "docker://", "store:")
@@ -194,6 +194,6 @@ def stored_image_names() -> list[str]:
 
 def image_variables(user_ns: dict[str, Any]) -> list[str]:
     """Notebook variables holding an Image or an Inspection (a SOURCE may name one)."""
-    from .commands import _image_types
+    from ..commands.verbs import _image_types
     types = _image_types()
     return sorted(k for k, v in list(user_ns.items()) if not k.startswith("_") and isinstance(v, types))

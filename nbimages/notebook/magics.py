@@ -14,9 +14,9 @@ from IPython.core.error import TryNext, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import NbimagesError
-from .commands import TABLE
+from ..commands.verbs import TABLE
 from .completion import complete_line
-from .parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown, Invocation,
+from ..commands.parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown, Invocation,
                       cell_lines, rest_after, split_line)
 
 RED, RESET = "\x1b[31m", "\x1b[0m"

@@ -289,8 +289,8 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
            path: Path) -> str:
     """Run one call as the magic would; returns "step", "built" or "skipped"."""
     from IPython.core.error import UsageError
-    from ..notebook.commands import TABLE, _pairs
-    from ..notebook.parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown,
+    from ..commands.verbs import TABLE, _pairs
+    from ..commands.parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown,
                                     Invocation, cell_lines, rest_after, split_line)
     prog = CELL_MAGIC if call.body is not None else MAGIC
     words = split_line(call.line, prog)

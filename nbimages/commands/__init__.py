@@ -1,0 +1,1 @@
+"""The subcommand table shared by the %image magics, the nbimages CLI and notebook replay."""
