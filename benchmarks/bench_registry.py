@@ -106,7 +106,7 @@ def main() -> None:
         results["push docker"] = timed(lambda: sh("docker", "push", docker_ref))
 
         # The image as the registry holds it (the engine's gzip), read once to size it.
-        from nbimages.registry import open_remote
+        from nbimages.sources.remote import open_remote
         remote = open_remote(docker_ref)
         size = sum(l.size for l in remote.layers) + remote.manifest.config.size
         uncompressed = int(sh("docker", "image", "inspect", "-f", "{{.Size}}", local_tag).strip())

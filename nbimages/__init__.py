@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import verbs as _verbs
+
 __version__ = "0.1.0"
 
 # public name -> "module:attribute"; each module is imported on first use.
 _EXPORTS = {
     "Image": "nbimages.image:Image",
     "Layer": "nbimages.image:Layer",
+    "validate_image": "nbimages.validate:validate_image",
     "Store": "nbimages.store:Store",
     "open_image": "nbimages.sources:open_image",
     "save": "nbimages.sources:save",
@@ -24,14 +27,14 @@ _EXPORTS = {
     "inspect": "nbimages.analysis:inspect",
     "Inspection": "nbimages.analysis:Inspection",
     "Reference": "nbimages.reference:Reference",
-    "pull": "nbimages.registry:pull",
-    "push": "nbimages.registry:push",
-    "copy": "nbimages.registry:copy",
+    "pull": "nbimages.sources.remote:pull",
+    "push": "nbimages.sources.copy:push",
+    "copy": "nbimages.sources.copy:copy",
     "search": "nbimages.registry:search",
     "tags": "nbimages.registry:tags",
     "catalog": "nbimages.registry:catalog",
-    "open_remote": "nbimages.registry:open_remote",
-    "push_index": "nbimages.registry:push_index",
+    "open_remote": "nbimages.sources.remote:open_remote",
+    "push_index": "nbimages.sources.remote:push_index",
     "Recipe": "nbimages.builder:Recipe",
     "build": "nbimages.builder:build",
     "engine": "nbimages.engines:engine",
@@ -46,18 +49,29 @@ _EXPORTS = {
     "verify": "nbimages.workflow.verify:verify",
     "handout": "nbimages.workflow.handout:handout",
 }
+# Not public: what the facade provides to modules below it (see nbimages/verbs.py).
+_PROVIDED = {"command_table": "nbimages.commands.verbs:TABLE"}
 
 __all__ = sorted(_EXPORTS) + ["errors", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
+    target = _EXPORTS.get(name) or _PROVIDED.get(name)
     if target is None:
         raise AttributeError(f"module 'nbimages' has no attribute {name!r}")
     module, attr = target.split(":")
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
+
+
+def _lazy(name: str) -> Any:
+    return lambda *args, **kwargs: __getattr__(name)(*args, **kwargs)
+
+
+# Image.inspect()/save()/push()/run(), Recipe.build() and %image explore call these (see nbimages/verbs.py).
+_verbs.PROVIDED.update({name: _lazy(name) for name in ("inspect", "save", "push", "run", "engine", "explore")})
+_verbs.PROVIDED["command_table"] = lambda: __getattr__("command_table")
 
 
 def load_ipython_extension(ipython) -> None:

@@ -9,46 +9,24 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
 import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import nbimages  # the facade: the API loads on first use, so `nbimages --help` stays fast
+
+from . import __version__
+from .commands.parsing import UsageError, pairs
+from .errors import NbimagesError
+from .progress import Progress
 
 PROG = "nbimages"
 
 
-class CLIUsageError(Exception):
-    """Bad command-line usage: printed as one paragraph, exit status 2."""
-
-
-def public_api(name: str) -> Any | None:
-    """`nbimages.<name>` if this installation has it yet, else None.
-
-    Only a missing module (or a missing attribute) counts as "not there yet": an import that
-    fails for another reason is a bug in that module and is raised.
-    """
-    import nbimages
-    target = nbimages._EXPORTS.get(name)
-    if target is None:
-        return getattr(nbimages, name, None)
-    module_name, attr = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            return None
-        raise
-    return getattr(module, attr, None)
-
-
-def _api(name: str, command: str) -> Any:
-    func = public_api(name)
-    if func is None:
-        raise CLIUsageError(f"{PROG} {command} is not available yet in this version of nbimages "
-                            f"(it needs nbimages.{name}).")
-    return func
+CLIUsageError = UsageError  # bad command-line usage: printed as one paragraph, exit status 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,7 +120,7 @@ def _print_json(value: Any) -> None:
 # -- subcommands --------------------------------------------------------------------------------
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    inspect = _api("inspect", "inspect")
+    inspect = nbimages.inspect
     kw = {"platform": a.platform} if a.platform else {}
     insp = inspect(a.source, **kw)
     if a.files:
@@ -220,7 +198,7 @@ def _pull_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pull(a: argparse.Namespace) -> int:
-    image = _api("pull", "pull")(a.ref, a.platform, progress=not a.quiet, **_registry_kw(a))
+    image = nbimages.pull(a.ref, a.platform, progress=not a.quiet, **_registry_kw(a))
     print(f"{image.names[0] if image.names else a.ref} {image.digest}")
     return 0
 
@@ -232,7 +210,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_push(a: argparse.Namespace) -> int:
-    print(_api("push", "push")(a.src, a.ref, progress=not a.quiet, **_registry_kw(a)))
+    print(nbimages.push(a.src, a.ref, progress=not a.quiet, **_registry_kw(a)))
     return 0
 
 
@@ -246,7 +224,7 @@ def _copy_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_copy(a: argparse.Namespace) -> int:
-    print(_api("copy", "copy")(a.src, a.dest, platform=a.platform, progress=not a.quiet,
+    print(nbimages.copy(a.src, a.dest, platform=a.platform, progress=not a.quiet,
                                **_registry_kw(a)))
     return 0
 
@@ -258,7 +236,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    df = _api("search", "search")(a.term, limit=a.limit)
+    df = nbimages.search(a.term, limit=a.limit)
     _print_json(df) if a.json else print_table(df)
     return 0
 
@@ -271,7 +249,7 @@ def _tags_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tags(a: argparse.Namespace) -> int:
-    df = _api("tags", "tags")(a.ref, details=a.details, **_registry_kw(a))
+    df = nbimages.tags(a.ref, details=a.details, **_registry_kw(a))
     _print_json(df) if a.json else print_table(df, full=True)
     return 0
 
@@ -283,9 +261,7 @@ def _catalog_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_catalog(a: argparse.Namespace) -> int:
-    _api("tags", "catalog")
-    from .registry import catalog
-    df = catalog(a.registry, **_registry_kw(a))
+    df = nbimages.catalog(a.registry, **_registry_kw(a))
     _print_json(df) if a.json else print_table(df)
     return 0
 
@@ -300,8 +276,8 @@ def _save_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_save(a: argparse.Namespace) -> int:
-    image = _api("open_image", "save")(a.source, platform=a.platform)
-    print(_api("save", "save")(image, a.path, format=a.format, tag=a.tag))
+    image = nbimages.open_image(a.source, platform=a.platform)
+    print(nbimages.save(image, a.path, format=a.format, tag=a.tag))
     return 0
 
 
@@ -323,33 +299,23 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    from pathlib import Path
     dockerfile = Path(a.file) if a.file else Path(a.context) / "Dockerfile"
     if dockerfile.suffix == ".ipynb" or str(a.context).endswith(".ipynb"):
-        from .workflow.handout import cli_build_notebook  # the notebook's %image cells (issue 7)
-        return cli_build_notebook(a)
-    build_args = {}
-    for item in a.build_args:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise CLIUsageError(f"{PROG} build: --build-arg {item!r} is not KEY=VALUE")
-        build_args[key] = value
+        return cli_build_notebook(a)  # the notebook's %image cells
+    build_args = pairs(a.build_args, "build --build-arg", PROG)
     kw: dict[str, Any] = {k: v for k, v in (("platform", a.platform), ("engine", a.engine),
                                              ("compression", a.compression)) if v}
-    from .progress import Progress
     with Progress(f"build {a.tag or dockerfile}", unit="step", enabled=False if a.quiet else None) as p:
-        image = _api("build", "build")(dockerfile, a.tag, context=a.context,
+        image = nbimages.build(dockerfile, a.tag, context=a.context,
                                        build_args=build_args or None,
                                        progress=lambda row: p.update(1), **kw)
-    report = getattr(image, "build_report", None)
+    report = image.build_report
     if report is not None and not a.quiet:
         print(repr(report), file=sys.stderr)
     if a.output:
-        if not hasattr(image, "layers") and hasattr(image, "open"):
-            image = image.open()  # an engine-built image: read it back from the engine
-        print(_api("save", "build --output")(image, a.output, format=a.format, tag=a.tag),
+        print(nbimages.save(image, a.output, format=a.format, tag=a.tag),
               file=sys.stderr)
-    digest = getattr(image, "digest", None) or getattr(image, "id", "")
+    digest = image.digest
     print(digest if a.quiet or not a.tag else f"{a.tag} {digest}")
     return 0
 
@@ -365,40 +331,88 @@ COMMANDS["tags"] = ("list the tags of a repository", _tags_args, cmd_tags)
 COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_args, cmd_catalog)
 
 
-def _notebook_verb(name: str) -> Callable:
-    """A verb defined in nbimages.workflow.handout (imported when used)."""
-    return lambda arg: getattr(importlib.import_module("nbimages.workflow.handout"), name)(arg)
+# ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
+
+def _progress_for(quiet: bool, what: str):
+    return Progress(what, unit="step", enabled=False if quiet else None)
+
+
+def cli_build_notebook(a: Any) -> int:
+    """`nbimages build NOTEBOOK.ipynb -t TAG [-o FILE --format F]`."""
+    path = a.file if a.file and str(a.file).endswith(".ipynb") else a.context
+    unsupported = [flag for flag, value in (("--build-arg", a.build_args),
+                                            ("--platform", a.platform),
+                                            ("--engine", a.engine)) if value]
+    if unsupported:
+        raise CLIUsageError(f"nbimages build {path}: {', '.join(unsupported)} cannot be used "
+                            "with a notebook; its %image cells say how to build it.")
+    with _progress_for(a.quiet, f"build {a.tag or path}") as p:
+        image = nbimages.build_notebook(path, a.tag, compression=a.compression,
+                               progress=lambda row: p.update(1))
+    report = image.build_report
+    if report is not None and not a.quiet:
+        print(repr(report), file=sys.stderr)
+    if a.output:
+        print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
+    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
+    return 0
+
+
+def verify_args(p: Any) -> None:
+    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
+    p.add_argument("--digest", metavar="sha256:…",
+                   help="the manifest digest or image ID to expect (default: the one recorded "
+                        "in the notebook's metadata)")
+    p.add_argument("--expected", metavar="SOURCE",
+                   help="the expected image (oci-archive:FILE, docker-archive:FILE, a store "
+                        "name), to name the files that differ")
+
+
+def cli_verify(a: Any) -> int:
+    v = nbimages.verify(a.notebook, a.digest, expected=a.expected)
+    print(repr(v))
+    return 0 if v.ok else 1
+
+
+def handout_args(p: Any) -> None:
+    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="the folder for the handout files")
+    p.add_argument("-t", "--tag", metavar="NAME[:TAG]",
+                   help="the image's name (default: the notebook's %%image build tag)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
+
+
+def cli_handout(a: Any) -> int:
+    with _progress_for(a.quiet, f"handout {a.notebook}") as p:
+        h = nbimages.handout(a.notebook, a.output, tag=a.tag, progress=lambda row: p.update(1))
+    if a.quiet:
+        print(h.digest)
+    else:
+        print(repr(h))
+    return 0
 
 
 COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest",
-                      _notebook_verb("verify_args"), _notebook_verb("cli_verify"))
+                      verify_args, cli_verify)
 COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
-                       _notebook_verb("handout_args"), _notebook_verb("cli_handout"))
-
-PLANNED: dict[str, str] = {}
-
+                       handout_args, cli_handout)
 
 def build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Container images without a daemon: look inside, build, "
                                             "pull, push and save. The %image magics, from a shell.")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"nbimages {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, configure, _func) in COMMANDS.items():
         p = sub.add_parser(name, help=summary.replace("%", "%%"), description=summary)  # help is %-formatted
         if configure:
             configure(p)
-    for name, summary in PLANNED.items():
-        if name not in COMMANDS:
-            p = sub.add_parser(name, help=f"{summary} (not available yet)", description=summary,
-                               add_help=True)
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
 def _unknown_command_hint(argv: Sequence[str]) -> None:
     """An unknown subcommand: name the close one and list them all (before argparse's message)."""
-    known = list(COMMANDS) + [n for n in PLANNED if n not in COMMANDS]
+    known = list(COMMANDS)
     first = next((a for a in argv if not a.startswith("-")), None)
     if first is not None and first not in known and argv and argv[0] == first:
         close = difflib.get_close_matches(first, known, n=1, cutoff=0.6)
@@ -409,7 +423,6 @@ def _unknown_command_hint(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the nbimages command; returns the exit status (0 ok, 1 user error, 2 usage)."""
-    from .errors import NbimagesError
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _unknown_command_hint(argv)
@@ -421,10 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        entry = COMMANDS.get(args.command)
-        if entry is None or entry[2] is None:
-            raise CLIUsageError(f"{PROG} {args.command} is not available yet in this version of nbimages.")
-        return entry[2](args)
+        return COMMANDS[args.command][2](args)
     except CLIUsageError as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from .oci import canonical, compression, digest as dg
-from .oci import mediatypes as mt
+from .oci import canonical, compression, digest as dg, mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.manifest import Manifest
+from .verbs import provided
 
 
 class Layer:
@@ -88,6 +88,18 @@ class HistoryEntry:
                    bool(d.get("empty_layer", False)), d.get("author"))
 
 
+def parse_created(text: str | None) -> _dt.datetime | None:
+    """A config's `created` time; engines write nanoseconds, Python keeps microseconds."""
+    if not text:
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
+    if not m:
+        return None
+    frac = (m.group(2) or "")[:7]
+    tz = m.group(3) or "Z"
+    return _dt.datetime.fromisoformat(m.group(1) + frac + ("+00:00" if tz == "Z" else tz))
+
+
 @dataclass
 class Image:
     """An image from any source: the manifest bytes, the config bytes and the layers.
@@ -102,6 +114,12 @@ class Image:
     source: str = ""
     names: list[str] = field(default_factory=list)
     _config: dict | None = field(default=None, repr=False)
+    # How it was made, when nbimages just built it (None for an image opened from a source):
+    # the builder's BuildReport (one row per step), the Recipe built and, for a notebook
+    # (nbimages.build_notebook), what replaying it did (a NotebookBuild).
+    build_report: Any = field(default=None, repr=False, compare=False)
+    recipe: Any = field(default=None, repr=False, compare=False)
+    notebook_build: Any = field(default=None, repr=False, compare=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -133,16 +151,7 @@ class Image:
 
     @property
     def created(self) -> _dt.datetime | None:
-        text = self.config.get("created")
-        if not text:
-            return None
-        # Engines write nanoseconds ("2024-05-01T10:00:00.123456789Z"); keep microseconds.
-        m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text)
-        if not m:
-            return None
-        frac = (m.group(2) or "")[:7]
-        tz = m.group(3) or "Z"
-        return _dt.datetime.fromisoformat(m.group(1) + frac + ("+00:00" if tz == "Z" else tz))
+        return parse_created(self.config.get("created"))
 
     @property
     def container_config(self) -> dict[str, Any]:
@@ -157,26 +166,23 @@ class Image:
         entries = [h for h in self.history if not h.empty_layer]
         return [entries[i] if i < len(entries) else None for i in range(len(self.layers))]
 
-    # Verbs: thin wrappers over the public functions, so `image.save(...)` reads like a sentence.
+    # Verbs: thin wrappers over the public functions, so `image.save(...)` reads like a sentence;
+    # the facade provides them (nbimages/verbs.py), the model never imports what is above it.
     def inspect(self):
         """Layer, file, size and waste tables of this image (see nbimages.inspect)."""
-        from .analysis import inspect
-        return inspect(self)
+        return provided("inspect")(self)
 
     def save(self, path, format: str = "docker", *, tag: str | None = None):
         """Write a `docker load`-able tar (format='docker'), an OCI tar ('oci') or layout ('oci-dir')."""
-        from .sources import save
-        return save(self, path, format=format, tag=tag)
+        return provided("save")(self, path, format=format, tag=tag)
 
     def push(self, ref: str, **kw):
         """Push to a registry without going through an engine (digests are kept)."""
-        from .registry import push
-        return push(self, ref, **kw)
+        return provided("push")(self, ref, **kw)
 
     def run(self, command=None, **kw):
         """Run a container of this image with the Docker engine (see nbimages.run)."""
-        from .engines import run
-        return run(self, command, **kw)
+        return provided("run")(self, command, **kw)
 
     def __repr__(self) -> str:
         name = self.names[0] if self.names else self.source

@@ -19,6 +19,7 @@ from .errors import ImageNotFound
 from .oci import digest as dg
 from .oci.descriptor import Descriptor, Platform
 from .oci.layout import OCILayout
+from .reference import Reference
 
 
 def default_home() -> Path:
@@ -91,7 +92,6 @@ def _name_forms(name: str) -> list[str]:
     if dg.is_digest(name):
         return forms
     try:
-        from .reference import Reference
         ref = Reference.parse(name)
         forms += [str(ref), ref.familiar()]
     except Exception:  # reference module may reject store-only names; keep the plain form

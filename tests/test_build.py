@@ -239,13 +239,9 @@ def test_failed_build_leaves_the_store_unchanged(tmp_path, monkeypatch):
 
 
 def test_pip_failure_after_new_layers_leaves_the_store_unchanged(tmp_path, monkeypatch):
-    import types
-    fake = types.ModuleType("nbimages.builder.pip")
-
-    def install_layer_tree(base, requirements, dest, *, index_url=None, find_links=None):
+    def install_layer_tree(base, requirements, dest, *, index_url=None, find_links=None, store=None):
         raise BuildError(f"no wheel for {requirements[0]}")
-    fake.install_layer_tree = install_layer_tree
-    monkeypatch.setitem(sys.modules, "nbimages.builder.pip", fake)
+    monkeypatch.setattr("nbimages.builder.embedded.install_layer_tree", install_layer_tree)
     home = default_store().home
     r = nbimages.Recipe("scratch")
     r.file("/a.txt", "a" * 1000)
@@ -257,18 +253,15 @@ def test_pip_failure_after_new_layers_leaves_the_store_unchanged(tmp_path, monke
 
 
 def test_pip_step_tars_the_staging_tree_and_records_pins_in_a_label(tmp_path, monkeypatch):
-    import types
-    fake = types.ModuleType("nbimages.builder.pip")
     calls = []
 
-    def install_layer_tree(base, requirements, dest, *, index_url=None, find_links=None):
+    def install_layer_tree(base, requirements, dest, *, index_url=None, find_links=None, store=None):
         calls.append((base.diff_ids, requirements))
         site = dest / "usr/local/lib/python3.12/site-packages/demo"
         site.mkdir(parents=True)
         (site / "__init__.py").write_text("VERSION = '1.0'\n")
         return [{"name": "demo", "version": "1.0", "sha256": "ab" * 32, "wheel": "demo.whl"}]
-    fake.install_layer_tree = install_layer_tree
-    monkeypatch.setitem(sys.modules, "nbimages.builder.pip", fake)
+    monkeypatch.setattr("nbimages.builder.embedded.install_layer_tree", install_layer_tree)
     r = nbimages.Recipe("scratch")
     r.file("/etc/os-release", "ID=test\n")
     r.pip("demo==1.0")

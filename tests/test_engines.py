@@ -14,7 +14,7 @@ import pytest
 import requests
 
 import nbimages
-from nbimages.engines import endpoint as ep
+from nbimages import docker_endpoint as ep
 from nbimages.errors import EngineUnavailable, ImageNotFound
 
 SOCK = "unix:///var/run/docker.sock"

@@ -12,7 +12,6 @@ from IPython.core.error import UsageError
 
 import nbimages
 from nbimages.errors import ImageNotFound
-from nbimages.commands import parsing
 from nbimages.commands.verbs import TABLE
 
 
@@ -51,8 +50,7 @@ def stub_api(monkeypatch):
             raise KeyError("an internal bug")
         return FakeInspection(source, platform)
 
-    monkeypatch.setattr(nbimages, "inspect", fake_inspect, raising=False)
-    monkeypatch.setattr(parsing, "api_available", lambda name: name == "inspect")
+    monkeypatch.setattr(nbimages.analysis, "inspect", fake_inspect)
     return calls
 
 
@@ -102,12 +100,6 @@ def test_every_subcommand_help_prints_its_usage(ip, capsys, name):
     ip.run_line_magic("image", f"{name} --help")  # a '%' in a help text broke argparse
     assert f"{name}" in capsys.readouterr().out.splitlines()[0]
 
-def test_help_of_a_subcommand_not_available_yet_says_so(ip, capsys, monkeypatch):
-    monkeypatch.setattr(parsing, "api_available", lambda name: False)
-    ip.run_line_magic("image", "pull --help")
-    assert "Not available yet" in capsys.readouterr().out
-
-
 def test_question_mark_help_lists_subcommands(ip):
     doc = ip.magics_manager.magics["line"]["image"].__doc__
     assert "layers" in doc and "--help" in doc
@@ -143,12 +135,6 @@ def test_option_before_subcommand_is_a_usage_error(ip):
 
 def test_unbalanced_quote_is_a_usage_error(ip):
     assert "cannot parse" in usage_error(ip, "layers 'oci:dir")
-
-
-def test_planned_subcommand_is_a_usage_error_not_a_traceback(ip, monkeypatch):
-    monkeypatch.setattr(parsing, "api_available", lambda name: False)
-    msg = usage_error(ip, "pull python:3.12")
-    assert "not available yet" in msg and "nbimages.pull" in msg
 
 
 def test_cell_body_on_a_line_only_subcommand_is_a_usage_error(ip, stub_api):
@@ -225,7 +211,7 @@ def test_variables_are_expanded_in_the_line(ip, stub_api):
 
 
 def test_an_inspection_held_in_a_variable_is_reused(ip, stub_api, monkeypatch):
-    monkeypatch.setattr(nbimages, "Inspection", FakeInspection, raising=False)
+    monkeypatch.setattr(nbimages.analysis, "Inspection", FakeInspection)
     ip.user_ns["insp"] = FakeInspection("oci:held")
     df = ip.run_line_magic("image", "layers insp")
     assert df["source"].iloc[0] == "oci:held"

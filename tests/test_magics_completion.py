@@ -1,13 +1,12 @@
 """Tab completion of %image lines as JupyterLab gets it: complete_request to a real ipykernel.
 
 One kernel for the module, with its own HOME and NBIMAGES_HOME and one image (demo:1) built in
-its store. The last tests run in-process: the `complete_command` hook kept for IPython < 8.6.
+its store. The last test runs in-process (the matcher is removed on unload).
 """
 
 from __future__ import annotations
 
 import os
-import types
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -103,49 +102,6 @@ def test_cell_magic_first_line_completes_like_the_line_magic(kernel):
 def test_python_lines_still_get_python_completion(kernel):
     matches, _ = complete(kernel, "pri")
     assert "print" in matches
-
-
-# -- IPython < 8.6: no Matcher API v2, the complete_command hook answers -----------------------------
-
-def _completions(ip, line: str) -> list:
-    from IPython.core.completer import provisionalcompleter
-    with provisionalcompleter():
-        return list(ip.Completer.completions(line, len(line)))
-
-
-@pytest.fixture
-def hook_only(ip, monkeypatch):
-    """The extension loaded as on an IPython without `context_matcher`."""
-    from nbimages.notebook import magics
-    ip.run_line_magic("unload_ext", "nbimages")
-    monkeypatch.setattr(magics, "image_matcher", lambda shell: None)
-    ip.run_line_magic("load_ext", "nbimages")
-    yield magics._loaded[id(ip)]
-    ip.run_line_magic("unload_ext", "nbimages")
-    monkeypatch.undo()
-    ip.run_line_magic("load_ext", "nbimages")
-
-
-def _tag_demo():
-    from nbimages.oci.descriptor import Descriptor
-    from nbimages.store import default_store
-    default_store().tag("demo:1", Descriptor("application/vnd.oci.image.manifest.v1+json",
-                                             "sha256:" + "a" * 64, 10))
-
-
-def test_hook_answers_with_words_that_start_at_ipythons_token(hook_only):
-    _tag_demo()
-    event = types.SimpleNamespace(text_until_cursor="%image layers store:de", symbol="de",
-                                  line="%image layers store:de")
-    assert hook_only.complete(event) == ["demo:1"]  # IPython puts it after "store:"
-
-
-def test_hook_is_registered_when_the_v2_api_is_missing(ip, hook_only):
-    _tag_demo()
-    line = "%image layers store:de"
-    found = {(c.text, c.start) for c in _completions(ip, line)}
-    assert ("demo:1", line.index("de")) in found  # Jedi's names are merged in on this path
-    assert ("layers", len("%image ")) in {(c.text, c.start) for c in _completions(ip, "%image lay")}
 
 
 def test_unload_removes_the_matcher(ip):

@@ -21,7 +21,9 @@ from nbimages.image import Image
 from nbimages.oci import canonical, mediatypes as mt
 from nbimages.oci.descriptor import Descriptor
 from nbimages.oci.manifest import Manifest
-from nbimages.registry import RegistryClient, catalog, open_remote, pull, push, push_index, search, tags
+from nbimages.registry import RegistryClient, catalog, search, tags
+from nbimages.sources.copy import push
+from nbimages.sources.remote import open_remote, pull, push_index
 from nbimages.registry.client import MANIFEST_ACCEPT
 from nbimages.store import Store
 
@@ -441,7 +443,7 @@ def test_search_without_a_reachable_hub_says_so():
 # ---- copy between transports --------------------------------------------------------------------
 
 def test_copy_between_registry_store_and_files_keeps_the_digest(busybox_in_registry, registry, tmp_path):
-    from nbimages.registry import copy
+    from nbimages.sources.copy import copy
     from nbimages.sources import open_image
     src = f"docker://{busybox_in_registry}"
     digest = open_remote(busybox_in_registry).digest
@@ -460,7 +462,7 @@ def test_copy_between_registry_store_and_files_keeps_the_digest(busybox_in_regis
 
 
 def test_copy_into_the_engine(busybox_in_registry, docker_client):
-    from nbimages.registry import copy
+    from nbimages.sources.copy import copy
     name = f"nbtest/copied-{uuid.uuid4().hex[:6]}:1"
     image_id = copy(f"docker://{busybox_in_registry}", f"docker-daemon:{name}", progress=False)
     try:
@@ -471,6 +473,6 @@ def test_copy_into_the_engine(busybox_in_registry, docker_client):
 
 def test_copy_to_an_unknown_transport_is_refused(busybox_in_registry):
     from nbimages.errors import UnknownTransport
-    from nbimages.registry import copy
+    from nbimages.sources.copy import copy
     with pytest.raises(UnknownTransport, match="docker://"):
         copy(f"docker://{busybox_in_registry}", "ftp:somewhere", progress=False)

@@ -8,7 +8,9 @@ import logging
 import pytest
 
 from nbimages.errors import AuthenticationError, RegistryError
-from nbimages.registry import RegistryClient, open_remote, pull, push, tags
+from nbimages.registry import RegistryClient, tags
+from nbimages.sources.copy import push
+from nbimages.sources.remote import open_remote, pull
 from nbimages.store import Store
 
 from registry_servers import (HTPASSWD_PASS, HTPASSWD_USER, Distribution, TokenIssuer, basic_auth,

@@ -20,7 +20,8 @@ from nbimages.errors import DigestMismatch, ImageNotFound
 from nbimages.oci import canonical, mediatypes as mt
 from nbimages.oci.descriptor import Descriptor
 from nbimages.oci.manifest import Manifest
-from nbimages.registry import pull, push
+from nbimages.sources.copy import push
+from nbimages.sources.remote import pull
 from nbimages.store import Store
 
 from registry_servers import Proxy, sha256

@@ -313,15 +313,15 @@ def test_file_that_is_not_a_tar_is_reported(tmp_path):
 
 def test_bare_file_name_that_is_not_an_image_reports_the_file_not_the_registry(tmp_path,
                                                                                monkeypatch):
-    import nbimages.sources as sources
+    import nbimages.sources.opener as sources
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     (tmp_path / "notes.txt").write_text("not an image\n")
 
-    def unreachable(ref, platform=None):
+    def unreachable(ref, platform=None, **kw):
         raise errors.RegistryError("could not connect to the registry at https://registry-1.docker.io")
 
-    monkeypatch.setattr(sources, "open_remote", unreachable)
+    monkeypatch.setattr(sources, "remote", unreachable)
     with pytest.raises(errors.InvalidImage, match="notes.txt is not an image tar"):
         open_image("notes.txt")
 
@@ -479,14 +479,14 @@ def test_docker25_tar_without_its_manifest_blob_is_still_read(reference, files, 
 
 def test_bare_name_found_nowhere_says_store_and_engine_were_looked_at_not_only_the_registry(
         tmp_path, monkeypatch):
-    import nbimages.sources as sources
+    import nbimages.sources.opener as sources
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
 
-    def unreachable(ref, platform=None):
+    def unreachable(ref, platform=None, **kw):
         raise errors.RegistryError("could not connect to the registry at https://registry-1.docker.io")
 
-    monkeypatch.setattr(sources, "open_remote", unreachable)
+    monkeypatch.setattr(sources, "remote", unreachable)
     with pytest.raises(errors.RegistryError) as e:
         open_image("qa/mistyped:1")
     msg = str(e.value)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..oci.whiteout import MergedTree
+from .codes import DIR, ESCAPES, OPAQUE, WHITEOUT as WH_CODE
 
 if TYPE_CHECKING:
     from .walk import LayerFiles, Walk
@@ -88,8 +89,6 @@ class DiveModel:
 
     def add_layer(self, i: int, lf: LayerFiles, parents: set, duplicates: bool,
                   skip: set) -> None:
-        from .walk import OPAQUE
-        from .walk import WHITEOUT as WH_CODE
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
         # leaves: node path -> (entry index or -1 for a blank node)
         if duplicates:
@@ -168,7 +167,6 @@ class DiveModel:
 
     def _nodes(self, j: int) -> dict[str, tuple[bool, int]]:
         """Layer j's tree as dive builds it: path -> (is_dir, size), blank implicit parents."""
-        from .walk import DIR, ESCAPES, OPAQUE
         lf = self.walk.layers[j]
         skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
         nodes: dict[str, tuple[bool, int]] = {}

@@ -16,32 +16,22 @@ import html
 import json
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidImage
+from ..errors import InvalidImage, NbimagesError
+from ..image import Image
 from ..oci import digest as dg
 from ..oci.tarscan import TarEntry, records
-from .walk import (
-    ADDED,
-    CHANGE_NAME,
-    DELETED,
-    DIR,
-    KIND_NAME,
-    MASK,
-    MODIFIED,
-    OVERWRITTEN,
-    REASON,
-    SHIFT,
-    SKIPPED,
-    LayerFiles,
-    Walk,
-    read_layer,
-)
+from ..progress import format_bytes as fb
+from ..sources import open_image
+from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
+                    REASON, SHIFT, SKIPPED)
+from .packages import packages
+from .walk import LayerFiles, Walk, read_layer
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from ..image import Image
 
 HASH_LIMIT = 256 << 20  # diff(content=True) compares files up to this size by their bytes
 LOOKAHEAD = 3  # layers read ahead of the one being applied (compressed images only)
@@ -63,11 +53,9 @@ def inspect(source: Any, platform: str | None = None) -> Inspection:
     """
     if isinstance(source, Inspection):
         return source
-    from ..image import Image
     if isinstance(source, Image):
         image = source
     else:
-        from ..sources import open_image
         image = open_image(source, platform=platform)
     insp = Inspection(image)
     if insp.local:
@@ -147,7 +135,6 @@ class Inspection:
             for i in range(n):
                 yield self._read_layer(i)
             return
-        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbimages-layer") as pool:
             pending = [pool.submit(self._read_layer, i) for i in range(min(n, LOOKAHEAD))]
             try:
@@ -321,7 +308,6 @@ class Inspection:
         layers = walk.layers
         if layer is not None:
             if not -len(layers) <= layer < len(layers):
-                from ..errors import NbimagesError
                 have = (f"layers 0..{len(layers) - 1}" if layers else "no layers")
                 raise NbimagesError(f"the image has {have}; there is no layer {layer}.")
             layer %= len(layers)
@@ -481,7 +467,6 @@ class Inspection:
         """The final filesystem's bytes by directory prefix (`depth` components), largest
         first, with the layers whose files are there (`layers`, the largest `top_layer`)."""
         if depth < 0:
-            from ..errors import NbimagesError
             raise NbimagesError(f"depth must be 0 or more, not {depth}.")
         return self._frame(f"sizes:{depth}", lambda: self._size_columns(depth))
 
@@ -506,13 +491,11 @@ class Inspection:
 
     def packages(self) -> pd.DataFrame:
         """Size by installed package (Python, Debian, Alpine databases), with its layer."""
-        from .packages import packages
         return packages(self)
 
     # ------------------------------------------------------------------ explanations
     def notes(self) -> list[str]:
         """Where and why dive's view of this image differs from the corrected one."""
-        from ..progress import format_bytes as fb
         walk = self._ensure()
         out = []
         d = self.dive
@@ -653,7 +636,6 @@ class Inspection:
 
     # ------------------------------------------------------------------ display
     def _summary(self) -> list[tuple[str, str]]:
-        from ..progress import format_bytes as fb
         walk = self._ensure()
         d = self.dive
         return [
@@ -669,7 +651,6 @@ class Inspection:
 
     def _remote_summary(self) -> list[str]:
         """What a registry image shows before any layer is downloaded."""
-        from ..progress import format_bytes as fb
         total = sum(layer.size for layer in self.image.layers)
         lines = [f"<Inspection of {self.source or dg.short(self.id)}>",
                  f"  {'digest':<10} {self.digest}", f"  {'id':<10} {self.id}",
@@ -683,7 +664,6 @@ class Inspection:
         return lines
 
     def __repr__(self) -> str:
-        from ..progress import format_bytes as fb
         if self._walk is None and not self.local:
             return "\n".join(self._remote_summary())
         lines = [f"<Inspection of {self.source or dg.short(self.id)}>"]

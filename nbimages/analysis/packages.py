@@ -29,9 +29,10 @@ import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["type", "name", "version", "arch", "size", "files", "layer", "location",
            "declared_size", "missing_files", "layers"]
@@ -123,6 +124,7 @@ class FinalFS:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> FinalFS:
         """From a files table with at least `path, kind, size` (`layer`, `linkname` if present)."""
+        import pandas as pd
         cols = frame.columns
         layers = frame["layer"] if "layer" in cols else [None] * len(frame)
         links = frame["linkname"] if "linkname" in cols else [""] * len(frame)
@@ -550,6 +552,7 @@ def _apk_packages(files: Mapping[str, _Tracked], fs: FinalFS | None) -> list[Pac
 
 def to_frame(pkgs: Iterable[Package]) -> pd.DataFrame:
     """The packages as a DataFrame, largest first."""
+    import pandas as pd
     frame = pd.DataFrame([p.row() for p in pkgs], columns=COLUMNS)
     frame = frame.astype({"size": "int64", "files": "int64", "missing_files": "int64",
                           "layer": "Int64", "declared_size": "Int64"})

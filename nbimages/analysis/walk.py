@@ -14,28 +14,11 @@ from array import array
 from typing import BinaryIO
 
 from ..oci import whiteout as wh
-from ..oci.tarscan import KINDS, records
+from ..oci.tarscan import records
 from ..oci.whiteout import MergedTree
+from .codes import (BY_OPAQUE, BY_PARENT_WHITEOUT, BY_REPLACED_DIR, BY_WHITEOUT, DIR, ESCAPES,
+                    KIND_CODE, KIND_NAME, MASK, META, MODIFIED, OPAQUE, SHIFT, SKIPPED, WHITEOUT)
 from .dive import DiveModel
-
-FILE, DIR, SYMLINK, HARDLINK = 0, 1, 2, 3
-WHITEOUT, OPAQUE, META = 7, 8, 9
-KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-KIND_NAME = list(KINDS) + ["whiteout", "opaque", "meta"]
-
-ADDED, MODIFIED, DELETED, SKIPPED = 0, 1, 2, 255
-# why a copy left the filesystem
-OVERWRITTEN, BY_WHITEOUT, BY_PARENT_WHITEOUT, BY_OPAQUE, BY_REPLACED_DIR = 0, 1, 2, 3, 4
-REASON = {OVERWRITTEN: "overwritten", BY_WHITEOUT: "deleted",
-          BY_PARENT_WHITEOUT: "deleted with its directory",
-          BY_OPAQUE: "hidden by an opaque directory",
-          BY_REPLACED_DIR: "directory replaced by a file"}
-CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted"}
-
-# A copy of a path is identified by one int: layer index in the high bits, entry index below.
-SHIFT = 32
-MASK = (1 << SHIFT) - 1
-ESCAPES = "path escapes the image root"
 
 
 class LayerFiles:

@@ -12,6 +12,8 @@ import sys
 import types
 from typing import Any
 
+from . import dockerfile
+from .dockerfile import build_dockerfile
 from .recipe import Recipe
 
 __all__ = ["Recipe", "build", "build_dockerfile", "parse_dockerfile"]
@@ -22,13 +24,11 @@ def build(source: "Recipe | str | os.PathLike", tag: str | None = None, *,
     """Build a Recipe, or a Dockerfile given by path or text; returns the stored Image."""
     if isinstance(source, Recipe):
         return source.build(tag, **kwargs)
-    from .dockerfile import build_dockerfile
     return build_dockerfile(source, tag, context, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
     if name in ("build_dockerfile", "parse_dockerfile"):
-        from . import dockerfile
         return getattr(dockerfile, name)
     raise AttributeError(f"module 'nbimages.builder' has no attribute {name!r}")
 

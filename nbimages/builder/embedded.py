@@ -36,11 +36,13 @@ from ..image import Image, Layer
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.manifest import Manifest
-from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, \
-    source_date_epoch
+from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, source_date_epoch
+from ..sources import open_image
+from ..store import default_store
 from .cache import BuildCache
 from .context import Context, file_digest
 from .lower import LowerView, chain_id, view_of_layers
+from .pip import install_layer_tree
 from .steps import CONFIG_KINDS, EMBEDDED_KINDS, Step
 
 PIP_LABEL = "org.nbimages.pip"
@@ -95,8 +97,7 @@ def open_base(source: str | None, platform: str | Platform | None, store) -> Ima
         return None
     if source.startswith("store:"):
         return store.get(source[len("store:"):], platform)
-    from ..sources import open_image
-    return open_image(source, platform=platform)
+    return open_image(source, platform=platform, store=store)
 
 
 def _scratch_config(platform: Platform) -> dict[str, Any]:
@@ -403,7 +404,8 @@ class _Build:
         if base is not None:
             self.recipe._pin_base(store, base)  # noqa: SLF001
         image = store.image(desc, source=f"store:{tag}" if tag else f"store:{manifest.digest}")
-        image.build_report = self.report  # type: ignore[attr-defined]
+        image.build_report = self.report
+        image.recipe = self.recipe
         return image
 
     def _step(self, i: int, step: Step) -> None:
@@ -464,17 +466,12 @@ class _Build:
             view.apply_summary(rec.get("summary") or [])
             self.pins += rec.get("pins") or []
             return self._cached_layer(rec), True
-        try:
-            from .pip import install_layer_tree
-        except ImportError:
-            raise BuildError("pip steps need nbimages.builder.pip, which is not installed in this "
-                             "copy of nbimages; update nbimages.") from None
         staging = Path(tempfile.mkdtemp(prefix="pip-", dir=self.store.tmpdir()))
         try:
             parent = _intermediate(self.cfg, self.layers, self.history)
             pins = install_layer_tree(parent, list(a["requirements"]), staging,
                                       index_url=a.get("index_url"),
-                                      find_links=a.get("find_links"))
+                                      find_links=a.get("find_links"), store=self.store)
             t = LayerTree()
             t.add_host_tree("", staging)
             raw = [t.get(p) for p in _paths(t)]
@@ -546,7 +543,6 @@ def build_recipe(recipe, tag: str | None = None, *, store=None, compression=None
     Returns the stored Image with `.build_report` (a BuildReport) attached; the recipe keeps
     it as `recipe.report` too. `progress(row)` is called after each step.
     """
-    from ..store import default_store
     build = _Build(recipe, store or default_store(), compression, progress)
     try:
         return build.run(tag)

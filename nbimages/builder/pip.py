@@ -35,6 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..errors import BuildError
 from ..oci import digest as dg
+from ..store import default_store
 from .target import Target, find_target
 
 INSTALLER_NAME = b"nbimages\n"
@@ -64,18 +65,20 @@ class _Pin:
 
 
 def install_layer_tree(base, requirements: list[str], dest: Path, *, index_url: str | None = None,
-                       find_links: list[str] | None = None) -> list[dict]:
+                       find_links: list[str] | None = None, store=None) -> list[dict]:
     """Install `requirements` for `base`'s Python into the staging root `dest`.
 
     `dest` mirrors the image's filesystem (dest/usr/local/lib/python3.11/dist-packages/...).
     Returns the pins, sorted by name: [{"name", "version", "sha256", "wheel"}].
     Raises BuildError for a requirement that cannot be resolved or has no wheel for the image;
-    `dest` may then hold part of the tree and is the caller's to discard.
+    `dest` may then hold part of the tree and is the caller's to discard. Wheels are cached
+    in `store` (default: the user's store), next to the layers built from them.
     """
+    store = store or default_store()
     reqs = _parse_requirements(requirements)
     target = target_of(base)
-    pins = resolve(target, reqs, index_url=index_url, find_links=find_links)
-    fetch(target, pins, index_url=index_url, find_links=find_links)
+    pins = resolve(target, reqs, index_url=index_url, find_links=find_links, store=store)
+    fetch(target, pins, index_url=index_url, find_links=find_links, store=store)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for pin in sorted(pins, key=lambda p: p.key):
@@ -96,9 +99,8 @@ def target_of(base) -> Target:
     return hit
 
 
-def wheel_cache() -> Path:
-    from ..store import default_store
-    return default_store().home / "wheels"
+def wheel_cache(store=None) -> Path:
+    return (store or default_store()).home / "wheels"
 
 
 # ---------------------------------------------------------------- requirements
@@ -257,12 +259,12 @@ def _exists_for_host(name: str, index_url, find_links) -> bool:
 # ---------------------------------------------------------------- resolution
 
 def resolve(target: Target, reqs: list[Requirement], *, index_url: str | None = None,
-            find_links: list[str] | None = None) -> list[_Pin]:
+            find_links: list[str] | None = None, store=None) -> list[_Pin]:
     """The wheels (name, version, sha256, URL) the target needs for `reqs`."""
     env = target.marker_environment()
     base = [str(r) for r in reqs]
     wanted = list(base)
-    tmp_root = _tmp_root()
+    tmp_root = (store or default_store()).tmpdir()
     with tempfile.TemporaryDirectory(prefix="pip-resolve-", dir=tmp_root) as tmp:
         for _ in range(_MAX_ROUNDS):
             report = _dry_run(target, wanted, index_url, find_links, Path(tmp))
@@ -334,11 +336,6 @@ def _satisfies(item: dict, req: Requirement) -> bool:
 
 # ---------------------------------------------------------------- the wheel cache
 
-def _tmp_root() -> Path:
-    from ..store import default_store
-    return default_store().tmpdir()
-
-
 def _cached(cache: Path, sha256: str | None) -> Path | None:
     if not sha256:
         return None
@@ -366,9 +363,10 @@ def _put(cache: Path, path: Path) -> tuple[str, Path]:
 
 
 def fetch(target: Target, pins: list[_Pin], *, index_url: str | None = None,
-          find_links: list[str] | None = None) -> None:
+          find_links: list[str] | None = None, store=None) -> None:
     """Set pin.wheel for each pin, downloading only the wheels the cache lacks."""
-    cache = wheel_cache()
+    store = store or default_store()
+    cache = wheel_cache(store)
     cache.mkdir(parents=True, exist_ok=True)
     missing = []
     for pin in pins:
@@ -378,7 +376,7 @@ def fetch(target: Target, pins: list[_Pin], *, index_url: str | None = None,
     if not missing:
         return
     args = [p.name + " @ " + p.url if p.direct else f"{p.name}=={p.version}" for p in missing]
-    with tempfile.TemporaryDirectory(prefix="pip-download-", dir=_tmp_root()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="pip-download-", dir=store.tmpdir()) as tmp:
         proc = _pip(["download", "--no-deps", "--quiet", "-d", tmp, *_target_options(target),
                      *_index_options(index_url, find_links), *args])
         if proc.returncode != 0:

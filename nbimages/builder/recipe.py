@@ -16,7 +16,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError
+import html
+from ..errors import BuildError, InvalidReference
+from ..image import Image
+from ..oci.descriptor import Descriptor
+from ..reference import Reference
+from ..verbs import provided
+from .dockerfile_writer import recipe_to_dockerfile, write_context
+from .embedded import build_recipe, open_base
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
                     parse_owner, port)
 
@@ -28,7 +35,6 @@ class Recipe:
     def __init__(self, base: "str | Any" = "scratch", *, context: str | os.PathLike = ".",
                  platform: str | None = None, compression: str | None = None):
         base_image = None
-        from ..image import Image
         if isinstance(base, Image):
             base_image = base
             base = base.names[0] if base.names else (base.source or base.digest)
@@ -204,18 +210,15 @@ class Recipe:
         if engine is None and any(step.kind == "run" for step in self.steps):
             # RUN needs a container: use the Docker engine when one answers (its absence
             # gives the builder's own error naming the engine).
-            from ..engines import engine as get_engine
-            found = get_engine("auto")
+            found = provided("engine")("auto")
             if found.name == "docker":
                 engine = found
         if engine in (None, "embedded"):
-            from .embedded import build_recipe
             return build_recipe(self, tag, store=store, compression=compression,
                                 progress=progress)
         eng = engine
         if isinstance(engine, str):
-            from ..engines import engine as get_engine
-            eng = get_engine(engine)
+            eng = provided("engine")(engine)  # engines sit above the builder
         builder = getattr(eng, "build_recipe", None)
         if builder is None:
             raise BuildError(f"the engine {engine!r} cannot build recipes yet; build embedded "
@@ -228,13 +231,11 @@ class Recipe:
 
     def _open_base(self, store):
         if self._base_image is None:
-            from .embedded import open_base
             self._base_image = open_base(self.base, self.platform, store)
         return self._base_image
 
     def _pin_base(self, store, base) -> None:
         """After a build the base's blobs are in the store: later builds read them there."""
-        from ..oci.descriptor import Descriptor
         desc = Descriptor(base.manifest.media_type, base.digest, len(base.manifest.raw))
         try:
             img = store.image(desc, source=base.source)
@@ -246,7 +247,6 @@ class Recipe:
     # ---- showing
     def to_dockerfile(self, files_dir: str | None = None) -> str:
         """The equivalent Dockerfile (file steps as heredocs, or COPY from `files_dir`)."""
-        from .dockerfile import recipe_to_dockerfile
         return recipe_to_dockerfile(self, files_dir=files_dir)
 
     def write_context(self, directory: str | os.PathLike, files_dir: str = ".nbimages-files"
@@ -255,7 +255,6 @@ class Recipe:
 
         COPY sources are expected in `directory` too (pass the recipe's own context).
         """
-        from .dockerfile import write_context
         return write_context(self, Path(directory), files_dir)
 
     def to_frame(self):
@@ -270,7 +269,6 @@ class Recipe:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        import html
         return (f"<p><b>Recipe</b> from <code>{html.escape(self.base)}</code>, "
                 f"{len(self.steps)} steps</p>" + self.to_frame()._repr_html_()
                 + "<pre>" + html.escape(self.to_dockerfile()) + "</pre>")
@@ -278,8 +276,6 @@ class Recipe:
 
 def _check_tag(tag: str) -> None:
     """A build's tag must be a name docker and the other verbs accept, before anything is built."""
-    from ..errors import InvalidReference
-    from ..reference import Reference
     ref = Reference.parse(tag)
     if ref.digest:
         raise InvalidReference(f"the build tag {tag!r} has a digest; a build names a tag "

@@ -15,7 +15,14 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from IPython.core.error import UsageError
+
+
+class UsageError(Exception):
+    """A mistyped command: one line naming the mistake and the --help to read.
+
+    The magics show it as IPython's UsageError (one red line), the CLI prints it and exits 2.
+    Deliberately not an NbimagesError: it is about the words typed, not about an image.
+    """
 
 MAGIC = "%image"
 CELL_MAGIC = "%%image"
@@ -70,6 +77,7 @@ class Invocation:
     execution_count: int | None = None
     raw: str = ""                        # the line after the subcommand name, unsplit
     user_ns: dict[str, Any] = field(default_factory=dict)
+    show: Callable[[Any], None] = print  # how a side result (a build report) is shown
 
 
 @dataclass
@@ -77,22 +85,11 @@ class Command:
     name: str
     summary: str
     group: str
-    arguments: tuple = ()
-    func: Callable[[Invocation], Any] | None = None
-    needs: tuple[str, ...] = ()          # public names (nbimages._EXPORTS) this command calls
+    arguments: tuple
+    func: Callable[[Invocation], Any]
     cell: str = NO_CELL
     description: str = ""
     epilog: str = ""
-
-    def missing_api(self) -> list[str]:
-        """Public API names this command needs that this installation does not provide yet."""
-        if self.func is None:
-            return list(self.needs) or [self.name]
-        return [name for name in self.needs if not api_available(name)]
-
-    @property
-    def available(self) -> bool:
-        return not self.missing_api()
 
     def parser(self, cell_magic: bool = False) -> MagicArgumentParser:
         prog = f"{CELL_MAGIC if cell_magic or self.cell == CELL_TEXT else MAGIC} {self.name}"
@@ -103,13 +100,6 @@ class Command:
         return p
 
 
-def api_available(public_name: str) -> bool:
-    """True when `nbimages.<public_name>` exists in this installation (a module not written
-    yet means "not available"; any other import failure is a bug and is raised)."""
-    from ..cli import public_api
-    return public_api(public_name) is not None
-
-
 class CommandTable:
     """The subcommands of `%image`, in the order their groups are shown in the help."""
 
@@ -117,13 +107,13 @@ class CommandTable:
         self.groups = groups               # (key, title)
         self.commands: dict[str, Command] = {}
 
-    def add(self, name: str, summary: str, *arguments, group: str, needs: tuple[str, ...] = (),
-            cell: str = NO_CELL, epilog: str = "") -> Callable:
+    def add(self, name: str, summary: str, *arguments, group: str, cell: str = NO_CELL,
+            epilog: str = "") -> Callable:
         """Decorator: register `func(inv) -> value` as subcommand `name`."""
         def register(func: Callable[[Invocation], Any] | None) -> Callable | None:
             doc = (func.__doc__ or "").strip() if func else ""
-            self.commands[name] = Command(name, summary, group, tuple(arguments), func, tuple(needs),
-                                          cell, doc, epilog)
+            self.commands[name] = Command(name, summary, group, tuple(arguments), func, cell, doc,
+                                          epilog)
             return func
         return register
 
@@ -150,9 +140,8 @@ class CommandTable:
                 continue
             lines.append(title)
             for c in cmds:
-                mark = "" if c.available else "  (not yet)"
                 cell = f" [{CELL_MAGIC}]" if c.cell == CELL_TEXT else ""
-                lines.append(f"  {c.name:<{width}}{c.summary}{cell}{mark}")
+                lines.append(f"  {c.name:<{width}}{c.summary}{cell}")
             lines.append("")
         lines.append(SOURCE_NOTE)
         lines.append(f"{MAGIC} SUBCOMMAND --help explains one subcommand.")
@@ -181,3 +170,62 @@ def rest_after(line: str, word: str) -> str:
     """The text of `line` after its first word `word` (to keep JSON or quotes verbatim)."""
     stripped = line.lstrip()
     return stripped[len(word):].strip() if stripped.startswith(word) else stripped
+
+
+def pairs(items: list[str], what: str, prog: str = MAGIC) -> dict[str, str]:
+    """K=V words (from the line, the cell's lines or repeated options) as a dict; a bare word
+    or an empty key is a UsageError. The one K=V parser of the magics, the CLI and replay."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{prog} {what}: {item!r} is not KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+@dataclass
+class Call:
+    """A `%image` line (and cell body) parsed against a table: what dispatch runs."""
+
+    command: Command | None            # None: the help was asked for and printed
+    args: argparse.Namespace | None = None
+    rest: list[str] = field(default_factory=list)
+    raw: str = ""
+
+
+def prepare(table: CommandTable, line: str, cell: str | None = None,
+            help_out: Callable[[str], None] = print) -> Call:
+    """Split and parse one `%image` call as the magic reads it (used by the magics and by the
+    notebook replay alike): help, unknown subcommands, cell-body rules, options."""
+    prog = CELL_MAGIC if cell is not None else MAGIC
+    words = split_line(line, prog)
+    if not words or words[0] in ("-h", "--help"):
+        help_out(table.help_text())
+        return Call(None)
+    if words[0] == "help":
+        if len(words) == 1:
+            help_out(table.help_text())
+            return Call(None)
+        words = [words[1], "--help"]
+    if words[0].startswith("-"):
+        raise UsageError(f"{prog}: unknown option '{words[0]}' before the subcommand; write "
+                         f"{prog} SUBCOMMAND [ARGS] (see {MAGIC} --help)")
+    cmd = table.lookup(words[0], prog)
+    rest = words[1:]
+    asks_help = bool({"-h", "--help"} & set(rest))
+    if cell is not None:
+        if cmd.cell == NO_CELL and cell.strip():
+            raise UsageError(f"{CELL_MAGIC} {cmd.name} takes no cell body; write it as a line "
+                             f"magic: {MAGIC} {cmd.name} ...")
+        if cmd.cell == CELL_ARGS:
+            rest += cell_lines(cell)
+    elif cmd.cell == CELL_TEXT and not asks_help:
+        raise UsageError(f"{MAGIC} {cmd.name} needs a cell body: put {CELL_MAGIC} {cmd.name} ... on "
+                         "the first line of a cell and the text below it")
+    raw = rest_after(line, words[0])
+    try:
+        ns = cmd.parser(cell is not None).parse_args(rest)
+    except HelpShown:
+        return Call(None)
+    return Call(cmd, ns, rest, raw)

@@ -16,9 +16,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import docker_endpoint as ep
 from ..errors import EngineUnavailable, ImageNotFound, NbimagesError
-from .base import (SESSION, CommandNotFound, ContainerError, Engine, ImageRow, Logs,
-                   PortInUse, RunResult)
+from .base import (LABEL_COMMAND, LABEL_SESSION, SESSION, CommandNotFound, ContainerError, Engine,
+                   ImageRow, Logs, PortInUse, RunResult)
+from .docker import connect
+from .embedded import EmbeddedEngine
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -49,14 +52,11 @@ def engine(name: "str | Engine | None" = "auto") -> Engine:
         env = os.environ.get("NBIMAGES_ENGINE", "").strip().lower()
         if env in ("docker", "embedded"):
             name, chosen_by_env = env, True
-    from .embedded import EmbeddedEngine
     if name == "embedded":
         why = "NBIMAGES_ENGINE=embedded" if chosen_by_env else "engine='embedded' was asked for"
         return EmbeddedEngine(f"{why}; images live in the local store")
-    from . import endpoint as ep
     try:
         where = ep.resolve()
-        from .docker import connect
         return connect(where)
     except EngineUnavailable as e:
         if name == "docker":
@@ -120,7 +120,6 @@ def container(name: Any, *, engine: "str | Engine | None" = None) -> "Container"
 def ps(all: bool = False, *, engine: "str | Engine | None" = None) -> "pd.DataFrame":
     """The containers started from nbimages (running ones; all=True also the stopped ones)."""
     import pandas as pd
-    from .base import LABEL_COMMAND, LABEL_SESSION
     rows = []
     for c in _docker(engine, "listing containers").containers(all=all):
         state = c.attrs.get("State") or {}
@@ -173,7 +172,6 @@ def images(*, engine: "str | Engine | None" = None, store: bool = True) -> "pd.D
     store.
     """
     import pandas as pd
-    from .embedded import EmbeddedEngine
     eng = _select(engine)
     rows: list[ImageRow] = []
     if eng.name == "docker":
@@ -189,7 +187,6 @@ def images(*, engine: "str | Engine | None" = None, store: bool = True) -> "pd.D
 
 def _places(where: str | None, engine_: "str | Engine | None") -> list[Engine]:
     """The engines a verb acts on: where='engine', 'store', or None (the engine in use)."""
-    from .embedded import EmbeddedEngine
     if where not in (None, "engine", "store"):
         raise NbimagesError(f"where={where!r}: use 'engine' (the Docker engine) or 'store' "
                             "(the local store).")
@@ -208,7 +205,6 @@ def rm(ref: str, *, force: bool = False, where: str | None = None,
     where=None removes it wherever it is (engine and store); 'engine' or 'store' limits that.
     Returns the places it was removed from.
     """
-    from .embedded import EmbeddedEngine
     if where is None:
         eng = _select(engine)
         places = [eng] + ([EmbeddedEngine("the local store")] if eng.name == "docker" else [])

@@ -15,23 +15,36 @@ import re
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-import docker
-import docker.errors
-from docker.utils.socket import frames_iter
-
+from .. import docker_endpoint as ep
 from ..atomic import write_atomic
-from ..errors import (AuthenticationError, BuildError, EngineUnavailable, ImageNotFound,
-                      InvalidImage, NbimagesError, RegistryError)
-from . import endpoint as ep
+from ..docker_endpoint import CONNECT_TIMEOUT, short_cause
+from ..errors import (AuthenticationError, BuildError, DigestMismatch, EngineUnavailable,
+                      ImageNotFound, InvalidImage, NbimagesError, RegistryError)
+from ..image import Image, parse_created
+from ..progress import Progress
+from ..sources import open_image
+from ..sources.sinks import docker_tar_stream
+from ..store import default_store
+from ..verbs import provided
 from .base import (LABEL_COMMAND, LABEL_PORTS, LABEL_REMOVE, LABEL_SESSION, SESSION,
-                   CommandNotFound, ContainerError, Engine, ImageRow, Logs, OutputTail,
-                   PortInUse, RunResult)
+                   CommandNotFound, ContainerError, Engine, ImageRow, Logs, OutputTail, PortInUse,
+                   RunResult)
+from .recipes import DOCKERFILE, engine_build
 
-CONNECT_TIMEOUT = float(os.environ.get("NBIMAGES_ENGINE_TIMEOUT", "3"))
+if TYPE_CHECKING:
+    import docker
+
+
+def _sdk():
+    """The docker SDK (~0.1 s to import): loaded when the Docker engine is first used."""
+    import docker
+    import docker.utils.socket  # noqa: F401 - frames_iter, for attached container streams
+    return docker
+
+
 API_TIMEOUT = 300
 STOP_TIMEOUT = 5
 # nbimages sources the engine cannot name: opened by nbimages and loaded in.
@@ -52,21 +65,7 @@ def connect(endpoint: ep.Endpoint, timeout: float = CONNECT_TIMEOUT) -> "DockerE
     return DockerEngine(client, endpoint, version)
 
 
-def short_cause(e: BaseException) -> str:
-    """The useful end of a connection error ("connection refused", "no such socket")."""
-    text = str(e)
-    for needle, say in (("No such file or directory", "the socket does not exist"),
-                        ("Connection refused", "connection refused"),
-                        ("Permission denied", "permission denied (is your user in the docker group?)"),
-                        ("timed out", f"no answer within {CONNECT_TIMEOUT:g} s"),
-                        ("Name or service not known", "unknown host name"),
-                        ("ssh", "ssh:// endpoints need the paramiko package")):
-        if needle in text:
-            return say
-    return text[:200] or e.__class__.__name__
-
-
-def _engine_message(e: docker.errors.APIError) -> str:
+def _engine_message(e: "docker.errors.APIError") -> str:
     return (getattr(e, "explanation", None) or str(e)).strip()
 
 
@@ -83,18 +82,30 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------------
 # images in the engine
-@dataclass
-class EngineImage:
-    """An image held by the Docker engine: its ID, names and size; verbs to run or open it."""
+class EngineImage(Image):
+    """An image held by the Docker engine, and an Image like any other.
 
-    ref: str
-    id: str
-    tags: list[str] = field(default_factory=list)
-    digests: list[str] = field(default_factory=list)
-    size: int | None = None
-    created: str | None = None
-    layers: list[str] = field(default_factory=list, repr=False)
-    engine: "DockerEngine | None" = field(default=None, repr=False, compare=False)
+    Its ID, names, size and diff_ids come from the engine's inspect and cost nothing; its
+    manifest, config bytes and layers are read through the engine (`docker save`, streamed to
+    a temporary file) the first time one of them is asked for, so inspecting, saving or
+    pushing it works as for any source. `run()` runs it in the engine that holds it.
+    """
+
+    def __init__(self, ref: str, id: str, tags: list[str] | None = None,
+                 digests: list[str] | None = None, size: int | None = None,
+                 created: str | None = None, diff_ids: list[str] | None = None,
+                 engine: "DockerEngine | None" = None):
+        self.ref = ref
+        self._id = id
+        self.tags = list(tags or [])
+        self.digests = list(digests or [])
+        self.size = size
+        self._created = created
+        self._diff_ids = list(diff_ids or [])
+        self.engine = engine
+        self.source = f"docker-daemon:{ref}"
+        self.names = list(self.tags)
+        self._opened: Image | None = None
 
     @classmethod
     def from_inspect(cls, engine: "DockerEngine", ref: str, attrs: dict) -> "EngineImage":
@@ -102,24 +113,55 @@ class EngineImage:
                    list(attrs.get("RepoDigests") or []), attrs.get("Size"), attrs.get("Created"),
                    list((attrs.get("RootFS") or {}).get("Layers") or []), engine)
 
+    def open(self) -> Image:
+        """The image as read through the engine (once; later calls reuse it)."""
+        if self._opened is None:
+            self._opened = open_image(f"docker-daemon:{self._id}")
+        return self._opened
+
+    # What the engine's inspect already says: no export needed.
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self._diff_ids)
+
+    @property
+    def created(self):
+        return parse_created(self._created)
+
+    # The rest of the Image contract: read through the engine on first use.
+    @property
+    def manifest(self):
+        return self.open().manifest
+
+    @property
+    def config_bytes(self) -> bytes:
+        return self.open().config_bytes
+
+    @property
+    def layers(self):
+        return self.open().layers
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.open().config
+
     def run(self, command=None, **kw):
-        """Run a container of this image (see nbimages.run)."""
+        """Run a container of this image in the engine that holds it (see nbimages.run)."""
         kw.setdefault("engine", self.engine)
-        from . import run
-        return run(self.ref, command, **kw)
+        return provided("run")(self.ref, command, **kw)
 
-    def open(self):
-        """This image as an nbimages Image (read through the engine), for inspect() and friends."""
-        from ..sources import open_image
-        return open_image(f"docker-daemon:{self.ref}")
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EngineImage) and other.id == self.id and other.ref == self.ref
 
-    def inspect(self):
-        """Layer, file, size and waste tables (see nbimages.inspect)."""
-        return self.open().inspect()
+    __hash__ = None  # type: ignore[assignment] - mutable, like Image
 
     def __repr__(self) -> str:
         size = f" {self.size:,} bytes" if self.size is not None else ""
-        return f"<EngineImage {self.ref} {self.id[7:19]} {len(self.layers)} layers{size}>"
+        return f"<EngineImage {self.ref} {self.id[7:19]} {len(self._diff_ids)} layers{size}>"
 
 
 # ------------------------------------------------------------------------------------------
@@ -194,14 +236,14 @@ class Container:
                     out.add("stdout", text)
                     _write(sys.stdout, text)
             return Logs(out.text())
-        except docker.errors.NotFound:
+        except _sdk().errors.NotFound:
             raise self.engine._no_container(self.name or self.short_id) from None
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the container exits; its exit code."""
         try:
             return int(self.api.wait(self.id, timeout=timeout)["StatusCode"])
-        except docker.errors.NotFound:
+        except _sdk().errors.NotFound:
             raise self.engine._no_container(self.name or self.short_id) from None
         except Exception as e:  # requests' ReadTimeout / ConnectionError
             if "timed out" in str(e).lower():
@@ -211,22 +253,22 @@ class Container:
 
     def stop(self, timeout: int = STOP_TIMEOUT) -> None:
         """Stop it (SIGTERM, then SIGKILL after `timeout` s); removed too if started with remove=True."""
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(_sdk().errors.NotFound):
             self.api.stop(self.id, timeout=timeout)
             if self.labels.get(LABEL_REMOVE) == "1":
                 self.remove(force=True)
 
     def kill(self) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(_sdk().errors.NotFound):
             self.api.kill(self.id)
 
     def remove(self, force: bool = False) -> None:
         """Remove it (force=True also stops a running one)."""
         try:
             self.api.remove_container(self.id, force=force)
-        except docker.errors.NotFound:
+        except _sdk().errors.NotFound:
             pass
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise ContainerError(f"container {self.name} cannot be removed: {_engine_message(e)}. "
                                  "Stop it first (.stop()) or pass force=True.") from None
 
@@ -301,7 +343,7 @@ class DockerEngine(Engine):
     def _inspect_container(self, name: str) -> dict:
         try:
             return self.api.inspect_container(name)
-        except docker.errors.NotFound:
+        except _sdk().errors.NotFound:
             raise self._no_container(name) from None
 
     def _no_container(self, name: str) -> ContainerError:
@@ -312,9 +354,9 @@ class DockerEngine(Engine):
     def has_image(self, ref: str) -> dict | None:
         try:
             return self.api.inspect_image(ref)
-        except docker.errors.ImageNotFound:
+        except _sdk().errors.ImageNotFound:
             return None
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             if e.status_code in (400, 404):  # malformed names come back as 400
                 return None
             raise
@@ -331,7 +373,6 @@ class DockerEngine(Engine):
     def _image_for_run(self, image, pull: str) -> str:
         """An engine reference for `image`: an Image object is loaded in if missing, a name
         is found in the engine, else in the local store, else pulled (pull='missing')."""
-        from ..image import Image
         if isinstance(image, EngineImage):
             return image.id
         if isinstance(image, Image):
@@ -342,7 +383,6 @@ class DockerEngine(Engine):
         if ref.startswith(("docker-daemon:", "docker://")):
             ref = ref.split(":", 1)[1].lstrip("/")  # an engine or registry name
         elif ref.startswith(FILE_TRANSPORTS):
-            from ..sources import open_image
             opened = open_image(ref)
             if self.has_image(opened.id) is None:
                 self._load_image_object(opened)
@@ -372,14 +412,12 @@ class DockerEngine(Engine):
 
         Sent through this engine's own client, so a remote engine or a docker context gets it.
         """
-        from ..errors import DigestMismatch
-        from ..sources.sinks import docker_tar_stream
         chunks = docker_tar_stream(image)
         try:
             for ev in self.api.load_image(chunks):
                 if "error" in ev:
                     raise InvalidImage(f"the Docker engine refused the image: {ev['error']}")
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise InvalidImage(f"the Docker engine refused the image: {_engine_message(e)}") from None
         finally:
             chunks.close()
@@ -416,16 +454,16 @@ class DockerEngine(Engine):
                 stop_timeout=stop_timeout,
                 ports=[(p, proto) for p, proto, _ in port_specs] if "port_bindings" in host_config else None,
                 host_config=self.api.create_host_config(**host_config))
-        except docker.errors.ImageNotFound:
+        except _sdk().errors.ImageNotFound:
             raise ImageNotFound(f"the Docker engine has no image {ref!r}.") from None
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise self._create_error(e, ref, network, name) from None
         cid = created["Id"]
         if detach:
             try:
                 self.api.start(cid)
-            except docker.errors.APIError as e:
-                with contextlib.suppress(docker.errors.APIError):
+            except _sdk().errors.APIError as e:
+                with contextlib.suppress(_sdk().errors.APIError):
                     self.api.remove_container(cid, force=True)
                 raise self._start_error(e, command, ref) from None
             return Container(self, self.api.inspect_container(cid))
@@ -462,7 +500,7 @@ class DockerEngine(Engine):
                 f"container listens on it), so the container could not listen there.{owner} "
                 "Stop what holds it or choose another port.")
 
-    def _create_error(self, e: docker.errors.APIError, ref: str, network, name) -> NbimagesError:
+    def _create_error(self, e: "docker.errors.APIError", ref: str, network, name) -> NbimagesError:
         msg = _engine_message(e)
         if "network" in msg and "not found" in msg:
             return ContainerError(f"the Docker engine has no network {network!r} ({msg}); use "
@@ -472,7 +510,7 @@ class DockerEngine(Engine):
                                   "name or remove that container (nbimages.engines.container(NAME).remove(force=True)).")
         return ContainerError(f"the Docker engine refused to create a container of {ref}: {msg}")
 
-    def _start_error(self, e: docker.errors.APIError, command, ref: str) -> NbimagesError:
+    def _start_error(self, e: "docker.errors.APIError", command, ref: str) -> NbimagesError:
         msg = _engine_message(e)
         m = re.search(r'exec: "([^"]*)": (executable file not found in \$PATH|'
                       r'stat [^:]*: no such file or directory|permission denied)', msg)
@@ -499,11 +537,11 @@ class DockerEngine(Engine):
         try:
             try:
                 self.api.start(cid)
-            except docker.errors.APIError as e:
+            except _sdk().errors.APIError as e:
                 raise self._start_error(e, command, ref) from None
             decoders = {name: codecs.getincrementaldecoder("utf-8")("replace")
                         for name in ("stdout", "stderr")}
-            for stream_id, data in frames_iter(sock, tty=False):
+            for stream_id, data in _sdk().utils.socket.frames_iter(sock, tty=False):
                 name = "stderr" if stream_id == 2 else "stdout"
                 text = decoders[name].decode(data)
                 if text:
@@ -532,7 +570,7 @@ class DockerEngine(Engine):
         found = self.api.containers(all=all, filters={"label": LABEL_SESSION})
         result = []
         for c in found:
-            with contextlib.suppress(docker.errors.NotFound):
+            with contextlib.suppress(_sdk().errors.NotFound):
                 result.append(Container(self, self.api.inspect_container(c["Id"])))
         return result
 
@@ -561,10 +599,10 @@ class DockerEngine(Engine):
     def remove(self, ref: str, *, force: bool = False) -> None:
         try:
             self.api.remove_image(ref, force=force)
-        except docker.errors.ImageNotFound:
+        except _sdk().errors.ImageNotFound:
             raise ImageNotFound(f"the Docker engine has no image {ref!r}; nbimages.images() "
                                 "lists what it holds.") from None
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             msg = _engine_message(e)
             if e.status_code == 409:
                 raise NbimagesError(f"image {ref!r} cannot be removed: {msg}. Remove the "
@@ -577,7 +615,7 @@ class DockerEngine(Engine):
         repo, tag = split_ref(target)
         try:
             self.api.tag(source, repo, tag or None)
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise NbimagesError(f"cannot tag {source!r} as {target!r}: {_engine_message(e)}") from None
 
     def save(self, ref: str, path) -> Path:
@@ -603,7 +641,7 @@ class DockerEngine(Engine):
                     m = re.match(r"Loaded image(?: ID)?: (\S+)", ev.get("stream", ""))
                     if m:
                         loaded.append(m.group(1))
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise InvalidImage(f"the Docker engine could not load {path}: {_engine_message(e)}. "
                                "Is it a `docker save` tar?") from None
         return loaded
@@ -615,7 +653,7 @@ class DockerEngine(Engine):
         try:
             events = self.api.pull(repo, tag=tag or None, stream=True, decode=True, platform=platform)
             follow_progress(events, f"pull {ref}", "Downloading", enabled=progress, ref=ref)
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise _registry_error(ref, _engine_message(e), e.status_code) from None
         return self.get(ref)
 
@@ -628,7 +666,7 @@ class DockerEngine(Engine):
         try:
             events = self.api.push(repo, tag=tag or None, stream=True, decode=True)
             summary = follow_progress(events, f"push {ref}", "Pushing", enabled=progress, ref=ref)
-        except docker.errors.APIError as e:
+        except _sdk().errors.APIError as e:
             raise _registry_error(ref, _engine_message(e), e.status_code) from None
         return summary.get("digest")
 
@@ -657,7 +695,7 @@ class DockerEngine(Engine):
                     buildargs=build_args, rm=True, forcerm=True, decode=True, pull=pull,
                     nocache=nocache, labels=labels)
                 image_id = BuildLog(stream).follow(events)
-            except docker.errors.APIError as e:
+            except _sdk().errors.APIError as e:
                 raise BuildError(f"the Docker engine refused the build: {_engine_message(e)}") from None
         return EngineImage.from_inspect(self, tag or image_id, self.api.inspect_image(image_id))
 
@@ -671,7 +709,6 @@ class DockerEngine(Engine):
         registry, tar ...) and loaded in. Network is 'none' unless a pip step needs 'host'.
         `progress` (the embedded builder's per-step callback) is not used: the log streams.
         """
-        from .recipes import DOCKERFILE, engine_build
         base_ref = self._base_for(recipe, store)
         with engine_build(recipe, base_ref) as job:
             net = network or ("host" if job.needs_network else "none")
@@ -681,7 +718,7 @@ class DockerEngine(Engine):
                     network_mode=net, rm=True, forcerm=True, decode=True, nocache=nocache,
                     buildargs=build_args)
                 image_id = BuildLog(stream, step_names=job.step_names).follow(events)
-            except docker.errors.APIError as e:
+            except _sdk().errors.APIError as e:
                 raise BuildError(f"the Docker engine refused the build: {_engine_message(e)}") from None
         return EngineImage.from_inspect(self, tag or image_id, self.api.inspect_image(image_id))
 
@@ -695,7 +732,6 @@ class DockerEngine(Engine):
         plain = base[len("docker-daemon:"):] if base.startswith("docker-daemon:") else base
         if self.has_image(plain) is not None:
             return plain
-        from ..store import default_store
         image = recipe._open_base(store or default_store())  # noqa: SLF001 - the recipe's own resolution
         if self.has_image(image.id) is None:
             self._load_image_object(image)
@@ -733,7 +769,6 @@ def _binds(volumes) -> Any:
 def _from_store(ref: str):
     """The image named `ref` in the local store, or None."""
     try:
-        from ..store import default_store
         return default_store().get(ref)
     except Exception:  # noqa: BLE001 - not there (or no store yet): the engine decides
         return None
@@ -758,7 +793,6 @@ def follow_progress(events: Iterator[dict], desc: str, moving: str, *, enabled=N
     Events carry `id` (a layer), `status` ("Downloading", "Pushing", "Pull complete", ...)
     and `progressDetail` {current, total}; lines without an id are summaries ("Digest: ...").
     """
-    from ..progress import Progress
     summary: dict[str, Any] = {"status": []}
     bars: dict[str, Any] = {}
     done_notes = {"Pull complete": None, "Download complete": None, "Already exists": "exists",

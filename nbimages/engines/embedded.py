@@ -9,17 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import store as _s
+from ..builder.dockerfile import build_dockerfile
+from ..builder.embedded import build_recipe
 from ..errors import ImageNotFound, InvalidImage
+from ..oci.layout import REF_NAME
+from ..sources import open_image, save
+from ..sources.copy import push
+from ..sources.remote import pull
+from ..store import default_store
 from .base import Engine, ImageRow
 
 
 def _store():
-    from ..store import default_store
     return default_store()
 
 
 def _name_forms(name: str) -> list[str]:
-    from .. import store as _s
     return _s._name_forms(name)  # the store's own lookup order (as written, normalised, :latest)
 
 
@@ -56,7 +62,6 @@ class EmbeddedEngine(Engine):
     def build_recipe(self, recipe, tag: str | None = None, *, store=None, progress=None,
                      compression: str | None = None, **_ignored):
         """Build with the daemonless builder (RUN steps raise BuildError: they need Docker)."""
-        from ..builder.embedded import build_recipe
         return build_recipe(recipe, tag, store=store, compression=compression, progress=progress)
 
     build = build_recipe
@@ -64,22 +69,18 @@ class EmbeddedEngine(Engine):
     def build_dockerfile(self, dockerfile: str, context=None, tag: str | None = None, *,
                          build_args: dict | None = None, **_ignored):
         """A Dockerfile without RUN lines, built daemonless (RUN lines raise BuildError)."""
-        from ..builder.dockerfile import build_dockerfile
         return build_dockerfile(dockerfile, tag, context if context is not None else ".",
                                 build_args=build_args)
 
     def pull(self, ref: str, **kw):
-        from ..registry import pull
         return pull(ref, **kw)
 
     def push(self, ref: str, *, source: str | None = None, **kw) -> str:
         """Push the stored image `source` (default: the one named `ref`) to `ref`."""
-        from ..registry import push
         image = _store().get(source or ref)
         return push(image, ref, **kw)
 
     def images(self) -> list[ImageRow]:
-        from ..oci.layout import REF_NAME
         store = _store()
         rows = []
         for desc in store.index().manifests:
@@ -112,12 +113,10 @@ class EmbeddedEngine(Engine):
         _store().tag(target, self._resolve(source))
 
     def save(self, ref: str, path, format: str = "docker") -> Path:
-        from ..sources import save
         return save(_store().get(ref), path, format=format)
 
     def load(self, path) -> list[str]:
         """Read a docker-archive tar (from `docker save` or nbimages) into the store."""
-        from ..sources import open_image
         path = Path(path)
         if not path.is_file():
             raise InvalidImage(f"{path} is not a file; give the path of a tar made by "

@@ -4,8 +4,8 @@
 subcommand, an option of that subcommand (or one of its choices), an image (store names,
 `store:NAME`, transport prefixes, variables holding an Image) or a local path (after
 `docker-archive:`, `oci:`, `oci-archive:`, and for arguments that name local files).
-magics.py plugs it into IPython: as a Matcher API v2 matcher that hides Jedi's and the other
-matchers' results on `%image` lines (IPython >= 8.6), else as a `complete_command` hook.
+magics.py plugs it into IPython as a Matcher API v2 matcher that hides Jedi's and the other
+matchers' results on `%image` lines.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import argparse
 import os
 from typing import Any, NamedTuple
 
-from ..errors import NbimagesError
 from ..commands.parsing import CELL_MAGIC, MAGIC, Command
-from ..commands.verbs import TABLE
+from ..commands.verbs import TABLE, _image_types
+from ..errors import NbimagesError
+from ..store import default_home, default_store
 
 FILE_TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:")  # followed by a local path
 TRANSPORTS = ("docker-daemon:", "docker-archive:", "oci:", "oci-archive:", "docker://", "store:")
@@ -67,8 +68,6 @@ def complete_line(text_until_cursor: str, user_ns: dict[str, Any] | None = None
 
 
 def _complete_argument(cmd: Command, done: list[str], word: str, user_ns: dict[str, Any]) -> list[Match]:
-    if not cmd.available:
-        return [Match("--help", "option")] if word.startswith("-") and "--help".startswith(word) else []
     parser = cmd.parser()
     options = {o: a for a in parser._actions for o in a.option_strings}
     pending: argparse.Action | None = None   # an option still waiting for its value
@@ -182,11 +181,9 @@ def complete_path(fragment: str) -> list[str]:
 
 def stored_image_names() -> list[str]:
     """Names tagged in the local store (without creating a store where there is none)."""
-    from ..store import default_home
     if not (default_home() / "oci" / "index.json").exists():
         return []
     try:
-        from ..store import default_store
         return sorted(default_store().refs())
     except (OSError, ValueError, NbimagesError):
         return []
@@ -194,6 +191,5 @@ def stored_image_names() -> list[str]:
 
 def image_variables(user_ns: dict[str, Any]) -> list[str]:
     """Notebook variables holding an Image or an Inspection (a SOURCE may name one)."""
-    from ..commands.verbs import _image_types
     types = _image_types()
     return sorted(k for k, v in list(user_ns.items()) if not k.startswith("_") and isinstance(v, types))

@@ -18,6 +18,8 @@ import html
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..analysis import inspect
+from ..errors import NbimagesError
 from ..progress import format_bytes
 from .charts import WASTE, directory_bars, hbar_chart, layer_bars, layer_color, short_command
 
@@ -75,7 +77,6 @@ def explore(source: Any, diff: Any = None, *, platform: str | None = None) -> "E
     With `diff=OTHER` it also compares the two images path by path (a Diff tab, and the
     layer table of either image).
     """
-    from ..analysis import inspect
     a = inspect(source, platform=platform)
     b = inspect(diff, platform=platform) if diff is not None else None
     return Explorer(a, b)
@@ -557,7 +558,6 @@ class _App:
         """Show the files of `layer` of the listed image."""
         n = len(self.rows)
         if not -n <= layer < n:
-            from ..errors import NbimagesError
             raise NbimagesError(f"the image has {n} layers (0..{n - 1}); there is no layer "
                                 f"{layer}.")
         layer %= n

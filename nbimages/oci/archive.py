@@ -19,6 +19,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import ImageNotFound, InvalidImage
 from . import digest as dg, mediatypes as mt
+from .compression import sniff
 from .descriptor import Descriptor, Platform
 from .fileslice import open_slice
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs, select_entry
@@ -145,7 +146,6 @@ def _is_v7_header(head: bytes) -> bool:
 
 
 def _what_is(head: bytes) -> str:
-    from .compression import sniff
     kind = sniff(head)
     if kind:
         return f"it starts like {kind} data"

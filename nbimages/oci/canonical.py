@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from ..errors import InvalidImage
 
 
 def dumps(obj: Any) -> bytes:
@@ -12,7 +13,6 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(data: bytes | str, what: str = "JSON document") -> Any:
-    from ..errors import InvalidImage
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:

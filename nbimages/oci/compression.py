@@ -10,6 +10,7 @@ import io
 from typing import BinaryIO
 
 from . import mediatypes as mt
+import gzip
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -31,7 +32,6 @@ def decompressing(stream: BinaryIO, compression: str | None) -> BinaryIO:
             from isal import igzip
             return igzip.IGzipFile(fileobj=stream, mode="rb")
         except ImportError:  # pragma: no cover - isal is a dependency
-            import gzip
             return gzip.GzipFile(fileobj=stream, mode="rb")
     if compression == "zstd":
         import zstandard

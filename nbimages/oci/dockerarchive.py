@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ImageNotFound, InvalidImage, InvalidReference, PlatformNotFound
+from ..image import Image, Layer
+from ..reference import Reference
 from . import canonical, compression, digest as dg, mediatypes as mt
 from .archive import (BlobArchive, Entry, TarIndex, blob_entries, is_oci_archive, oci_manifest,
                       with_dirs)
@@ -135,7 +137,6 @@ class DockerArchive:
     def _synthesised(self, entry: ArchiveEntry, config_bytes: bytes, source: str,
                      names: list[str], platform):
         """An Image for a legacy entry: an OCI manifest made up from the layer files."""
-        from ..image import Image, Layer
 
         config = canonical.loads(config_bytes, "image config")
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
@@ -184,7 +185,6 @@ def _config_hex(name: str) -> str:
 # --------------------------------------------------------------------------- names
 
 def _looks_like_name(ref: str) -> bool:
-    from ..reference import Reference
     try:
         Reference.parse(ref)
     except InvalidReference:
@@ -194,19 +194,16 @@ def _looks_like_name(ref: str) -> bool:
 
 def familiar(ref: str) -> str:
     """Docker's short form used in RepoTags: `busybox:latest`, `127.0.0.1:5000/x/y:1`."""
-    from ..reference import Reference
     return Reference.parse(ref).familiar()
 
 
 def _full_name(ref: str) -> str:
     """The fully qualified form containerd stores: `docker.io/library/busybox:latest`."""
-    from ..reference import Reference
     return str(Reference.parse(ref))
 
 
 def repo_tag(ref: str) -> tuple[str, str]:
     """(familiar repository, tag) for a tag to write into an archive; digests are refused."""
-    from ..reference import Reference
     r = Reference.parse(ref)
     if r.digest:
         raise InvalidReference(f"{ref!r} names a digest, but an archive needs a plain tag like "

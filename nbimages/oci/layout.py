@@ -15,9 +15,10 @@ from typing import BinaryIO, Iterable
 
 from ..atomic import write_atomic
 from ..errors import ImageNotFound, InvalidImage
+from ..image import Image, Layer
 from . import canonical, digest as dg, mediatypes as mt
 from .descriptor import Descriptor, Platform
-from .manifest import Index, Manifest
+from .manifest import Index, Manifest, media_type_of
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
@@ -231,11 +232,9 @@ def select_entry(entries: list[Descriptor], tag: str | None, where: str, source:
 def image_from_blobs(read_blob, open_blob, desc: Descriptor, platform=None, *, source: str,
                      names: list[str] | None = None):
     """Build an Image from a content-addressed blob reader, following an index to one platform."""
-    from ..image import Image, Layer
 
     raw = read_blob(desc.digest)
     mtype = desc.media_type
-    from .manifest import media_type_of
     mtype = media_type_of(raw, mtype or None)
     depth = 0
     while mt.is_index(mtype):

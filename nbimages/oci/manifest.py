@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import InvalidImage, PlatformNotFound
 from . import canonical, mediatypes as mt
 from .descriptor import Descriptor, Platform
+from .digest import of_bytes
 
 
 def media_type_of(data: bytes, declared: str | None = None) -> str:
@@ -65,7 +66,6 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        from .digest import of_bytes
         return of_bytes(self.raw)
 
     def descriptor(self, **annotations: str) -> Descriptor:

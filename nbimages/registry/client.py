@@ -29,10 +29,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ..errors import AuthenticationError, DigestMismatch, ImageNotFound, RegistryError
-from ..oci import digest as dg
-from ..oci import mediatypes as mt
+from ..oci import digest as dg, mediatypes as mt
 from ..reference import Reference
 from .auth import Authenticator, Credentials, scope_for
+import http.client
+import json
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,6 @@ class RegistryClient:
 
     @staticmethod
     def _manifest_type(raw: bytes, ctype: str, what: str) -> str:
-        import json
         if ctype in _SCHEMA1:
             raise RegistryError(f"{what} is a Docker schema 1 manifest ({ctype}), which is deprecated "
                                 "and not supported. Re-push the image with a current Docker or skopeo.")
@@ -599,7 +599,6 @@ def _hash_as(digest: str, data: bytes) -> str:
 
 
 def _is_stream_error(e: BaseException) -> bool:
-    import http.client
     import urllib3
     return isinstance(e, (requests.RequestException, urllib3.exceptions.HTTPError,
                           http.client.HTTPException, ConnectionError, TimeoutError))
@@ -612,3 +611,12 @@ def _ssl_reason(e: BaseException) -> str:
         if key in text:
             return key.replace("_", " ").lower()
     return "certificate or protocol error"
+
+
+def client_for(ref: Reference, *, insecure: bool | None = None, ca_bundle: str | None = None,
+               credentials: Credentials | tuple[str, str] | None = None) -> RegistryClient:
+    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret))."""
+    if isinstance(credentials, tuple):
+        credentials = Credentials(credentials[0], credentials[1], "the credentials argument")
+    return RegistryClient(ref.registry, insecure=insecure, ca_bundle=ca_bundle,
+                          credentials=credentials)

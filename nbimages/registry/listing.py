@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import pandas as pd
 import requests
 
 from ..errors import RegistryError
 from ..oci import mediatypes as mt
 from ..oci.manifest import Index, Manifest
 from ..reference import Reference
-from .remote import client_for
+from .client import client_for
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_HUB = "https://hub.docker.com"
 SEARCH_COLUMNS = ["name", "description", "stars", "pulls", "official", "verified_publisher",
@@ -41,6 +44,7 @@ def _badges(row: dict) -> tuple[bool, bool, bool]:
 def search(term: str, limit: int = 25, *, hub_url: str | None = None,
            timeout: float = 30.0) -> pd.DataFrame:
     """Docker Hub repositories matching `term`: name, description, stars, pulls and badges."""
+    import pandas as pd
     if not term or not term.strip():
         raise RegistryError("search needs a term, for example nbimages.search('python').")
     base = (hub_url or os.environ.get("NBIMAGES_HUB_URL") or DEFAULT_HUB).rstrip("/")
@@ -85,6 +89,7 @@ def tags(ref: str | Reference, details: bool = False, **registry_kw) -> pd.DataF
     `size` is the compressed size of a single-platform image (config plus layers); for a
     multi-platform index `platforms` lists what it holds and `size` is left empty.
     """
+    import pandas as pd
     ref = Reference.parse(ref)
     client = client_for(ref, **registry_kw)
     names = client.tags(ref.repository)
@@ -111,6 +116,7 @@ def tags(ref: str | Reference, details: bool = False, **registry_kw) -> pd.DataF
 
 def catalog(registry: str, **registry_kw) -> pd.DataFrame:
     """The repositories of a private registry (`/v2/_catalog`, pagination followed)."""
+    import pandas as pd
     ref = Reference.parse(f"{registry.rstrip('/')}/x")
     client = client_for(ref, **registry_kw)
     return pd.DataFrame({"repository": client.catalog()}, columns=["repository"])

@@ -14,9 +14,13 @@ import tempfile
 import threading
 import weakref
 
-from ..errors import EngineUnavailable, ImageNotFound, InvalidReference, NbimagesError
+from .. import docker_endpoint
+from ..errors import (EngineUnavailable, ImageNotFound, InvalidReference, NbimagesError,
+                      RegistryError)
 from ..oci.archive import TarIndex
-from ..oci.dockerarchive import DockerArchive
+from ..oci.dockerarchive import DockerArchive, familiar
+from ..reference import Reference
+from ..store import default_store
 from .files import _unlink
 
 _cache: "weakref.WeakValueDictionary[str, DockerArchive]" = weakref.WeakValueDictionary()
@@ -40,9 +44,8 @@ def client(timeout: int = 120):
 
     The engine is found as the docker CLI finds it: DOCKER_HOST, else the current context.
     """
-    from ..engines import endpoint
     try:
-        c = endpoint.resolve().client(timeout)
+        c = docker_endpoint.resolve().client(timeout)
         c.ping()
     except Exception as e:  # noqa: BLE001 - every failure to connect means "no engine"
         raise engine_unavailable(_short(e)) from None
@@ -50,8 +53,8 @@ def client(timeout: int = 120):
 
 
 def _short(e: Exception) -> str:
-    from ..engines.docker import short_cause  # "connection refused", not urllib3's whole story
-    text = short_cause(e).splitlines()[0] if str(e) else e.__class__.__name__
+    text = docker_endpoint.short_cause(e)  # "connection refused", not urllib3's whole story
+    text = text.splitlines()[0] if str(e) else e.__class__.__name__
     return text if len(text) < 200 else text[:197] + "..."
 
 
@@ -103,7 +106,6 @@ def open_daemon(ref: str, platform=None, *, source: str | None = None):
 
 def _names_first(ref: str, tags: list[str]) -> list[str]:
     """The engine's tags for the image, the one the user asked for first."""
-    from ..oci.dockerarchive import familiar
     try:
         asked = familiar(ref)
     except InvalidReference:
@@ -112,7 +114,6 @@ def _names_first(ref: str, tags: list[str]) -> list[str]:
 
 
 def _save_to_tmp(c, image_id: str) -> DockerArchive:
-    from ..store import default_store
     fd, tmp = tempfile.mkstemp(prefix=f"daemon-{image_id.split(':')[-1][:12]}-", suffix=".tar",
                                dir=default_store().tmpdir())
     try:
@@ -141,7 +142,6 @@ def pull_through_engine(ref: str, platform=None):
     """`docker://REF` when the daemonless registry client is not available: `docker pull`,
     then read the image back from the engine."""
     import docker
-    from ..reference import Reference
     r = Reference.parse(ref)
     c = client(timeout=600)
     repo = r.familiar().split("@", 1)[0].rsplit(":", 1)[0] if r.tag else r.name
@@ -151,7 +151,6 @@ def pull_through_engine(ref: str, platform=None):
         raise ImageNotFound(f"the registry has no image {ref!r} ({e.explanation or e}). Check "
                             "the name and tag.") from None
     except docker.errors.APIError as e:
-        from ..errors import RegistryError
         raise RegistryError(f"pulling {ref!r} through the Docker engine failed: "
                             f"{e.explanation or e}.") from None
     return open_daemon(pulled.id, platform, source=f"docker://{ref}")

@@ -18,6 +18,7 @@ from ..oci import compression
 from ..oci.archive import OCIArchive, TarIndex, is_oci_archive
 from ..oci.dockerarchive import DockerArchive
 from ..oci.layout import OCILayout, is_layout
+from ..store import default_store
 
 
 def _unlink(path: str) -> None:
@@ -41,7 +42,6 @@ def tar_index(path: str | os.PathLike) -> TarIndex:
         kind = compression.sniff(f.read(4))
     if kind is None:
         return TarIndex(p)
-    from ..store import default_store
     fd, tmp = tempfile.mkstemp(prefix="inflated-", suffix=".tar", dir=default_store().tmpdir())
     try:
         with os.fdopen(fd, "wb") as out, open(p, "rb") as raw:

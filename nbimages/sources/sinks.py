@@ -22,12 +22,17 @@ from typing import Iterator
 
 from ..atomic import write_atomic
 from ..errors import DigestMismatch, InvalidImage, NbimagesError, UnknownTransport
+from ..image import Image, Layer
 from ..oci import digest as dg, mediatypes as mt
 from ..oci.archive import check_blob_sizes, oci_archive_entries, oci_manifest, tar_stream
 from ..oci.descriptor import Descriptor
 from ..oci.dockerarchive import docker_archive_entries
 from ..oci.layout import OCILayout, is_layout
 from ..oci.manifest import Manifest
+from ..reference import Reference
+from ..store import default_store
+from .daemon import client
+from .opener import open_image
 
 FORMATS = {
     "docker": "a tar for `docker load` that is also an OCI archive (Docker 25 layout)",
@@ -39,7 +44,6 @@ FORMATS = {
 def default_tag(image) -> str | None:
     """The first of the image's names that is a full reference with a tag (`handout:1`,
     `127.0.0.1:5000/x:2`); bare OCI ref names such as `latest` are not."""
-    from ..reference import Reference
     for name in image.names or []:
         if ":" not in name.rsplit("/", 1)[-1]:
             continue
@@ -59,7 +63,6 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     "oci-dir" (OCI layout directory; an existing layout gets the image added). `tag` names
     the image inside (RepoTags / ref name); default: the image's own tagged name, if any.
     """
-    from . import open_image
     if format not in FORMATS:
         raise UnknownTransport(f"unknown save format {format!r}; use one of: "
                                + "; ".join(f"{k!r} ({v})" for k, v in FORMATS.items()) + ".")
@@ -92,7 +95,6 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
 def docker_tar_stream(image, tag: str | None = None, workdir: str | os.PathLike | None = None
                       ) -> Iterator[bytes]:
     """The bytes of the docker-format tar of `image`, as chunks (what save() writes)."""
-    from ..store import default_store
     check_blob_sizes(image)
     tag = tag or default_tag(image)
     with _docker_ready(image, Path(workdir or default_store().tmpdir()), True) as ready:
@@ -106,8 +108,6 @@ def load_into_engine(image, tag: str | None = None) -> str:
     (except zstd layers, which are inflated to temporary files first).
     """
     import docker
-    from . import open_image
-    from .daemon import client
     if not hasattr(image, "layers"):
         image = open_image(image)
     c = client(timeout=600)
@@ -142,7 +142,6 @@ def _docker_ready(image, workdir: Path, convert_zstd: bool):
     if not convert_zstd or not zstd:
         yield image
         return
-    from ..image import Image, Layer
     temps: list[str] = []
     try:
         layers = list(image.layers)

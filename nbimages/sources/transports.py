@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidReference, UnknownTransport
+from ..reference import Reference
 
 TRANSPORTS: dict[str, str] = {
     "docker-daemon": "docker-daemon:REF (an image in the Docker engine)",
@@ -62,7 +63,6 @@ def _unknown(prefix: str, text: str) -> UnknownTransport:
 
 
 def _is_reference(text: str) -> bool:
-    from ..reference import Reference
     try:
         Reference.parse(text)
     except InvalidReference:

@@ -26,8 +26,11 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..errors import BuildError
+import html
 from ..builder.recipe import Recipe
+from ..builder.steps import command as command_form
+from ..errors import BuildError
+from .session import current
 
 __all__ = ["freeze", "FrozenRecipe", "frozen_recipe", "use_in_session", "installed",
            "kernel_notebook", "FREEZE_MIME", "HANDOUT_DIR", "JUPYTER_PORT"]
@@ -78,7 +81,6 @@ class FrozenRecipe(Recipe):
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        import html
         out = super()._repr_html_()
         if self.skipped:
             out += (f"<p><b>Not pinned</b> ({len(self.skipped)}): installed in a way an index "
@@ -149,7 +151,6 @@ def freeze(tag: str | None = None, *, base: str | None = None, imported: bool = 
             and Path(command).is_file():
         record["command"] = {"script": _inside(Path(command), context, "script").as_posix()}
     else:
-        from ..builder.steps import command as command_form
         record["command"] = {"cmd": command_form(command, "command")}
     return frozen_recipe(record, context)
 
@@ -201,7 +202,6 @@ def use_in_session(recipe: FrozenRecipe, session: Any = None, *, line: str | Non
     """`%image freeze`: the frozen recipe becomes the notebook's recipe (steps keyed by the
     cell, so `%image build` builds it and later cells add steps after it)."""
     if session is None:
-        from .session import current
         session = current()
     session.start(recipe.base, context=recipe.context, cell_id=cell_id,
                   execution_count=execution_count)

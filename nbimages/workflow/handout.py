@@ -19,11 +19,16 @@ import os
 import re
 import shlex
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+import json
+from ..builder.embedded import PIP_LABEL
+from ..sources import save
+from ..sources.sinks import default_tag
+from .notebook_recipe import build_notebook
+from .verify import image_epoch
 
 __all__ = ["handout", "Handout", "FILES"]
 
@@ -56,9 +61,6 @@ class Handout:
 def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
             tag: str | None = None, store: Any = None, progress: Any = None) -> Handout:
     """Build the notebook's image and write the handout files into `directory`."""
-    from ..sources import save
-    from ..sources.sinks import default_tag
-    from .notebook_recipe import build_notebook
     nb = Path(notebook).expanduser().resolve()
     image = build_notebook(nb, tag, store=store, progress=progress)
     name = tag or default_tag(image) or f"{_slug(nb.stem)}:handout"
@@ -68,7 +70,7 @@ def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
     try:
         save(image, staging / FILES["oci"], format="oci", tag=name)
         save(image, staging / FILES["docker"], format="docker", tag=name)
-        recipe = getattr(image, "recipe", None)
+        recipe = image.recipe
         dockerfile = recipe.to_dockerfile() if recipe is not None else ""
         (staging / FILES["dockerfile"]).write_text(dockerfile, encoding="utf-8")
         (staging / FILES["readme"]).write_text(readme(image, name, nb, out), encoding="utf-8")
@@ -90,14 +92,11 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
     The verify and build commands run in the notebook's folder (the cells copy files from
     there), so they name the handout's files by their path from that folder.
     """
-    import json
-    from ..builder.embedded import PIP_LABEL
-    from .verify import image_epoch
     pins = []
     with contextlib.suppress(ValueError, TypeError):
         pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
-    recipe = getattr(image, "recipe", None)
-    report = list(getattr(image, "build_report", None) or [])
+    recipe = image.recipe
+    report = list(image.build_report or [])
     cmd = image.container_config.get("Cmd") or []
     entry = image.container_config.get("Entrypoint") or []
     ports = sorted(image.container_config.get("ExposedPorts") or {})
@@ -179,70 +178,3 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
             lines.append(f"| {r['step']} | {cell} | `{instr}` | "
                          f"{'`' + r['diff_id'] + '`' if r.get('diff_id') else ''} |")
     return "\n".join(lines) + "\n"
-
-
-# ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
-
-def _progress_for(quiet: bool, what: str):
-    from ..progress import Progress
-    return Progress(what, unit="step", enabled=False if quiet else None)
-
-
-def cli_build_notebook(a: Any) -> int:
-    """`nbimages build NOTEBOOK.ipynb -t TAG [-o FILE --format F]`."""
-    from ..cli import CLIUsageError
-    from .notebook_recipe import build_notebook
-    path = a.file if a.file and str(a.file).endswith(".ipynb") else a.context
-    unsupported = [flag for flag, value in (("--build-arg", a.build_args),
-                                            ("--platform", a.platform),
-                                            ("--engine", a.engine)) if value]
-    if unsupported:
-        raise CLIUsageError(f"nbimages build {path}: {', '.join(unsupported)} cannot be used "
-                            "with a notebook; its %image cells say how to build it.")
-    with _progress_for(a.quiet, f"build {a.tag or path}") as p:
-        image = build_notebook(path, a.tag, compression=a.compression,
-                               progress=lambda row: p.update(1))
-    report = getattr(image, "build_report", None)
-    if report is not None and not a.quiet:
-        print(repr(report), file=sys.stderr)
-    if a.output:
-        from ..sources import save
-        print(save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
-    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
-    return 0
-
-
-def verify_args(p: Any) -> None:
-    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
-    p.add_argument("--digest", metavar="sha256:…",
-                   help="the manifest digest or image ID to expect (default: the one recorded "
-                        "in the notebook's metadata)")
-    p.add_argument("--expected", metavar="SOURCE",
-                   help="the expected image (oci-archive:FILE, docker-archive:FILE, a store "
-                        "name), to name the files that differ")
-
-
-def cli_verify(a: Any) -> int:
-    from .verify import verify
-    v = verify(a.notebook, a.digest, expected=a.expected)
-    print(repr(v))
-    return 0 if v.ok else 1
-
-
-def handout_args(p: Any) -> None:
-    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="the folder for the handout files")
-    p.add_argument("-t", "--tag", metavar="NAME[:TAG]",
-                   help="the image's name (default: the notebook's %%image build tag)")
-    p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
-
-
-def cli_handout(a: Any) -> int:
-    with _progress_for(a.quiet, f"handout {a.notebook}") as p:
-        h = handout(a.notebook, a.output, tag=a.tag, progress=lambda row: p.update(1))
-    if a.quiet:
-        print(h.digest)
-    else:
-        print(repr(h))
-    return 0

@@ -19,13 +19,26 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import io
 import os
+import re
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..atomic import write_atomic
+from ..builder.embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL
+from ..commands.parsing import (CELL_MAGIC, MAGIC, Invocation, UsageError, pairs, prepare,
+                                rest_after, split_line)
+from ..commands.steps import STEPS
 from ..errors import BuildError, NbimagesError
+from ..oci.compressor import COMPRESSOR_ANNOTATION
+from ..oci.descriptor import Descriptor
+from ..store import default_store
+from ..verbs import provided
+from . import session as sessions
+from .freeze import FREEZE_MIME, frozen_recipe, use_in_session
 
 __all__ = ["build_notebook", "NotebookError", "NotebookBuild", "read_notebook", "image_calls",
            "replay", "record_build", "build_record", "METADATA_KEY"]
@@ -112,10 +125,68 @@ def _source(cell: dict) -> str:
     return "".join(src) if isinstance(src, list) else str(src or "")
 
 
+# IPython's escapes, read the way IPython.core.inputtransformer2 reads them (without importing
+# IPython: the core works where it is absent): `%name args` and `x = %name args` at the start
+# of a logical line, `!cmd` / `x = !cmd` shell escapes, and `%%name` on a cell's first line.
+_LINE_MAGIC = re.compile(r"^(?P<indent>[ \t]*)(?P<lhs>)%(?!%)(?P<rest>.*)$", re.S)
+_ASSIGN_MAGIC = re.compile(r"^(?P<indent>[ \t]*)(?P<lhs>[\w.\[\](), *'\"]+?\s*=[ \t]*)%(?=\w)(?P<rest>.*)$",
+                           re.S)
+_SHELL = re.compile(r"^(?P<indent>[ \t]*)(?:[\w.\[\](), *]+?\s*=[ \t]*)?!")
+
+
+def _statement_complete(text: str) -> bool:
+    """False while `text` ends inside brackets or a multi-line string (Python's tokenizer)."""
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO(text).readline):
+            pass
+    except tokenize.TokenError:
+        return False
+    except SyntaxError:
+        return True  # not our business: ast.parse reports it
+    return True
+
+
+def transform_cell(source: str) -> str:
+    """A cell's source as the Python a kernel runs: IPython's magic and shell escapes become
+    `get_ipython().run_line_magic(name, args)` / `run_cell_magic(name, line, body)` calls."""
+    lines = source.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    while lines and lines[0].isspace():
+        lines.pop(0)
+    if lines and lines[0].startswith("%%") and not re.match(r"%%\w+\?", lines[0]):
+        name, _, first = lines[0][2:].rstrip().partition(" ")
+        return "get_ipython().run_cell_magic(%r, %r, %r)\n" % (name, first, "".join(lines[1:]))
+    out: list[str] = []
+    statement: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not statement:  # at the start of a logical line: an escape may begin here
+            end = i
+            while lines[end].endswith("\\\n") and end + 1 < len(lines):
+                end += 1
+            joined = " ".join([p.rstrip()[:-1] for p in lines[i:end]] + [lines[end].rstrip()])
+            m = _ASSIGN_MAGIC.match(joined) or _LINE_MAGIC.match(joined)
+            if m:
+                name, _, args = m["rest"].partition(" ")
+                out.append(f"{m['indent']}{m['lhs']}get_ipython().run_line_magic({name!r}, {args!r})\n")
+                i = end + 1
+                continue
+            m = _SHELL.match(joined)
+            if m:
+                out.append(f"{m['indent']}get_ipython().system('')\n")
+                i = end + 1
+                continue
+        statement.append(lines[i])
+        out.append(lines[i])
+        if _statement_complete("".join(statement)):
+            statement = []
+        i += 1
+    return "".join(out)
+
+
 def image_calls(nb, path: str | os.PathLike = "notebook") -> list[ImageCall]:
     """Every `%image` / `%%image` call in the code cells, in the order a kernel runs them."""
-    from IPython.core.inputtransformer2 import TransformerManager
-    transformer = TransformerManager()
     calls: list[ImageCall] = []
     for index, cell in enumerate(nb["cells"], start=1):
         if cell.get("cell_type") != "code":
@@ -126,7 +197,7 @@ def image_calls(nb, path: str | os.PathLike = "notebook") -> list[ImageCall]:
         first = next((l.strip() for l in source.splitlines() if l.strip()), "")[:80]
         cell_id = str(cell.get("id") or f"cell-{index}")
         try:
-            code = transformer.transform_cell(source)
+            code = transform_cell(source)
             tree = ast.parse(code)
         except (SyntaxError, ValueError) as e:
             raise NotebookError(f"{path}: cell {index} ({first!r}) has %image lines but is not "
@@ -171,7 +242,6 @@ def _magic_call(node: ast.AST) -> tuple[str, str | None] | None:
 @contextlib.contextmanager
 def _fresh_session() -> Iterator[Any]:
     """A new build session as the process's current one (the magics' functions use it)."""
-    from . import session as sessions
     saved = sessions._current  # noqa: SLF001 - swapped back below
     sessions._current = sessions.Session()
     try:
@@ -200,7 +270,6 @@ def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None
     the end when steps follow the last build (or nothing was built), tagged `tag`; the last
     image is also tagged `tag` when given.
     """
-    from IPython.core.error import UsageError
     p = Path(path).expanduser().resolve()
     nb = read_notebook(p)
     calls = image_calls(nb, p.name)
@@ -247,7 +316,7 @@ def replay(path: str | os.PathLike, *, tag: str | None = None, store: Any = None
         elif tag:
             _tag(result.image, tag, store)
         result.recipe = session.recipe
-    result.image.recipe = result.recipe  # type: ignore[attr-defined]
+    result.image.recipe = result.recipe
     return result
 
 
@@ -276,8 +345,6 @@ def _named(err: NbimagesError, path: Path, calls: list[ImageCall], session: Any,
 
 
 def _tag(image: Any, tag: str, store: Any) -> None:
-    from ..oci.descriptor import Descriptor
-    from ..store import default_store
     s = store or default_store()
     s.tag(tag, Descriptor(image.manifest.media_type, image.digest, len(image.manifest.raw),
                           platform=image.platform))
@@ -287,41 +354,25 @@ def _tag(image: Any, tag: str, store: Any) -> None:
 
 def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
            path: Path) -> str:
-    """Run one call as the magic would; returns "step", "built" or "skipped"."""
-    from IPython.core.error import UsageError
-    from ..commands.verbs import TABLE, _pairs
-    from ..commands.parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown,
-                                    Invocation, cell_lines, rest_after, split_line)
+    """Run one call as the magic would (the same parser, commands.parsing.prepare); returns
+    "step", "built" or "skipped". Only the build steps (commands.steps) describe the image."""
     prog = CELL_MAGIC if call.body is not None else MAGIC
     words = split_line(call.line, prog)
-    if not words or words[0] in ("-h", "--help", "help"):
+    if not words or words[0] in ("-h", "--help", "help") or "-h" in words or "--help" in words:
         result.skipped.append(f"{call.where()}: help")
         return "skipped"
-    if words[0].startswith("-"):
-        raise UsageError(f"{prog}: unknown option '{words[0]}' before the subcommand; write "
-                         f"{prog} SUBCOMMAND [ARGS] (see {MAGIC} --help)")
-    cmd = TABLE.lookup(words[0], prog)
-    rest = words[1:]
-    if cmd.name == "freeze":
+    if words[0] == "freeze":
         return _replay_freeze(call, session, path, rest_after(call.line, words[0]))
-    if cmd.group != "build" or "-h" in rest or "--help" in rest:
-        result.skipped.append(f"{call.where()}: {prog} {cmd.name} does not describe the image")
+    if not words[0].startswith("-") and words[0] not in STEPS.commands:
+        provided("command_table")().lookup(words[0], prog)  # an unknown subcommand is an error
+        result.skipped.append(f"{call.where()}: {prog} {words[0]} does not describe the image")
         return "skipped"
-    if call.body is not None:
-        if cmd.cell == NO_CELL and call.body.strip():
-            raise UsageError(f"{CELL_MAGIC} {cmd.name} takes no cell body; write it as a line "
-                             f"magic: {MAGIC} {cmd.name} ...")
-        if cmd.cell == CELL_ARGS:
-            rest += cell_lines(call.body)
-    elif cmd.cell == CELL_TEXT:
-        raise UsageError(f"{MAGIC} {cmd.name} needs a cell body: put {CELL_MAGIC} {cmd.name} ... "
-                         "on the first line of a cell and the text below it")
-    try:
-        ns = cmd.parser(call.body is not None).parse_args(rest)
-    except HelpShown:
+    parsed = prepare(STEPS, call.line, call.body)
+    cmd, ns = parsed.command, parsed.args
+    if cmd is None:
         return "skipped"
-    inv = Invocation(ns, call.body, None, call.cell_id, call.cell,
-                     rest_after(call.line, words[0]), {})
+    inv = Invocation(ns, call.body, None, call.cell_id, call.cell, parsed.raw, {},
+                     show=lambda value: None)
     cell_kw = {"cell_id": call.cell_id, "execution_count": call.cell}
     if cmd.name == "build":
         kw = dict(build_kw)
@@ -332,7 +383,7 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
         if ns.engine:
             kw["engine"] = ns.engine
         image = session.dockerfile(call.body or "", ns.tag, context=ns.context,
-                                   build_args=_pairs(ns.build_args, "dockerfile --build-arg")
+                                   build_args=pairs(ns.build_args, "dockerfile --build-arg")
                                    or None, **cell_kw, **kw)
     elif cmd.name == "recipe":
         if not ns.reset:
@@ -342,7 +393,7 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
     else:
         cmd.func(inv)  # type: ignore[misc]
         return "step"
-    if ns.tag and hasattr(image, "names") and ns.tag not in image.names:
+    if ns.tag and ns.tag not in image.names:
         image.names.insert(0, ns.tag)  # the builder's stored image does not carry its tag
     result.image = image
     result.images.append(image)
@@ -351,7 +402,6 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
 
 def _replay_freeze(call: ImageCall, session: Any, path: Path, line: str) -> str:
     """`%image freeze`: its pins come from the kernel that ran it, saved in the cell output."""
-    from .freeze import FREEZE_MIME, frozen_recipe, use_in_session
     record = None
     for out in call.outputs:
         data = out.get("data") if isinstance(out, dict) else None
@@ -385,22 +435,20 @@ def build_notebook(path: str | os.PathLike, tag: str | None = None, *, store: An
     """
     result = replay(path, tag=tag, store=store, progress=progress, compression=compression)
     image = result.image
-    image.notebook_build = result  # type: ignore[attr-defined]
-    if record and hasattr(image, "manifest"):
+    image.notebook_build = result
+    if record:
         record_build(result.path, image, tag=tag)
     return image
 
 
 def build_record(image: Any, tag: str | None = None) -> dict[str, Any]:
     """What goes into `metadata.nbimages`: digest, image ID, pins, layers per step."""
-    from ..builder.embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL
-    from ..oci.compressor import COMPRESSOR_ANNOTATION
-    report = list(getattr(image, "build_report", None) or [])
-    recipe = getattr(image, "recipe", None)
+    report = list(image.build_report or [])
+    recipe = image.recipe
     pins = []
     with contextlib.suppress(ValueError, TypeError):
         pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
-    annotations = image.manifest.annotations if hasattr(image.manifest, "annotations") else {}
+    annotations = image.manifest.annotations
     layer_rows = [r for r in report if r.get("diff_id")]
     media = {l.digest: l.media_type for l in image.layers}
     steps = []

@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import BuildError
+from ..builder.dockerfile import build_dockerfile, build_naming_lines, parse_dockerfile
 from ..builder.recipe import Recipe
 from ..builder.steps import Step
+from ..errors import BuildError
 
 
 class Session:
@@ -110,7 +111,6 @@ class Session:
                    execution_count: Any = None, context: str | os.PathLike = ".",
                    build_args: dict | None = None, **kwargs: Any):
         """`%%image dockerfile [TAG]`: the cell is a Dockerfile; build it and make it current."""
-        from ..builder.dockerfile import build_dockerfile, build_naming_lines, parse_dockerfile
         recipe = parse_dockerfile(text, context=context, build_args=build_args)
         lines = [s.origin for s in recipe.steps]
         for step in recipe.steps:

@@ -26,8 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import datetime as _dt
+from ..builder.recipe import Recipe
 from ..errors import BuildError, NbimagesError
-from ..oci import digest as dg
+from ..image import Layer
+from ..oci import digest as dg, mediatypes as mt
+from ..oci.compressor import COMPRESSOR_ANNOTATION
+from ..oci.descriptor import Descriptor
+from ..sources import open_image
+from ..store import Store, default_home
+from .notebook_recipe import build_notebook, notebook_record
+from .session import current
 
 __all__ = ["verify", "Verification", "LayerDifference", "layer_files", "compare_files"]
 
@@ -141,15 +150,11 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
     or to the session's last build. `expected`: the expected image (an Image or any source
     string: a tar, an OCI layout, a store name) to compare layers and files with.
     """
-    from ..store import Store, default_home
-    from .notebook_recipe import notebook_record
-    from ..builder.recipe import Recipe
 
     notebook: Path | None = None
     recipe = None
     record = None
     if source is None:
-        from .session import current
         s = current()
         recipe = s.recipe
         if digest is None and s.last_image is not None:
@@ -177,16 +182,15 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
     if record and digest not in (record.get("digest"), record.get("image_id")):
         record = None  # the notebook records another build: no use for this digest
 
-    with _clean_home():
+    with _clean_store() as clean:
         try:
             if notebook is not None:
-                from .notebook_recipe import build_notebook
-                rebuilt = build_notebook(notebook, record=False)
+                rebuilt = build_notebook(notebook, record=False, store=clean)
             else:
                 fresh = copy.copy(recipe)
                 fresh._base_image = None  # open the base again, as a stranger would
                 fresh.report = None
-                rebuilt = fresh.build(None)
+                rebuilt = fresh.build(None, store=clean)
         except NbimagesError as e:
             raise type(e)(f"verify {label}: the rebuild in a clean store failed: {e} (the "
                           "clean store starts empty: the base must come from a registry, a "
@@ -213,25 +217,19 @@ def _digest(text: Any) -> str:
 
 
 @contextlib.contextmanager
-def _clean_home() -> Iterator[Path]:
-    """A temporary, empty NBIMAGES_HOME for the duration (the store, its caches, wheels)."""
+def _clean_store() -> Iterator[Store]:
+    """A temporary, empty store for the rebuild (its layers, build cache and wheels), passed
+    to the build explicitly: the user's store and the process environment are left alone."""
     tmp = Path(tempfile.mkdtemp(prefix="nbimages-verify-"))
-    before = os.environ.get("NBIMAGES_HOME")
-    os.environ["NBIMAGES_HOME"] = str(tmp)
     try:
-        yield tmp
+        yield Store(tmp)
     finally:
-        if before is None:
-            os.environ.pop("NBIMAGES_HOME", None)
-        else:
-            os.environ["NBIMAGES_HOME"] = before
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _expected(expected: Any, digest: str, store) -> tuple[Any, str | None]:
     """The expected image: given, or found in the local store by manifest digest / image ID."""
     if expected is not None:
-        from ..sources import open_image
         image = open_image(expected)
         where = f"the expected image {getattr(image, 'source', '') or expected}"
         if digest not in (image.digest, image.id):
@@ -255,7 +253,7 @@ def _expected(expected: Any, digest: str, store) -> tuple[Any, str | None]:
 # ---- explaining a mismatch
 
 def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -> None:
-    rows = [r for r in (getattr(rebuilt, "build_report", None) or []) if r.get("diff_id")]
+    rows = [r for r in (rebuilt.build_report or []) if r.get("diff_id")]
     ours = rebuilt.diff_ids
     base = len(ours) - len(rows)
     build = getattr(rebuilt, "notebook_build", None)
@@ -307,7 +305,7 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
             v.layers.append(d)
         if not v.layers:
             then = [s.get("instruction") for s in record.get("steps") or []]
-            now = [r["instruction"] for r in getattr(rebuilt, "build_report", None) or []]
+            now = [r["instruction"] for r in rebuilt.build_report or []]
             changed = [f"step {i + 1}: `{_short_instr(b)}` (was `{_short_instr(a)}`)"
                        for i, (a, b) in enumerate(zip(then, now)) if a != b]
             if len(then) != len(now):
@@ -322,7 +320,6 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
 
 def image_epoch(config: dict) -> int | None:
     """The SOURCE_DATE_EPOCH an nbimages build used, read back from its config's `created`."""
-    import datetime as _dt
     try:
         when = _dt.datetime.strptime(str(config.get("created")), "%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
@@ -340,14 +337,10 @@ def _epoch_note(v: Verification, expected: dict, rebuilt: dict) -> None:
 
 
 def _compressor_key() -> str:
-    from ..oci.compressor import COMPRESSOR_ANNOTATION
     return COMPRESSOR_ANNOTATION
 
 
 def _stored_layer(store, rec: dict):
-    from ..image import Layer
-    from ..oci import mediatypes as mt
-    from ..oci.descriptor import Descriptor
     desc = Descriptor(rec.get("media_type") or mt.OCI_LAYER_GZIP, rec["layer"],
                       int(rec.get("size") or store.blob_path(rec["layer"]).stat().st_size))
     return Layer(desc, rec["diff_id"], lambda d=rec["layer"]: store.open_blob(d))

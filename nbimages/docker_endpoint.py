@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from .errors import EngineUnavailable
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+CONNECT_TIMEOUT = float(os.environ.get("NBIMAGES_ENGINE_TIMEOUT", "3"))
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,6 @@ def resolve() -> Endpoint:
 
 
 def _from_context(name: str) -> Endpoint:
-    from ..errors import EngineUnavailable
 
     context_id = hashlib.sha256(name.encode()).hexdigest()
     meta_file = config_dir() / "contexts" / "meta" / context_id / "meta.json"
@@ -106,3 +107,17 @@ def _from_context(name: str) -> Endpoint:
             ca_cert=str(ca) if ca.exists() and verify else None,
             verify=str(ca) if ca.exists() and verify else verify)
     return Endpoint(host, f"docker context {name!r}", tls)
+
+
+def short_cause(e: BaseException) -> str:
+    """The useful end of a connection error ("connection refused", "no such socket")."""
+    text = str(e)
+    for needle, say in (("No such file or directory", "the socket does not exist"),
+                        ("Connection refused", "connection refused"),
+                        ("Permission denied", "permission denied (is your user in the docker group?)"),
+                        ("timed out", f"no answer within {CONNECT_TIMEOUT:g} s"),
+                        ("Name or service not known", "unknown host name"),
+                        ("ssh", "ssh:// endpoints need the paramiko package")):
+        if needle in text:
+            return say
+    return text[:200] or e.__class__.__name__

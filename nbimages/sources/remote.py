@@ -9,20 +9,20 @@ registry instead of uploading them again.
 from __future__ import annotations
 
 import io
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import InvalidReference, NbimagesError, RegistryError
 from ..image import Image, Layer
-from ..oci import digest as dg
-from ..oci import mediatypes as mt
+from ..oci import canonical, digest as dg, mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.manifest import Index, Manifest
+from ..progress import progress as make
 from ..reference import Reference
-from .auth import Credentials
-from .client import RegistryClient
+from ..registry.auth import Credentials
+from ..registry.client import RegistryClient, client_for
+from ..store import default_store
 
 WORKERS = 4
 
@@ -37,19 +37,9 @@ def _remember(registry: str, repository: str, digests) -> None:
             _origins[(registry, d)] = repository
 
 
-def client_for(ref: Reference, *, insecure: bool | None = None, ca_bundle: str | None = None,
-               credentials: Credentials | tuple[str, str] | None = None) -> RegistryClient:
-    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret))."""
-    if isinstance(credentials, tuple):
-        credentials = Credentials(credentials[0], credentials[1], "the credentials argument")
-    return RegistryClient(ref.registry, insecure=insecure, ca_bundle=ca_bundle,
-                          credentials=credentials)
-
-
 def _store(store=None):
     if store is not None:
         return store
-    from ..store import default_store
     return default_store()
 
 
@@ -87,7 +77,6 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
     else:
         config_bytes = client.read_blob(ref.repository, manifest.config.digest)
         store.write_blob(config_bytes, manifest.config.digest)
-    from ..oci import canonical
     config = canonical.loads(config_bytes, "image config")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     if len(diff_ids) != len(manifest.layers):
@@ -112,7 +101,6 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
 
 
 def _progress(desc: str, enabled: bool | None):
-    from ..progress import progress as make
     return make(desc, enabled=None if enabled else False)
 
 
@@ -196,31 +184,21 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
     return image
 
 
-def _open_source(src: Any, platform=None) -> Image:
-    if isinstance(src, Image):
-        return src
-    if isinstance(src, os.PathLike):
-        src = os.fspath(src)
-    if not isinstance(src, str):
-        raise InvalidReference(f"cannot push {type(src).__name__}: give an Image or a source string "
-                               "such as 'store:NAME', 'docker://REF', 'oci:DIR' or 'docker-archive:FILE'.")
-    if src.startswith("docker://"):
-        return open_remote(src[len("docker://"):], platform)
-    from ..sources import open_image
-    return open_image(src, platform)
-
-
-def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
+def push(image: Image, ref: str | Reference, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
          credentials: Credentials | tuple[str, str] | None = None,
          chunk_size: int | None = None) -> str:
-    """Push an image (an Image or any source string) to `ref`; returns the manifest digest.
+    """Push an Image to `ref` (the docker:// writer); returns the manifest digest.
+
+    nbimages.push (sources/copy.py) opens any source string first.
 
     The manifest is sent as the exact bytes it was read or built with, so the digest in the
     registry is the digest of the image here. Blobs the registry has are skipped; blobs known
     in another repository of the same registry are mounted instead of uploaded.
     """
-    image = _open_source(src)
+    if not isinstance(image, Image):
+        raise InvalidReference(f"cannot push {type(image).__name__}: give an Image, or use "
+                               "nbimages.push, which opens any source string.")
     ref = Reference.parse(ref)
     client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
     repo = ref.repository
@@ -289,7 +267,6 @@ def push_index(manifests: list[tuple[str | Reference, str | Platform | None]], r
         if not mt.is_manifest(mtype):
             raise RegistryError(f"{mref} is an index itself; list single-platform images.")
         if plat is None:
-            from ..oci import canonical
             m = Manifest.parse(raw, mtype)
             cfg = canonical.loads(client.read_blob(mref.repository, m.config.digest), "image config")
             plat = Platform(cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant"))

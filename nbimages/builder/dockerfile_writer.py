@@ -1,0 +1,120 @@
+"""Write a Recipe as a Dockerfile (and the build context its COPY lines read).
+
+The reading direction is dockerfile.py, which makes Recipes; this module only reads them,
+so recipe.py can offer `to_dockerfile()` without importing the reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .steps import Step
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+
+
+def _dq(value: str) -> str:
+    if value and re.match(r"^[A-Za-z0-9_./:,@%+=-]+$", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") \
+        .replace("\n", "\\n") + '"'
+
+
+def _from_line(base: str) -> str:
+    if base.startswith("docker://"):
+        return f"FROM {base[len('docker://'):]}"
+    if base.startswith("docker-daemon:"):
+        return f"FROM {base[len('docker-daemon:'):]}"
+    if base.startswith("store:"):
+        return f"FROM {base[len('store:'):]}"
+    if re.match(r"^[a-z-]+:(/|\.)", base) or base.startswith(("oci:", "oci-archive:",
+                                                               "docker-archive:")):
+        return (f"# base image from {base}: load it into the engine and name it here\n"
+                f"FROM {Path(base.split(':', 1)[1].split(':')[0]).name or 'base'}")
+    return f"FROM {base}"
+
+
+def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
+    a = step.args
+    k = step.kind
+    if k == "file":
+        chown = f" --chown={a['uid']}:{a['gid']}" if a["uid"] or a["gid"] else ""
+        if files_dir is not None:
+            return f"COPY{chown} {files_dir}/{_file_name(step, index)} {a['path']}"
+        text = (step.content or b"").decode("utf-8", "replace")
+        marker = "NBIMAGES_EOF"
+        while marker in text:
+            marker += "_"
+        return (f"COPY{chown} --chmod={a['mode']:o} <<'{marker}' {a['path']}\n"
+                f"{text.rstrip(chr(10))}\n{marker}")
+    if k == "copy":
+        flags = f" --chown={a['uid']}:{a['gid']}" if a.get("uid") or a.get("gid") else ""
+        if a.get("chmod") is not None:
+            flags += f" --chmod={a['chmod']:o}"
+        parts = a["src"] + [a["dest"]]
+        instr = "ADD" if a.get("add") else "COPY"
+        if any(" " in p for p in parts):
+            return f"{instr}{flags} {json.dumps(parts)}"
+        return f"{instr}{flags} {' '.join(parts)}"
+    if k == "pip":
+        opts = f" --index-url {a['index_url']}" if a.get("index_url") else ""
+        opts += "".join(f" --find-links {f}" for f in a.get("find_links") or [])
+        return "RUN pip install --no-cache-dir" + opts + " " + " ".join(
+            _dq(r) if " " in r or "<" in r or ">" in r else r for r in a["requirements"])
+    if k == "remove":
+        return "RUN rm -rf " + " ".join(_dq(p) for p in a["paths"])
+    if k == "run":
+        c = a["command"]
+        return "RUN " + (json.dumps(c) if isinstance(c, list) else c)
+    if k == "env":
+        return "ENV " + " ".join(f"{n}={_dq(v)}" for n, v in a["vars"].items())
+    if k == "label":
+        return "LABEL " + " ".join(f"{_dq(n)}={_dq(v)}" for n, v in a["labels"].items())
+    if k == "workdir":
+        return f"WORKDIR {a['path']}"
+    if k == "user":
+        return f"USER {a['user']}"
+    if k in ("cmd", "entrypoint"):
+        return f"{k.upper()} {json.dumps(a['command'], ensure_ascii=False)}"
+    if k == "expose":
+        return "EXPOSE " + " ".join(p[:-4] if p.endswith("/tcp") else p for p in a["ports"])
+    if k == "arg":
+        return f"ARG {a['name']}" + (f"={_dq(a['default'])}" if a.get("default") is not None
+                                     else "")
+    return f"# {step.describe()}"
+
+
+def _file_name(step: Step, index: int) -> str:
+    base = os.path.basename(step.args["path"]) or "file"
+    return f"{index:03d}-{base}"
+
+
+def recipe_to_dockerfile(recipe: Recipe, files_dir: str | None = None) -> str:
+    lines = []
+    uses_heredoc = files_dir is None and any(s.kind == "file" for s in recipe.steps)
+    if uses_heredoc:
+        lines.append("# syntax=docker/dockerfile:1.4")
+    lines.append(_from_line(recipe.base))
+    for i, step in enumerate(recipe.steps):
+        lines.append(_step_lines(step, files_dir, i + 1))
+    return "\n".join(lines) + "\n"
+
+
+def write_context(recipe: Recipe, directory: Path, files_dir: str) -> Path:
+    """Dockerfile + file-step contents (with their modes) in `directory`; returns the Dockerfile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fdir = directory / files_dir
+    for i, step in enumerate(recipe.steps):
+        if step.kind == "file":
+            fdir.mkdir(parents=True, exist_ok=True)
+            p = fdir / _file_name(step, i + 1)
+            p.write_bytes(step.content or b"")
+            os.chmod(p, step.args["mode"])
+    path = directory / "Dockerfile"
+    path.write_text(recipe_to_dockerfile(recipe, files_dir=files_dir), encoding="utf-8")
+    return path
