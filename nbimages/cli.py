@@ -19,9 +19,10 @@ from typing import Any, Callable, Sequence
 import nbimages  # the facade: the API loads on first use, so `nbimages --help` stays fast
 
 from . import __version__
-from .commands.parsing import UsageError, pairs
+from .commands.parsing import HelpShown, Invocation, UsageError, pairs
 from .errors import NbimagesError
 from .progress import Progress
+from .verbs import provided
 
 PROG = "nbimages"
 
@@ -43,7 +44,7 @@ def _short_digests(df):
     out = df.copy()
     for col in out.columns:
         values = out[col]
-        if values.dtype == object and len(values) and values.map(
+        if values.dtype.kind in "OT" and len(values) and values.map(  # object or pandas' str
                 lambda v: isinstance(v, str) and v.startswith("sha256:") and len(v) == 71).all():
             out[col] = values.str.slice(0, 19)
     return out
@@ -398,9 +399,19 @@ COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its
 COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
                        handout_args, cli_handout)
 
+SHELL_EPILOG = """\
+The %image subcommands that look at, move or run images work here too, spelled as in the
+notebook, with --json or --full for their tables:
+  nbimages layers|history|waste|packages|unsafe SOURCE    nbimages files SOURCE [--layer N]
+  nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
+  nbimages images|ps|stop|logs|rm|tag|load ...    nbimages run IMAGE [COMMAND...]
+nbimages SUBCOMMAND --help explains one."""
+
+
 def build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Container images without a daemon: look inside, build, "
-                                            "pull, push and save. The %image magics, from a shell.")
+                                            "pull, push and save.\nThe %image magics, from a shell.",
+                     epilog=SHELL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nbimages {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, configure, _func) in COMMANDS.items():
@@ -410,22 +421,85 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _unknown_command_hint(argv: Sequence[str]) -> None:
-    """An unknown subcommand: name the close one and list them all (before argparse's message)."""
-    known = list(COMMANDS)
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in known and argv and argv[0] == first:
-        close = difflib.get_close_matches(first, known, n=1, cutoff=0.6)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise CLIUsageError(f"{PROG}: unknown command '{first}'.{hint} Commands: {', '.join(known)} "
-                            f"(see {PROG} --help)")
+# -- the %image subcommands, from a shell ------------------------------------------------------
+# One grammar: `nbimages layers SRC` is `%image layers SRC` (the same table, parser and
+# function, commands/verbs.py); the CLI's own spellings above (`inspect SRC --files`, `copy`)
+# stay. Build steps describe a notebook's recipe and the notebook group needs a kernel, so
+# only these groups are offered here. The table is loaded only when one of them is asked for,
+# which keeps `nbimages --help` fast.
+SHELL_GROUPS = ("look", "registry", "engine")
+ALIASES = {"copy-image": "copy"}  # %image spelling -> the CLI's own command
+
+
+def _shell_commands() -> dict[str, Any]:
+    table = provided("command_table")()
+    return {name: cmd for name, cmd in table.commands.items()
+            if cmd.group in SHELL_GROUPS and name not in COMMANDS and name not in ALIASES}
+
+
+def run_table_command(argv: list[str]) -> int:
+    """`nbimages NAME ARGS` for a %image subcommand NAME: parse, run, print its value."""
+    name = argv[0]
+    cmd = _shell_commands().get(name)
+    if cmd is None:
+        _unknown_command(name)
+    p = cmd.parser(prog=f"{PROG} {name}")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--full", action="store_true", help="every column, digests not shortened")
+    try:
+        ns = p.parse_args(argv[1:])
+    except HelpShown:
+        return 0
+    inv = Invocation(ns, None, None, None, None, " ".join(argv[1:]), {},
+                     show=lambda value: print(repr(value), file=sys.stderr))
+    return _print_value(cmd.func(inv), json_out=ns.json, full=ns.full)
+
+
+def _print_value(value: Any, *, json_out: bool, full: bool) -> int:
+    """A subcommand's value on stdout; an int (a container's exit code) is the exit status."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)  # `run`: the output already streamed, the exit code is the status
+    import pandas as pd  # only when a value is printed: `nbimages --help` does without
+    frame = isinstance(value, pd.DataFrame)
+    if json_out:
+        _print_json(value if frame or not hasattr(value, "to_json") else value.to_json())
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            print(item)
+    elif isinstance(value, str):
+        print(value)
+    elif frame:
+        print_table(value, full=full)
+    else:
+        print(repr(value))
+    return 0
+
+
+def _unknown_command(first: str) -> None:
+    """An unknown subcommand: name the close one and list them all."""
+    magic = provided("command_table")().commands.get(first)
+    if magic is not None:  # a build step or a notebook tool: it needs a notebook
+        raise CLIUsageError(f"{PROG}: %image {first} works in a notebook only ({magic.summary}). "
+                            f"From a shell, build a notebook's cells or a Dockerfile with "
+                            f"{PROG} build NOTEBOOK.ipynb|CONTEXT (see {PROG} --help).")
+    known = list(COMMANDS) + sorted(_shell_commands()) + list(ALIASES)
+    close = difflib.get_close_matches(first, known, n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise CLIUsageError(f"{PROG}: unknown command '{first}'.{hint} Commands: {', '.join(known)} "
+                        f"(see {PROG} --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the nbimages command; returns the exit status (0 ok, 1 user error, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        _unknown_command_hint(argv)
+        if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+            if argv[0] in ALIASES:
+                argv[0] = ALIASES[argv[0]]
+            else:
+                return run_table_command(argv)
         parser = build_parser()
         try:
             args = parser.parse_args(argv)

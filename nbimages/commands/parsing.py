@@ -91,8 +91,9 @@ class Command:
     description: str = ""
     epilog: str = ""
 
-    def parser(self, cell_magic: bool = False) -> MagicArgumentParser:
-        prog = f"{CELL_MAGIC if cell_magic or self.cell == CELL_TEXT else MAGIC} {self.name}"
+    def parser(self, cell_magic: bool = False, prog: str | None = None) -> MagicArgumentParser:
+        """The argparse parser of this subcommand, named `prog` (default: as a magic)."""
+        prog = prog or f"{CELL_MAGIC if cell_magic or self.cell == CELL_TEXT else MAGIC} {self.name}"
         p = MagicArgumentParser(prog=prog, description=self.description or self.summary,
                                 epilog=textwrap.fill(self.epilog, 88) if self.epilog else None)
         for flags, kw in self.arguments:
