@@ -44,8 +44,8 @@ def _short_digests(df):
     out = df.copy()
     for col in out.columns:
         values = out[col]
-        if values.dtype.kind in "OT" and len(values) and values.map(  # object or pandas' str
-                lambda v: isinstance(v, str) and v.startswith("sha256:") and len(v) == 71).all():
+        if values.dtype.kind in "OT" and len(values) and all(  # object, or pandas 3's str
+                isinstance(v, str) and v.startswith("sha256:") and len(v) == 71 for v in values):
             out[col] = values.str.slice(0, 19)
     return out
 

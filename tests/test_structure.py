@@ -175,6 +175,8 @@ def test_the_core_modules_import_no_skin():
     bad = [f"{m} -> {t}" for m, targets in graph.items() if not m.startswith(skins)
            for t in targets if t.startswith(skins) and m != "nbimages" and m != "nbimages.__main__"]
     assert not bad, "core modules importing a skin:\n" + "\n".join(bad)
+    facade = [m for m, targets in graph.items() if FACADE in targets and not m.startswith(skins)]
+    assert not facade, f"only the skins use the facade (nbimages/__init__.py): {facade}"
     modules = _modules()
     ipython = [f"{name}:{line}" for name, path in modules.items()
                for target, line, _top in _imports(name, path, modules)

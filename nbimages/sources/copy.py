@@ -4,26 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import os
-from ..errors import InvalidReference, UnknownTransport
+from ..errors import UnknownTransport
 from ..image import Image
 from ..store import default_store
 from . import remote
 from .opener import open_image
-from .remote import open_remote
 from .sinks import load_into_engine, save
+from .transports import parse_source, split_path_ref
 
-def _open_source(src: Any, platform=None) -> Image:
-    if isinstance(src, Image):
-        return src
-    if isinstance(src, os.PathLike):
-        src = os.fspath(src)
-    if not isinstance(src, str):
-        raise InvalidReference(f"cannot push {type(src).__name__}: give an Image or a source string "
-                               "such as 'store:NAME', 'docker://REF', 'oci:DIR' or 'docker-archive:FILE'.")
-    if src.startswith("docker://"):
-        return open_remote(src[len("docker://"):], platform)
-    return open_image(src, platform)
+_OPEN_KW = ("insecure", "ca_bundle", "credentials")  # what opening a docker:// source takes
+
+
+def _open(src: Image | str, platform=None, registry_kw: dict | None = None) -> Image:
+    return open_image(src, platform, **{k: v for k, v in (registry_kw or {}).items()
+                                        if k in _OPEN_KW})
 
 
 def push(src: Image | str, ref: str, *, progress: bool = True, **registry_kw: Any) -> str:
@@ -33,26 +27,10 @@ def push(src: Image | str, ref: str, *, progress: bool = True, **registry_kw: An
     registry is the digest of the image here. Blobs the registry has are skipped; blobs known
     in another repository of the same registry are mounted instead of uploaded.
     """
-    return remote.push(_open_source(src), ref, progress=progress, **registry_kw)
+    return remote.push(_open(src, None, registry_kw), ref, progress=progress, **registry_kw)
 
 
 _SAVE_FORMATS = {"docker-archive": "docker", "oci-archive": "oci", "oci": "oci-dir"}
-
-
-def _split_dest(dest: str) -> tuple[str, str, str | None]:
-    """`oci-archive:/x/app.tar:app:1` -> ("oci-archive", "/x/app.tar", "app:1")."""
-    transport, sep, rest = dest.partition(":")
-    if not sep:
-        raise UnknownTransport(f"{dest!r} names no transport; write docker://REF, store:NAME, "
-                               "docker-archive:FILE[:TAG], oci-archive:FILE[:TAG], oci:DIR[:TAG] or "
-                               "docker-daemon:NAME.")
-    tag = None
-    if transport in _SAVE_FORMATS:
-        path, colon, maybe_tag = rest.partition(":")
-        if colon:
-            tag = maybe_tag or None
-        rest = path
-    return transport, rest, tag
 
 
 def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: bool = True,
@@ -65,17 +43,20 @@ def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: 
     docker-archive:FILE[:TAG], oci-archive:FILE[:TAG], oci:DIR[:TAG], docker-daemon:NAME.
     Registry keyword arguments (insecure, ca_bundle, credentials) apply to either end.
     """
-    if isinstance(src, str) and src.startswith("docker://"):
-        image = open_remote(src[len("docker://"):], platform, **registry_kw)
-    else:
-        image = _open_source(src, platform)
-    if dest.startswith("docker://"):
-        return push(image, dest[len("docker://"):], progress=progress, **registry_kw)
-    transport, target, tag = _split_dest(dest)
+    image = _open(src, platform, registry_kw)
+    dst = parse_source(dest)  # the same transport names, read the same way as sources
+    transport, target, tag = dst.transport, dst.target, None
+    if transport == "auto":
+        raise UnknownTransport(f"{dest!r} names no transport; write docker://REF, store:NAME, "
+                               "docker-archive:FILE[:TAG], oci-archive:FILE[:TAG], oci:DIR[:TAG] or "
+                               "docker-daemon:NAME.")
+    if transport == "docker":
+        return remote.push(image, target, progress=progress, **registry_kw)
     if transport == "store":
         desc = default_store().put_image(image, target or None)
         return desc.digest
     if transport in _SAVE_FORMATS:
+        target, tag = split_path_ref(target)
         save(image, target, format=_SAVE_FORMATS[transport], tag=tag)
         if transport == "docker-archive":
             return image.id  # a docker-archive keeps no manifest: the image ID identifies it

@@ -15,13 +15,14 @@ from .remote import open_remote as remote
 from .transports import Source, looks_like_path, parse_source, split_path_ref
 
 
-def open_image(source, platform=None, *, store=None):
+def open_image(source, platform=None, *, store=None, **registry_kw):
     """Open `source` (an Image, a transport:target string, a bare path or reference) as an Image.
 
     An index / manifest list resolves to the host's platform unless `platform` (e.g.
     "linux/arm64/v8") says otherwise; a single-platform source refuses a mismatching one.
     `store` is where `store:NAME` and bare names are looked up and where registry layers are
-    cached (default: the user's store).
+    cached (default: the user's store); `registry_kw` (insecure, ca_bundle, credentials) go
+    to the registry for `docker://` sources and bare references found there.
     """
     if isinstance(source, Image):
         return source
@@ -29,33 +30,33 @@ def open_image(source, platform=None, *, store=None):
         source = os.fspath(source)
     src = parse_source(source)
     opener = _OPENERS.get(src.transport, _open_auto)
-    return opener(src, platform, store or default_store())
+    return opener(src, platform, store or default_store(), **registry_kw)
 
 
-def _open_daemon(src: Source, platform, store):
+def _open_daemon(src: Source, platform, store, **registry_kw):
     return open_daemon(src.target, platform, source=str(src))
 
 
-def _open_docker_archive(src: Source, platform, store):
+def _open_docker_archive(src: Source, platform, store, **registry_kw):
     path, ref = split_path_ref(src.target)
     return open_docker_archive(path, ref, platform, source=str(src))
 
 
-def _open_oci(src: Source, platform, store):
+def _open_oci(src: Source, platform, store, **registry_kw):
     path, tag = split_path_ref(src.target)
     return open_oci_dir(path, tag, platform, source=str(src))
 
 
-def _open_oci_archive(src: Source, platform, store):
+def _open_oci_archive(src: Source, platform, store, **registry_kw):
     path, tag = split_path_ref(src.target)
     return open_oci_archive(path, tag, platform, source=str(src))
 
 
-def _open_registry(src: Source, platform, store):
-    return remote(src.target, platform=platform, store=store)
+def _open_registry(src: Source, platform, store, **registry_kw):
+    return remote(src.target, platform=platform, store=store, **registry_kw)
 
 
-def _open_store(src: Source, platform, store):
+def _open_store(src: Source, platform, store, **registry_kw):
     return store.get(src.target, platform)
 
 
@@ -64,7 +65,7 @@ def open_remote(ref: str, platform=None):
     return remote(ref, platform=platform)
 
 
-def _open_auto(src: Source, platform, store):
+def _open_auto(src: Source, platform, store, **registry_kw):
     text = src.target
     path = os.path.expanduser(text)
     path_error = None
@@ -92,7 +93,7 @@ def _open_auto(src: Source, platform, store):
         except ImageNotFound:
             pass
     try:
-        return remote(text, platform=platform, store=store)
+        return remote(text, platform=platform, store=store, **registry_kw)
     except NbimagesError as e:
         if path_error is not None:  # the file was meant: its problem is the one to tell
             raise path_error from None
