@@ -181,107 +181,6 @@ COMMANDS["inspect"] = ("show an image's layers (or files, sizes, waste, diff) as
                        _inspect_args, cmd_inspect)
 
 
-def _registry_args(p: argparse.ArgumentParser, *, progress: bool = True) -> None:
-    p.add_argument("--insecure", action="store_true", default=None,
-                   help="plain http / unverified TLS (loopback registries are plain http already)")
-    if progress:
-        p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-
-
-def _registry_kw(a: argparse.Namespace) -> dict[str, Any]:
-    return {"insecure": True} if a.insecure else {}
-
-
-def _pull_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", metavar="REF", help="an image reference, e.g. python:3.12-slim")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="default: this machine's")
-    _registry_args(p)
-
-
-def cmd_pull(a: argparse.Namespace) -> int:
-    image = nbimages.pull(a.ref, a.platform, progress=not a.quiet, **_registry_kw(a))
-    print(f"{image.names[0] if image.names else a.ref} {image.digest}")
-    return 0
-
-
-def _push_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", metavar="SRC", help="the image: store:NAME, docker-archive:FILE, oci:DIR, ...")
-    p.add_argument("ref", metavar="REF", help="where to push, e.g. 127.0.0.1:5000/team/app:1")
-    _registry_args(p)
-
-
-def cmd_push(a: argparse.Namespace) -> int:
-    print(nbimages.push(a.src, a.ref, progress=not a.quiet, **_registry_kw(a)))
-    return 0
-
-
-def _copy_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", metavar="SRC", help="docker://REF, store:NAME, docker-archive:FILE, oci:DIR[:TAG], "
-                                             "oci-archive:FILE, docker-daemon:REF")
-    p.add_argument("dest", metavar="DEST", help="docker://REF, store:NAME, docker-archive:FILE[:TAG], "
-                                               "oci-archive:FILE[:TAG], oci:DIR[:TAG], docker-daemon:NAME")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="default: this machine's")
-    _registry_args(p)
-
-
-def cmd_copy(a: argparse.Namespace) -> int:
-    print(nbimages.copy(a.src, a.dest, platform=a.platform, progress=not a.quiet,
-                               **_registry_kw(a)))
-    return 0
-
-
-def _search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("term", metavar="TERM")
-    p.add_argument("--limit", type=int, default=25, metavar="N", help="at most N results (25)")
-    p.add_argument("--json", action="store_true", help="records as JSON")
-
-
-def cmd_search(a: argparse.Namespace) -> int:
-    df = nbimages.search(a.term, limit=a.limit)
-    _print_json(df) if a.json else print_table(df)
-    return 0
-
-
-def _tags_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", metavar="REF", help="a repository, e.g. 127.0.0.1:5000/team/app")
-    p.add_argument("--details", action="store_true", help="also digest, size and platforms of each tag")
-    p.add_argument("--json", action="store_true", help="records as JSON")
-    _registry_args(p, progress=False)
-
-
-def cmd_tags(a: argparse.Namespace) -> int:
-    df = nbimages.tags(a.ref, details=a.details, **_registry_kw(a))
-    _print_json(df) if a.json else print_table(df, full=True)
-    return 0
-
-
-def _catalog_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("registry", metavar="HOST[:PORT]", help="the registry, e.g. 127.0.0.1:5000")
-    p.add_argument("--json", action="store_true", help="records as JSON")
-    _registry_args(p, progress=False)
-
-
-def cmd_catalog(a: argparse.Namespace) -> int:
-    df = nbimages.catalog(a.registry, **_registry_kw(a))
-    _print_json(df) if a.json else print_table(df)
-    return 0
-
-
-def _save_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="SOURCE", help="the image (any source inspect accepts)")
-    p.add_argument("path", metavar="PATH", help="the tar file (or directory for --format oci-dir)")
-    p.add_argument("--format", choices=["docker", "oci", "oci-dir"], default="docker",
-                   help="docker: for `docker load` (default); oci: an OCI tar; oci-dir: an OCI layout")
-    p.add_argument("--tag", metavar="NAME", help="the name inside (default: the image's tagged name)")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="default: this machine's")
-
-
-def cmd_save(a: argparse.Namespace) -> int:
-    image = nbimages.open_image(a.source, platform=a.platform)
-    print(nbimages.save(image, a.path, format=a.format, tag=a.tag))
-    return 0
-
-
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("context", nargs="?", default=".", metavar="CONTEXT",
                    help="the directory COPY reads from (default: .)")
@@ -322,14 +221,19 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 
 COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image cells (no daemon needed)", _build_args, cmd_build)
-COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", _save_args, cmd_save)
-COMMANDS["pull"] = ("pull an image into the local store, with progress", _pull_args, cmd_pull)
-COMMANDS["push"] = ("push an image to a registry, its digest kept", _push_args, cmd_push)
+# These are the %image subcommands of the same names (commands/verbs.py: one argument table,
+# one function); only their one-line summaries are repeated here, so that `nbimages --help`
+# lists them without loading the table. `copy` is %image copy-image.
+FROM_TABLE = {"save": "save", "pull": "pull", "push": "push", "copy": "copy-image",
+              "search": "search", "tags": "tags", "catalog": "catalog"}
+COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", None, None)
+COMMANDS["pull"] = ("pull an image into the local store, with progress", None, None)
+COMMANDS["push"] = ("push an image to a registry, its digest kept", None, None)
 COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, layouts, engine)",
-                    _copy_args, cmd_copy)
-COMMANDS["search"] = ("search Docker Hub", _search_args, cmd_search)
-COMMANDS["tags"] = ("list the tags of a repository", _tags_args, cmd_tags)
-COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_args, cmd_catalog)
+                    None, None)
+COMMANDS["search"] = ("search Docker Hub", None, None)
+COMMANDS["tags"] = ("list the tags of a repository", None, None)
+COMMANDS["catalog"] = ("list the repositories of a private registry", None, None)
 
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
@@ -416,7 +320,7 @@ def build_parser() -> _Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, configure, _func) in COMMANDS.items():
         p = sub.add_parser(name, help=summary.replace("%", "%%"), description=summary)  # help is %-formatted
-        if configure:
+        if configure:  # None: a %image subcommand, parsed by run_table_command
             configure(p)
     return parser
 
@@ -428,13 +332,15 @@ def build_parser() -> _Parser:
 # only these groups are offered here. The table is loaded only when one of them is asked for,
 # which keeps `nbimages --help` fast.
 SHELL_GROUPS = ("look", "registry", "engine")
-ALIASES = {"copy-image": "copy"}  # %image spelling -> the CLI's own command
 
 
 def _shell_commands() -> dict[str, Any]:
-    table = provided("command_table")()
-    return {name: cmd for name, cmd in table.commands.items()
-            if cmd.group in SHELL_GROUPS and name not in COMMANDS and name not in ALIASES}
+    """The %image subcommands offered from a shell, by their CLI names."""
+    table = provided("command_table")().commands
+    out = {name: cmd for name, cmd in table.items()
+           if cmd.group in SHELL_GROUPS and name not in COMMANDS}
+    out.update({cli_name: table[name] for cli_name, name in FROM_TABLE.items()})
+    return out
 
 
 def run_table_command(argv: list[str]) -> int:
@@ -463,8 +369,12 @@ def _print_value(value: Any, *, json_out: bool, full: bool) -> int:
         return int(value)  # `run`: the output already streamed, the exit code is the status
     import pandas as pd  # only when a value is printed: `nbimages --help` does without
     frame = isinstance(value, pd.DataFrame)
-    if json_out:
+    if isinstance(value, nbimages.Image):  # pull: the name and the digest, as `docker pull`
+        print(f"{value.names[0] if value.names else value.source} {value.digest}")
+    elif json_out:
         _print_json(value if frame or not hasattr(value, "to_json") else value.to_json())
+    elif isinstance(value, os.PathLike):
+        print(os.fspath(value))
     elif isinstance(value, (list, tuple)):
         for item in value:
             print(item)
@@ -484,7 +394,7 @@ def _unknown_command(first: str) -> None:
         raise CLIUsageError(f"{PROG}: %image {first} works in a notebook only ({magic.summary}). "
                             f"From a shell, build a notebook's cells or a Dockerfile with "
                             f"{PROG} build NOTEBOOK.ipynb|CONTEXT (see {PROG} --help).")
-    known = list(COMMANDS) + sorted(_shell_commands()) + list(ALIASES)
+    known = list(COMMANDS) + sorted(n for n in _shell_commands() if n not in COMMANDS)
     close = difflib.get_close_matches(first, known, n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise CLIUsageError(f"{PROG}: unknown command '{first}'.{hint} Commands: {', '.join(known)} "
@@ -495,11 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the nbimages command; returns the exit status (0 ok, 1 user error, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-            if argv[0] in ALIASES:
-                argv[0] = ALIASES[argv[0]]
-            else:
-                return run_table_command(argv)
+        if argv and not argv[0].startswith("-") and (argv[0] not in COMMANDS
+                                                     or argv[0] in FROM_TABLE):
+            return run_table_command(argv)
         parser = build_parser()
         try:
             args = parser.parse_args(argv)

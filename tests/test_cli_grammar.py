@@ -81,3 +81,9 @@ def test_every_subcommand_the_help_names_exists_and_works_from_a_shell(tmp_path)
     for name in sorted(named):
         r = cli(name, "--help", home=tmp_path / "h")
         assert r.returncode == 0 and r.stdout.startswith(f"usage: nbimages {name.replace('copy-image', 'copy')}"), (name, r.stderr)
+
+
+def test_the_cli_verbs_taken_from_the_table_exist_there():
+    from nbimages.cli import COMMANDS, FROM_TABLE
+    assert {TABLE.commands[name].group for name in FROM_TABLE.values()} <= set(SHELL_GROUPS)
+    assert set(FROM_TABLE) <= set(COMMANDS)  # listed in `nbimages --help`

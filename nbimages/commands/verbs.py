@@ -171,7 +171,7 @@ def push(inv: Invocation) -> Any:
     Returns the manifest digest; blobs the registry already has are skipped or mounted.
     """
     a = inv.args
-    return remote.push(_image_or_source(inv, a.src), a.ref, progress=not a.quiet, **_registry_kw(inv))
+    return copy_transports.push(_image_or_source(inv, a.src), a.ref, progress=not a.quiet, **_registry_kw(inv))
 
 
 @command("copy-image", "copy an image between any two transports",

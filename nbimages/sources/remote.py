@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidReference, NbimagesError, RegistryError
@@ -35,6 +36,15 @@ def _remember(registry: str, repository: str, digests) -> None:
     with _origins_lock:
         for d in digests:
             _origins[(registry, d)] = repository
+
+
+@dataclass(eq=False)
+class RemoteImage(Image):
+    """An image in a registry: an Image whose layers download into the store when opened,
+    and the wire client and reference it was read with (pull reuses them)."""
+
+    client: RegistryClient | None = field(default=None, repr=False, compare=False)
+    ref: Reference | None = field(default=None, repr=False, compare=False)
 
 
 def _store(store=None):
@@ -93,11 +103,8 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
               for d, diff_id in zip(manifest.layers, diff_ids)]
     _remember(client.registry, ref.repository,
               [manifest.config.digest] + [d.digest for d in manifest.layers])
-    image = Image(manifest, config_bytes, layers, source=f"docker://{ref}", names=[str(ref)],
-                  _config=config)
-    image._registry_client = client  # type: ignore[attr-defined]
-    image._registry_ref = ref  # type: ignore[attr-defined]
-    return image
+    return RemoteImage(manifest, config_bytes, layers, source=f"docker://{ref}",
+                       names=[str(ref)], _config=config, client=client, ref=ref)
 
 
 def _progress(desc: str, enabled: bool | None):
@@ -151,7 +158,7 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
     store = _store(store)
     remote = open_remote(ref, platform, insecure=insecure, ca_bundle=ca_bundle,
                          credentials=credentials, store=store)
-    client: RegistryClient = remote._registry_client  # type: ignore[attr-defined]
+    client = remote.client
     seen: set[str] = set()
     with _progress(f"pull {ref.familiar()}", progress) as p:
         jobs = []
