@@ -66,7 +66,7 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     if format not in FORMATS:
         raise UnknownTransport(f"unknown save format {format!r}; use one of: "
                                + "; ".join(f"{k!r} ({v})" for k, v in FORMATS.items()) + ".")
-    if not hasattr(image, "layers"):
+    if not isinstance(image, Image):  # a source string
         image = open_image(image)
     check_blob_sizes(image)
     tag = tag or default_tag(image)
@@ -108,7 +108,7 @@ def load_into_engine(image, tag: str | None = None) -> str:
     (except zstd layers, which are inflated to temporary files first).
     """
     import docker
-    if not hasattr(image, "layers"):
+    if not isinstance(image, Image):  # a source string
         image = open_image(image)
     c = client(timeout=600)
     stream = docker_tar_stream(image, tag)

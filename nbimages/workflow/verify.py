@@ -256,8 +256,8 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
     rows = [r for r in (rebuilt.build_report or []) if r.get("diff_id")]
     ours = rebuilt.diff_ids
     base = len(ours) - len(rows)
-    build = getattr(rebuilt, "notebook_build", None)
-    first_lines = {c.cell: c.first_line for c in getattr(build, "calls", [])}
+    build = rebuilt.notebook_build
+    first_lines = {c.cell: c.first_line for c in (build.calls if build is not None else [])}
 
     def describe(d: LayerDifference) -> None:
         if d.index >= base and d.index - base < len(rows):
