@@ -229,3 +229,31 @@ def test_the_core_builds_verifies_hands_out_and_inspects_without_ipython(tmp_pat
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "core ok sha256:" in r.stdout
+
+
+# The layers of ARCHITECTURE.md, bottom (0) to top; a module may import its own layer or lower.
+LAYERS = [
+    ("nbimages.errors", 0), ("nbimages.atomic", 0), ("nbimages.progress", 0),
+    ("nbimages.reference", 0), ("nbimages.verbs", 0), ("nbimages.docker_endpoint", 0),
+    ("nbimages.oci.layout", 3), ("nbimages.oci.archive", 3), ("nbimages.oci.dockerarchive", 3),
+    ("nbimages.oci", 1), ("nbimages.image", 2), ("nbimages.store", 3), ("nbimages.validate", 3),
+    ("nbimages.registry", 4), ("nbimages.sources", 5), ("nbimages.builder", 6),
+    ("nbimages.analysis", 6), ("nbimages.engines", 7),
+    ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
+    ("nbimages.commands.parsing", 9), ("nbimages.commands.steps", 9),
+    ("nbimages.workflow", 10), ("nbimages.commands", 11),
+    ("nbimages.notebook", 12), ("nbimages.cli", 12), ("nbimages.__main__", 12), ("nbimages", 12),
+]
+
+
+def _layer(module: str) -> int:
+    for prefix, level in LAYERS:  # the most specific entries come first
+        if module == prefix or module.startswith(prefix + "."):
+            return level
+    raise AssertionError(f"{module} is in no layer of ARCHITECTURE.md: add it to LAYERS")
+
+
+def test_every_import_points_down_the_layers_of_the_architecture():
+    up = [f"{m} ({_layer(m)}) -> {t} ({_layer(t)})" for m, targets in _graph().items()
+          for t in targets if _layer(t) > _layer(m)]
+    assert not up, "imports pointing up:\n" + "\n".join(up)
