@@ -1,1 +1,7 @@
-"""The subcommand table shared by the %image magics, the nbimages CLI and notebook replay."""
+"""The one command layer: the `%image` subcommands, shared by the magics, the `nbimages` CLI
+and the notebook replay (nbimages build NOTEBOOK, verify, handout). No IPython here.
+
+parsing.py  the grammar: CommandTable, Command, Invocation, prepare(), pairs(), UsageError
+steps.py    the build-step subcommands (from, file, pip, env, ..., build, dockerfile, recipe)
+verbs.py    the full %image table (TABLE): look, registry, engine and notebook subcommands
+"""
