@@ -22,18 +22,25 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+import http.client
+import json
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urlencode, urljoin, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from ..errors import AuthenticationError, DigestMismatch, ImageNotFound, RegistryError
 from ..oci import digest as dg, mediatypes as mt
 from ..reference import Reference
 from .auth import Authenticator, Credentials, scope_for
-import http.client
-import json
+
+if TYPE_CHECKING:
+    import requests
+
+
+def _requests():
+    """requests (~0.1 s to import with urllib3): loaded when a registry is first contacted."""
+    import requests
+    import requests.adapters  # noqa: F401 - HTTPAdapter
+    return requests
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +115,8 @@ class RegistryClient:
         self.retries = retries if retries is not None else _env_int("NBIMAGES_REGISTRY_RETRIES", 4)
         self.backoff = float(os.environ.get("NBIMAGES_REGISTRY_BACKOFF", "0.5"))
         self.auth = Authenticator(self.registry, credentials, lookup_credentials=lookup_credentials)
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        self.session = _requests().Session()
+        adapter = _requests().adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
@@ -148,13 +155,13 @@ class RegistryClient:
                 resp = self.session.request(method, url, headers=hdrs, data=data, stream=stream,
                                             timeout=self.timeout, allow_redirects=allow_redirects,
                                             verify=self.verify)
-            except requests.exceptions.SSLError as e:
+            except _requests().exceptions.SSLError as e:
                 raise RegistryError(
                     f"TLS with the registry {self.registry} failed ({_ssl_reason(e)}). If it uses "
                     "a private CA, pass ca_bundle='/path/ca.pem' (or set NBIMAGES_CA_BUNDLE, or put "
                     f"it at /etc/docker/certs.d/{self.registry}/ca.crt); if it speaks plain http, "
                     "pass insecure=True.") from None
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except (_requests().ConnectionError, _requests().Timeout) as e:
                 if (_is_refused(e) or _is_unresolved(e) or attempt >= self.retries
                         or not (retry_body or data is None)):
                     raise self._connection_error(e) from None
@@ -197,7 +204,7 @@ class RegistryClient:
         text = resp.text[:200] if resp.request.method != "HEAD" else ""
         resp.close()
         if not text:
-            with contextlib.suppress(requests.RequestException):
+            with contextlib.suppress(_requests().RequestException):
                 with self.session.get(f"{self.base}/v2/", timeout=self.timeout) as probe:
                     text = probe.text[:200] if probe.status_code == 400 else ""
         return "HTTP request to an HTTPS server" in text
@@ -600,7 +607,7 @@ def _hash_as(digest: str, data: bytes) -> str:
 
 def _is_stream_error(e: BaseException) -> bool:
     import urllib3
-    return isinstance(e, (requests.RequestException, urllib3.exceptions.HTTPError,
+    return isinstance(e, (_requests().RequestException, urllib3.exceptions.HTTPError,
                           http.client.HTTPException, ConnectionError, TimeoutError))
 
 

@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import requests
-
 from ..errors import RegistryError
 from ..oci import mediatypes as mt
 from ..oci.manifest import Index, Manifest
@@ -45,6 +43,7 @@ def search(term: str, limit: int = 25, *, hub_url: str | None = None,
            timeout: float = 30.0) -> pd.DataFrame:
     """Docker Hub repositories matching `term`: name, description, stars, pulls and badges."""
     import pandas as pd
+    import requests  # only here: the registry client imports it when a registry is contacted
     if not term or not term.strip():
         raise RegistryError("search needs a term, for example nbimages.search('python').")
     base = (hub_url or os.environ.get("NBIMAGES_HUB_URL") or DEFAULT_HUB).rstrip("/")
