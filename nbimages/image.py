@@ -11,10 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
+from .errors import NbimagesError
 from .oci import canonical, compression, digest as dg
 from .oci import mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.manifest import Manifest
+from .reference import Reference
 
 
 class Layer:
@@ -157,6 +159,22 @@ class Image:
         entries = [h for h in self.history if not h.empty_layer]
         return [entries[i] if i < len(entries) else None for i in range(len(self.layers))]
 
+    @property
+    def tag(self) -> str | None:
+        """The first of `names` that is a full reference with a tag (`team/app:1`,
+        `127.0.0.1:5000/x:2`), in Docker's short form: what save() writes into the tar and
+        push() pushes to by default. Bare OCI ref names such as `latest` are not."""
+        for name in self.names or []:
+            if ":" not in name.rsplit("/", 1)[-1]:
+                continue
+            try:
+                r = Reference.parse(name)
+            except NbimagesError:
+                continue
+            if r.tag and not r.digest:
+                return r.familiar()
+        return None
+
     # Verbs: thin wrappers over the public functions, so `image.save(...)` reads like a sentence.
     def inspect(self):
         """Layer, file, size and waste tables of this image (see nbimages.inspect)."""
@@ -168,8 +186,9 @@ class Image:
         from .sources import save
         return save(self, path, format=format, tag=tag)
 
-    def push(self, ref: str, **kw):
-        """Push to a registry without going through an engine (digests are kept)."""
+    def push(self, ref: str | None = None, **kw):
+        """Push to a registry without going through an engine (digests are kept); `ref`
+        defaults to the image's own tagged name (see `tag`)."""
         from .registry import push
         return push(self, ref, **kw)
 

@@ -96,8 +96,9 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
 
     def opener(desc: Descriptor):
         def open_blob():
-            client.download_blob(ref.repository, desc.digest, desc.size, store)
-            return store.open_blob(desc.digest)
+            with store.writing():  # not pruned between its download and this open
+                client.download_blob(ref.repository, desc.digest, desc.size, store)
+                return store.open_blob(desc.digest, desc.size)
         return open_blob
 
     layers = [Layer(d, diff_id, opener(d), is_local=lambda d=d: store.has_blob(d.digest))
@@ -161,8 +162,13 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
     """
     ref = Reference.parse(ref)
     store = _store(store)
-    remote = open_remote(ref, platform, insecure=insecure, ca_bundle=ca_bundle,
-                         credentials=credentials, store=store)
+    with store.writing():  # a concurrent prune waits for the tag
+        return _pull(ref, platform, progress, store, insecure=insecure, ca_bundle=ca_bundle,
+                     credentials=credentials)
+
+
+def _pull(ref: Reference, platform, progress: bool, store, **registry_kw: Any) -> Image:
+    remote = open_remote(ref, platform, store=store, **registry_kw)
     client: RegistryClient = remote._registry_client  # type: ignore[attr-defined]
     seen: set[str] = set()
     with _progress(f"pull {ref.familiar()}", progress) as p:
@@ -179,21 +185,35 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
 
         def fetch(job, check):
             layer, bar = job
+            resumed = [0]
 
             def advance(n: int) -> None:
                 check()
                 bar.update(n)
-            client.download_blob(ref.repository, layer.digest, layer.size, store, advance)
-            bar.close("done")
+
+            def resume(offset: int) -> None:
+                resumed[0] = offset
+            client.download_blob(ref.repository, layer.digest, layer.size, store, advance, resume)
+            bar.close(resumed_note(resumed[0], layer.size))
 
         _run_parallel(jobs, fetch)
     manifest = remote.manifest
     store.write_blob(manifest.raw, manifest.digest)
     desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw), platform=remote.platform)
     store.tag(str(ref), desc)
+    store.note_origin(manifest.digest, f"docker://{ref}")
     image = store.image(desc, source=f"docker://{ref}")
     image.names = [str(ref)]
     return image
+
+
+def resumed_note(offset: int, size: int) -> str:
+    """A blob bar's closing note: "done", or what a resumed download kept and fetched."""
+    if not offset:
+        return "done"
+    from ..progress import format_bytes
+    return (f"resumed at {format_bytes(offset)}: fetched {format_bytes(size - offset)} "
+            f"of {format_bytes(size)}")
 
 
 def _open_source(src: Any, platform=None) -> Image:
@@ -210,7 +230,7 @@ def _open_source(src: Any, platform=None) -> Image:
     return open_image(src, platform)
 
 
-def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
+def push(src: Image | str, ref: str | Reference | None = None, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
          credentials: Credentials | tuple[str, str] | None = None,
          chunk_size: int | None = None) -> str:
@@ -218,9 +238,16 @@ def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
 
     The manifest is sent as the exact bytes it was read or built with, so the digest in the
     registry is the digest of the image here. Blobs the registry has are skipped; blobs known
-    in another repository of the same registry are mounted instead of uploaded.
+    in another repository of the same registry are mounted instead of uploaded. `ref`
+    defaults to the image's own tagged name (`image.tag`). A blob read from the local store is
+    verified as it is sent: a damaged one stops the push before the registry gets it whole.
     """
     image = _open_source(src)
+    if ref is None:
+        ref = image.tag
+        if ref is None:
+            raise InvalidReference(f"{image!r} has no tagged name to push to; name the "
+                                   "destination, e.g. push(image, '127.0.0.1:5000/team/app:1').")
     ref = Reference.parse(ref)
     client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
     repo = ref.repository

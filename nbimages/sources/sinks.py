@@ -37,19 +37,8 @@ FORMATS = {
 
 
 def default_tag(image) -> str | None:
-    """The first of the image's names that is a full reference with a tag (`handout:1`,
-    `127.0.0.1:5000/x:2`); bare OCI ref names such as `latest` are not."""
-    from ..reference import Reference
-    for name in image.names or []:
-        if ":" not in name.rsplit("/", 1)[-1]:
-            continue
-        try:
-            r = Reference.parse(name)
-        except NbimagesError:
-            continue
-        if r.tag and not r.digest:
-            return r.familiar()
-    return None
+    """The first of the image's names that is a full reference with a tag (Image.tag)."""
+    return image.tag
 
 
 def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None = None) -> Path:
