@@ -227,7 +227,8 @@ def cmd_pull(a: argparse.Namespace) -> int:
 
 def _push_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", metavar="SRC", help="the image: store:NAME, docker-archive:FILE, oci:DIR, ...")
-    p.add_argument("ref", metavar="REF", help="where to push, e.g. 127.0.0.1:5000/team/app:1")
+    p.add_argument("ref", metavar="REF", nargs="?", default=None,
+                   help="where to push, e.g. 127.0.0.1:5000/team/app:1 (default: the image's own name)")
     _registry_args(p)
 
 
@@ -363,6 +364,105 @@ COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, la
 COMMANDS["search"] = ("search Docker Hub", _search_args, cmd_search)
 COMMANDS["tags"] = ("list the tags of a repository", _tags_args, cmd_tags)
 COMMANDS["catalog"] = ("list the repositories of a private registry", _catalog_args, cmd_catalog)
+
+
+# -- the local store ------------------------------------------------------------------------------
+
+_WHERE_HELP = "engine (the Docker engine) or store (the local store); default: both / the engine in use"
+
+
+def _images_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-store", action="store_true", help="only the Docker engine's images")
+    p.add_argument("--engine", choices=["auto", "docker", "embedded"], default=None,
+                   help="embedded: only the local store; docker/auto: also the engine's images")
+    p.add_argument("--json", action="store_true", help="records as JSON")
+
+
+def cmd_images(a: argparse.Namespace) -> int:
+    df = _api("images", "images")(engine=a.engine, store=not a.no_store)
+    _print_json(df) if a.json else print_table(df)
+    return 0
+
+
+def _rm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("refs", nargs="+", metavar="REF", help="image names (or digests) to remove")
+    p.add_argument("--where", choices=["engine", "store"], default=None, help=_WHERE_HELP)
+    p.add_argument("--engine", choices=["auto", "docker", "embedded"], default=None,
+                   help="which engine (default: auto)")
+    p.add_argument("-f", "--force", action="store_true", help="also when a container uses it (engine)")
+
+
+def cmd_rm(a: argparse.Namespace) -> int:
+    rm = _api("rm", "rm")
+    for ref in a.refs:
+        places = rm(ref, force=a.force, where=a.where, engine=a.engine)
+        print(f"removed {ref} from the {' and the '.join(places)}")
+    if a.where != "engine":
+        print("its blobs stay until `nbimages store prune` reclaims them", file=sys.stderr)
+    return 0
+
+
+def _tag_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SRC", help="an image name or digest")
+    p.add_argument("target", metavar="DEST", help="the new name, e.g. team/app:2")
+    p.add_argument("--where", choices=["engine", "store"], default="store",
+                   help="the local store (default) or the Docker engine")
+
+
+def cmd_tag(a: argparse.Namespace) -> int:
+    _api("tag", "tag")(a.source, a.target, where=a.where)
+    print(f"{a.target} -> {a.source}")
+    return 0
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    for name, (summary, configure) in STORE_ACTIONS.items():
+        q = sub.add_parser(name, help=summary, description=summary)
+        configure(q)
+        q.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", help="also empty the build cache")
+    p.add_argument("--older-than", metavar="AGE", default=None,
+                   help="keep anything newer than AGE (7d, 12h, 30m)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair", action="store_true",
+                   help="fetch damaged blobs again from where their image came from, else "
+                        "remove the damaged image")
+
+
+STORE_ACTIONS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "df": ("bytes per image (shared vs unique), build cache, partial downloads", lambda p: None),
+    "prune": ("remove what no image needs: dangling builds, unreferenced blobs, stale temporaries",
+              _prune_args),
+    "check": ("re-hash every blob and reference; --repair fetches damaged blobs again",
+              _check_args),
+}
+
+
+def cmd_store(a: argparse.Namespace) -> int:
+    if a.action == "df":
+        report = _api("store_df", "store df")()
+    elif a.action == "prune":
+        report = _api("store_prune", "store prune")(all=a.all, older_than=a.older_than,
+                                                    dry_run=a.dry_run)
+    else:
+        report = _api("store_check", "store check")(repair=a.repair)
+    _print_json(report.to_json()) if a.json else print(repr(report))
+    return 0 if getattr(report, "ok", True) else 1
+
+
+COMMANDS["images"] = ("list the images of the local store (and of the Docker engine)",
+                      _images_args, cmd_images)
+COMMANDS["rm"] = ("remove image names from the store (and the engine)", _rm_args, cmd_rm)
+COMMANDS["tag"] = ("give a stored image another name", _tag_args, cmd_tag)
+COMMANDS["store"] = ("the local store: df (space used), prune (reclaim), check [--repair]",
+                     _store_args, cmd_store)
 
 
 def _notebook_verb(name: str) -> Callable:

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -68,38 +69,50 @@ class Store(OCILayout):
 
         Builds, pulls, copies and loads hold it from their first blob to their tag, so blobs
         they wrote (or found already present) cannot be pruned before something references them.
+        Re-entrant across the threads of one process (a pull's workers, a build's base pull).
         """
-        with self._gc_lock(exclusive=False):
-            yield
-
-    @contextlib.contextmanager
-    def _gc_lock(self, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        self.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.home / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        key = str(self.home)
+        with _held_lock:
+            if key not in _held_fds:
+                _held_fds[key] = self._gc_acquire(exclusive=False)
+            _held[key] = _held.get(key, 0) + 1
         try:
-            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            if timeout is None:
-                fcntl.flock(fd, mode)
-            else:
-                import time
-                deadline = time.monotonic() + timeout
-                while True:
-                    try:
-                        fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise NbimagesError(
-                                f"another process is adding to the store {self.home} (a build "
-                                f"or pull) and did not finish within {timeout:.0f} s; try again "
-                                "when it is done.") from None
-                        time.sleep(0.2)
             yield
         finally:
-            os.close(fd)
+            with _held_lock:
+                _held[key] -= 1
+                if not _held[key]:
+                    del _held[key]
+                    _release(_held_fds.pop(key))
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the gc lock alone (prune): waits for every process adding to the store, and
+        new ones wait for it (writer preference, so a busy builder cannot starve a prune)."""
+        fd = self._gc_acquire(exclusive=True, timeout=timeout)
+        try:
+            yield
+        finally:
+            _release(fd)
+
+    def _gc_acquire(self, exclusive: bool, timeout: float | None = None) -> list[int]:
+        """Lock gc.lock shared or exclusive. `gc.intent` is what gives a waiting prune priority:
+        the prune holds it exclusive while it waits, writers pass through it shared."""
+        if fcntl is None:  # pragma: no cover
+            return []
+        self.home.mkdir(parents=True, exist_ok=True)
+        intent = os.open(self.home / "gc.intent", os.O_RDWR | os.O_CREAT, 0o644)
+        gc = os.open(self.home / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _flock(intent, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.home)
+            _flock(gc, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.home)
+        except BaseException:
+            _release([gc, intent])
+            raise
+        if not exclusive:
+            _release([intent])
+            return [gc]
+        return [gc, intent]
 
     def tmpdir(self) -> Path:
         p = self.home / "tmp"
@@ -234,6 +247,36 @@ class Store(OCILayout):
 
     def names(self) -> dict[str, Descriptor]:
         return self.refs()
+
+
+# store home -> holders of writing() in this process, and the lock's file descriptors
+_held: dict[str, int] = {}
+_held_fds: dict[str, list[int]] = {}
+_held_lock = threading.Lock()
+
+
+def _flock(fd: int, mode: int, timeout: float | None, home: Path) -> None:
+    if timeout is None:
+        fcntl.flock(fd, mode)
+        return
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise NbimagesError(
+                    f"another process is adding to the store {home} (a build or pull) and did "
+                    f"not finish within {timeout:.0f} s; try again when it is done.") from None
+            time.sleep(0.05)
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class _StoreBlob(dg.VerifyingReader):

@@ -85,7 +85,7 @@ def snapshot(home: Path) -> dict[str, str]:
     """Every file under the store home (but its locks) with its content hash."""
     out = {}
     for p in sorted(home.rglob("*")):
-        if p.is_file() and p.name not in ("store.lock", "gc.lock"):
+        if p.is_file() and p.name not in ("store.lock", "gc.lock", "gc.intent"):
             out[str(p.relative_to(home))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -3,7 +3,6 @@ blobs, and a pulling subprocess is killed half-way with SIGKILL."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -17,44 +16,20 @@ from pathlib import Path
 import pytest
 
 from nbimages.errors import DigestMismatch, ImageNotFound
-from nbimages.oci import canonical, mediatypes as mt
-from nbimages.oci.descriptor import Descriptor
-from nbimages.oci.manifest import Manifest
 from nbimages.registry import pull, push
 from nbimages.store import Store
 
-from registry_servers import Proxy, sha256
+from registry_servers import Proxy, image_of_tars, sha256, tar_of
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tar_of(name: str, data: bytes) -> bytes:
-    import io
-    import tarfile
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
 def layered(registry, tmp_path_factory) -> dict:
     """An image of three random-data layers (one of 6 MB) pushed to the real registry."""
     store = Store(tmp_path_factory.mktemp("layered"))
-    layers, diff_ids = [], []
-    for i, size in enumerate((200_000, 6_000_000, 300_000)):
-        tar = _tar_of(f"data{i}.bin", os.urandom(size))
-        blob = gzip.compress(tar, compresslevel=1, mtime=0)
-        layers.append(store.write_blob(blob, sha256(blob), mt.OCI_LAYER_GZIP))
-        diff_ids.append(sha256(tar))
-    config = canonical.dumps({"architecture": "amd64", "os": "linux",
-                              "rootfs": {"type": "layers", "diff_ids": diff_ids}})
-    cfg = store.write_blob(config, sha256(config), mt.OCI_CONFIG)
-    manifest = Manifest.build(cfg, layers)
-    store.write_blob(manifest.raw, manifest.digest)
-    image = store.image(Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)))
+    image, layers = image_of_tars(store, [tar_of(f"data{i}.bin", os.urandom(size)) for i, size
+                                          in enumerate((200_000, 6_000_000, 300_000))])
     repo = f"nbtest/layered-{uuid.uuid4().hex[:8]}"
     push(image, f"{registry}/{repo}:1", progress=False)
     return {"repo": repo, "image": image, "big": layers[1], "small": [layers[0], layers[2]]}
