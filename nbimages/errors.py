@@ -7,9 +7,18 @@ The notebook skin shows them as one paragraph instead of a traceback.
 
 from __future__ import annotations
 
+from .redact import scrub_value
+
 
 class NbimagesError(Exception):
-    """Base of every user-facing error; `str(err)` is a complete one-paragraph message."""
+    """Base of every user-facing error; `str(err)` is a complete one-paragraph message.
+
+    Messages are scrubbed of credentials and tokens (see nbimages.redact), so registry text
+    quoted in them never shows a secret in str(), repr() or args.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*(scrub_value(a) for a in args))
 
 
 class InvalidReference(NbimagesError, ValueError):
