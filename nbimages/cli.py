@@ -62,10 +62,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _short_digests(df):
     """Digest columns shortened to 12 hex digits for the text table (docker's habit)."""
+    import pandas as pd
     out = df.copy()
     for col in out.columns:
         values = out[col]
-        if values.dtype == object and len(values) and values.map(
+        if pd.api.types.is_string_dtype(values) and len(values) and values.map(
                 lambda v: isinstance(v, str) and v.startswith("sha256:") and len(v) == 71).all():
             out[col] = values.str.slice(0, 19)
     return out

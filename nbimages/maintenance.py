@@ -437,7 +437,8 @@ class CheckReport:
         head = f"Checked {self.checked} blobs ({format_bytes(self.checked_bytes)})"
         if not len(self.problems):
             return head + ": the store is sound."
-        lines = [head + f": {len(self.problems)} problem(s)."]
+        n = len(self.problems)
+        lines = [head + f": {n} problem{'s' if n != 1 else ''}."]
         for r in self.problems.itertuples():
             lines.append(f"  {r.problem}: {r.kind} {r.blob} of {r.images or 'no image'} -> {r.action}")
         if not self.repair:

@@ -146,3 +146,24 @@ def test_an_upload_whose_connection_drops_is_resumed(registry, proxy, monkeypatc
     import requests
     assert requests.get(f"http://{registry}/v2/{repo}/blobs/{sha256(data)}").content == data
     assert sum(sent) == len(data)  # progress rewound for what the registry did not keep
+
+
+def test_a_resumed_pull_says_where_it_resumed_and_what_it_fetched(layered, registry, tmp_path, capsys):
+    import requests
+    store = Store(tmp_path)
+    big = layered["big"]
+    url = f"http://{registry}/v2/{layered['repo']}/blobs/{big.digest}"
+    kept = 2_000_000
+    head = requests.get(url, headers={"Range": f"bytes=0-{kept - 1}"}, timeout=30).content
+    assert len(head) == kept
+    partial = store.tmpdir() / "downloads" / f"sha256-{big.digest.split(':')[1]}.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(head)
+    pull(f"{registry}/{layered['repo']}:1", store=store, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    resumed = [line for line in lines if big.digest.split(":")[1][:12] in line]
+    assert len(resumed) == 1
+    assert resumed[0].endswith(f"(resumed at 2.0 MB: fetched {(big.size - kept) / 1e6:.1f} MB "
+                               f"of {big.size / 1e6:.1f} MB)")
+    others = [line for line in lines if line not in resumed and "done," not in line]
+    assert others and all(line.endswith("(done)") for line in others)

@@ -307,3 +307,15 @@ def test_a_prune_killed_with_sigkill_leaves_a_store_that_check_passes(_isolated_
     nbimages.store_prune(all=True)
     assert nbimages.store_check().ok and _blobs(store) == {
         kept.digest, kept.manifest.config.digest, kept.layers[0].digest}
+
+
+def test_check_repairs_a_built_images_base_layer_from_the_bases_registry(busybox_in_registry,
+                                                                         _isolated_home):
+    base = f"docker://{busybox_in_registry}"
+    img = nbimages.Recipe(base).file("/app", "x\n").build("nbt10/on-base:1")
+    nbimages.store_prune()  # the base's own manifest is unreferenced: the origin must outlive it
+    store = Store(_isolated_home)
+    _flip(store, img.layers[0].digest)
+    report = nbimages.store_check(repair=True)
+    assert report.problems["action"].tolist() == [f"repaired from {base}"]
+    assert nbimages.store_check().ok

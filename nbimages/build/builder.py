@@ -534,6 +534,8 @@ class _Build:
             s.commit(store)
         store.write_blob(config_bytes, manifest.config.digest)
         store.write_blob(manifest.raw, manifest.digest)
+        if base is not None:  # its base layers can be fetched again from where the base came
+            store.note_origin(manifest.digest, base.source)
         self.cache.put_many(self.records)
         desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw),
                           platform=platform)
