@@ -23,7 +23,7 @@ import filelock
 import platformdirs
 
 from .atomic import write_atomic
-from .errors import DigestMismatch, ImageNotFound, NbimagesError, StoreDamaged
+from .errors import DigestMismatch, ImageNotFound, InvalidImage, NbimagesError, StoreDamaged
 from .image import Layer
 from .oci import compression, digest as dg
 from .oci.descriptor import Descriptor, Platform
@@ -124,7 +124,15 @@ class Store(OCILayout):
                   where: Callable[[], str] | None = None) -> BinaryIO:
         """The stored blob, verified as it streams: StoreDamaged if it no longer hashes to
         `digest` (or is not `size` bytes). `where()` says which image and layer, for the message."""
-        return _StoreBlob(super().open_blob(digest), self, digest, size, where)
+        try:
+            f = super().open_blob(digest)
+        except InvalidImage:
+            what = where() if where else f"blob {digest}"
+            raise StoreDamaged(
+                f"{what} is missing from the local store ({self.path}): blob {digest} was "
+                f"removed by hand or by another tool. Repair the store with {REPAIR}.",
+                expected=digest, what=what) from None
+        return _StoreBlob(f, self, digest, size, where)
 
     def read_blob(self, digest: str, limit: int = 64 << 20) -> bytes:
         try:
@@ -242,6 +250,9 @@ class Store(OCILayout):
                 return self.image(self.resolve(candidate), platform, source=f"store:{name}")
             except ImageNotFound:
                 continue
+            except StoreDamaged as e:  # its manifest or config: name the image
+                raise self.damaged(e.expected or "", e.actual, e.actual_size,
+                                   f"the manifest or config of {name}", image=name) from None
         raise ImageNotFound(f"no image {name!r} in the local store ({self.path}). Build it, pull it "
                             "(nbimages.pull), or list what is there with nbimages.images().")
 

@@ -105,3 +105,23 @@ def test_push_of_a_damaged_layer_stops_before_the_registry_accepts_it(damaged, r
     assert head.status_code == 404
     tags = requests.get(f"http://{registry}/v2/{repo}/tags/list", timeout=10)
     assert tags.status_code == 404 or not tags.json().get("tags")
+
+
+def test_a_damaged_config_names_the_image_and_the_repair(_isolated_home):
+    img = _build(_isolated_home)
+    store = Store(_isolated_home)
+    _flip(store, img.manifest.config.digest, 10)
+    with pytest.raises(StoreDamaged) as info:
+        store.get(NAME)
+    text = str(info.value)
+    assert f"the manifest or config of {NAME}" in text and img.manifest.config.digest in text
+    assert "store check --repair" in text and "in transit" not in text
+
+
+def test_a_missing_layer_blob_names_the_image_and_the_repair(_isolated_home):
+    img = _build(_isolated_home)
+    Store(_isolated_home).blob_path(img.layers[1].digest).unlink()
+    done = _cli("inspect", "--files", f"store:{NAME}", home=_isolated_home)
+    assert done.returncode == 1
+    assert f"layer 1 of {NAME} is missing from the local store" in done.stderr
+    assert "store check --repair" in done.stderr and "Traceback" not in done.stderr
