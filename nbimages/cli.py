@@ -66,7 +66,8 @@ def _short_digests(df):
     out = df.copy()
     for col in out.columns:
         values = out[col]
-        if pd.api.types.is_string_dtype(values) and len(values) and values.map(
+        text = values.dtype == object or isinstance(values.dtype, pd.StringDtype)  # pandas 3: str
+        if text and len(values) and values.map(
                 lambda v: isinstance(v, str) and v.startswith("sha256:") and len(v) == 71).all():
             out[col] = values.str.slice(0, 19)
     return out
