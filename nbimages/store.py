@@ -89,6 +89,9 @@ class Store(OCILayout):
     def exclusive(self, timeout: float | None = None) -> Iterator[None]:
         """Hold the gc lock alone (prune): waits for every process adding to the store, and
         new ones wait for it (writer preference, so a busy builder cannot starve a prune)."""
+        if _held.get(str(self.home)):  # this very process is adding to the store
+            raise NbimagesError(f"the store {self.home} cannot be pruned while this process is "
+                                "building or pulling into it; prune when that is done.")
         fd = self._gc_acquire(exclusive=True, timeout=timeout)
         try:
             yield
@@ -96,12 +99,12 @@ class Store(OCILayout):
             _release(fd)
 
     def _gc_acquire(self, exclusive: bool, timeout: float | None = None) -> list[int]:
-        """Lock gc.lock shared or exclusive. `gc.intent` is what gives a waiting prune priority:
+        """Lock gc.lock shared or exclusive. `gc-intent.lock` is what gives a waiting prune priority:
         the prune holds it exclusive while it waits, writers pass through it shared."""
         if fcntl is None:  # pragma: no cover
             return []
         self.home.mkdir(parents=True, exist_ok=True)
-        intent = os.open(self.home / "gc.intent", os.O_RDWR | os.O_CREAT, 0o644)
+        intent = os.open(self.home / "gc-intent.lock", os.O_RDWR | os.O_CREAT, 0o644)
         gc = os.open(self.home / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             _flock(intent, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.home)

@@ -319,3 +319,10 @@ def test_check_repairs_a_built_images_base_layer_from_the_bases_registry(busybox
     report = nbimages.store_check(repair=True)
     assert report.problems["action"].tolist() == [f"repaired from {base}"]
     assert nbimages.store_check().ok
+
+
+def test_a_prune_from_inside_this_process_s_own_build_is_refused_not_deadlocked(_isolated_home):
+    with Store(_isolated_home).writing():
+        with pytest.raises(nbimages.errors.NbimagesError, match="cannot be pruned while this process"):
+            nbimages.store_prune(wait=5)
+    assert nbimages.store_prune(wait=5).freed == 0
