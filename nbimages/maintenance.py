@@ -191,6 +191,20 @@ def _open_paths() -> set[str]:
     return found
 
 
+def _owner_alive(p: Path) -> bool:
+    """A temporary named `p<pid>-…` (Store.tmpfile) whose process still runs."""
+    m = re.match(r"p(\d+)-", p.name)
+    if not m:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by another user
+        return True
+    return True
+
+
 def _partial_in_use(p: Path) -> bool:
     """A partial download whose lock another process holds is being written now."""
     lock = filelock.FileLock(str(p) + ".lock", timeout=0)
@@ -376,7 +390,7 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
         temps = []
         for p, kind in _temporaries(store):
             grace = 0.0 if all and kind == "partial download" else TEMP_GRACE
-            if str(p) in in_use or not old(_mtime(p), grace):
+            if str(p) in in_use or _owner_alive(p) or not old(_mtime(p), grace):
                 continue
             if kind == "partial download" and _partial_in_use(p):
                 continue

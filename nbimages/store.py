@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -121,6 +122,12 @@ class Store(OCILayout):
         p = self.home / "tmp"
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    def tmpfile(self, prefix: str, suffix: str = "") -> tuple[int, str]:
+        """A new temporary file in tmp/ (fd, path) named for this process (`p<pid>-…`), so a
+        prune keeps it while the process lives however old it is, and removes it after."""
+        return tempfile.mkstemp(prefix=f"p{os.getpid()}-{prefix}", suffix=suffix,
+                                dir=self.tmpdir())
 
     # ---- verified reads
     def open_blob(self, digest: str, size: int | None = None, *,

@@ -132,8 +132,14 @@ def test_prune_removes_stale_partials_and_temporaries_but_not_live_ones(_isolate
         p.write_bytes(b"x" * 1000)
     crashed_export = store.tmpdir() / "docker-export-123.tar"
     crashed_export.write_bytes(b"y" * 2000)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    dead_owner = store.tmpdir() / f"p{dead}-inflated-x.tar"  # Store.tmpfile of a process gone
+    dead_owner.write_bytes(b"z" * 100)
+    fd, mine = store.tmpfile("daemon-abc-", ".tar")  # this process's export, kept for its life
+    os.close(fd)
     two_hours_ago = time.time() - 7200
-    for p in (stale, live, crashed_export):
+    for p in (stale, live, crashed_export, dead_owner, Path(mine)):
         os.utime(p, (two_hours_ago, two_hours_ago))
     held = filelock.FileLock(str(live) + ".lock")
     held.acquire()  # another download is writing this one right now
@@ -144,8 +150,9 @@ def test_prune_removes_stale_partials_and_temporaries_but_not_live_ones(_isolate
     finally:
         held.release()
     assert set(report.removed["kind"]) == {"partial download", "temporary"}
-    assert not stale.exists() and not crashed_export.exists()
+    assert not stale.exists() and not crashed_export.exists() and not dead_owner.exists()
     assert live.exists() and fresh.exists()  # in use, and too recent to call stale
+    assert Path(mine).exists()  # its process (this one) still runs
 
 
 # --------------------------------------------------------------------------------------- check
