@@ -16,6 +16,7 @@ that `check` passes (at worst with blobs still to reclaim).
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -29,8 +30,7 @@ from typing import Any, Iterator
 import filelock
 import pandas as pd
 
-from .atomic import write_atomic
-from .build.cache import CACHE_FILE, BuildCache
+from .build.cache import BuildCache
 from .engines.embedded import split_name
 from .errors import InvalidImage, NbimagesError
 from .oci import digest as dg
@@ -38,6 +38,7 @@ from .oci import mediatypes as mt
 from .oci.layout import REF_NAME
 from .oci.manifest import Index, Manifest, media_type_of
 from .progress import format_bytes
+from .sources import open_image
 from .store import Store, default_store
 
 __all__ = ["df", "prune", "check", "StoreUsage", "PruneReport", "CheckReport", "parse_age"]
@@ -135,7 +136,7 @@ def _graph(store: Store) -> _Graph:
         e = _Entry(desc.annotations.get(REF_NAME), desc.digest)
         _reach(store, desc.digest, desc.media_type, e)
         entries.append(e)
-    return _Graph(store, entries, _scan_blobs(store), BuildCache(store)._read())
+    return _Graph(store, entries, _scan_blobs(store), BuildCache(store).entries())
 
 
 def _temporaries(store: Store) -> Iterator[tuple[Path, str]]:
@@ -406,11 +407,7 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
                         [d for d in current.manifests
                          if REF_NAME in d.annotations or d.digest not in names],
                         annotations=current.annotations or None))
-            if gone:
-                with store.locked():
-                    write_atomic(store.home / CACHE_FILE, json.dumps(
-                        {"version": 1, "layers": cache}, sort_keys=True,
-                        separators=(",", ":")).encode())
+            BuildCache(store).drop(gone)
             for d in dead:  # last: a kill before here leaves only unreferenced blobs
                 with contextlib.suppress(FileNotFoundError):
                     store.blob_path(d).unlink()
@@ -460,7 +457,6 @@ class CheckReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        import html
         return f"<pre>{html.escape(repr(self))}</pre>"
 
 
@@ -538,7 +534,6 @@ def _candidate_sources(store: Store, entries: list[_Entry]) -> list[str]:
 
 def _fetch_from(store: Store, source: str, digest: str) -> bool:
     """Write blob `digest` from `source` into the store (verified); True when it was there."""
-    from .sources import open_image
     image = open_image(source)
     if image.manifest.digest == digest:
         store.write_blob(image.manifest.raw, digest)
