@@ -333,3 +333,22 @@ def test_a_prune_from_inside_this_process_s_own_build_is_refused_not_deadlocked(
         with pytest.raises(nbimages.errors.NbimagesError, match="cannot be pruned while this process"):
             nbimages.store_prune(wait=5)
     assert nbimages.store_prune(wait=5).freed == 0
+
+
+def test_checks_racing_builds_in_another_process_find_nothing_wrong(_isolated_home, tmp_path):
+    env = {**os.environ, "NBIMAGES_HOME": str(_isolated_home), "NBIMAGES_PROGRESS": "0"}
+    done = tmp_path / "builds-done"
+    builds = ("import os, pathlib, nbimages\n"
+              "for i in range(60):\n"
+              "    nbimages.Recipe('scratch').file('/r', os.urandom(1_000_000)).build(f'nbt10/c:{i}')\n"
+              f"pathlib.Path({str(done)!r}).touch()\n")
+    builder = subprocess.Popen([sys.executable, "-c", builds], env=env, cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+    seen = set()  # how many blobs each check found: checks that overlapped the builds differ
+    while not done.exists() and builder.poll() is None:
+        report = nbimages.store_check()
+        assert report.ok, repr(report)
+        seen.add(report.checked)
+    assert builder.wait(600) == 0, builder.stderr.read()
+    assert len(seen - {0}) >= 2, "no check overlapped the builds"
+    assert nbimages.store_check().ok and len(nbimages.store_df().images) == 60
