@@ -256,25 +256,28 @@ def test_prune_racing_a_300_mb_pull_in_another_process_leaves_both_consistent(tm
         assert json.loads(_cli("store", "prune", "--json", home=home).stdout)["freed"] == 0
 
 
+def _python_in_background(home: Path, done: Path, body: str) -> subprocess.Popen:
+    """A process running `body` (Python, `os` and `nbimages` imported) into the store at
+    `home`, touching `done` when it finishes."""
+    env = {**os.environ, "NBIMAGES_HOME": str(home), "NBIMAGES_PROGRESS": "0"}
+    script = f"import os, pathlib, nbimages\n{body}pathlib.Path({str(done)!r}).touch()\n"
+    return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_builds_racing_prunes_in_other_processes_are_all_complete(_isolated_home, tmp_path):
-    env = {**os.environ, "NBIMAGES_HOME": str(_isolated_home), "NBIMAGES_PROGRESS": "0"}
     done = tmp_path / "builds-done"
-    builds = ("import os, pathlib, nbimages\n"
-              "for i in range(40):\n"
-              "    r = nbimages.Recipe('scratch').file('/n', str(i)).file('/r', os.urandom(500_000))\n"
-              "    r.build(f'nbt10/race:{i}')\n"
-              "    r.file('/x', 'dangling').build()\n"
-              f"pathlib.Path({str(done)!r}).touch()\n")
-    prunes = ("import pathlib, nbimages\n"
-              "n = 0\n"
-              f"while not pathlib.Path({str(done)!r}).exists():\n"
-              "    nbimages.store_prune(all=True)\n"
-              "    n += 1\n"
-              "print(n)\n")
-    pruner = subprocess.Popen([sys.executable, "-c", prunes], env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    builder = subprocess.Popen([sys.executable, "-c", builds], env=env, cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
+    pruner = _python_in_background(_isolated_home, tmp_path / "never", (
+        "n = 0\n"
+        f"while not pathlib.Path({str(done)!r}).exists():\n"
+        "    nbimages.store_prune(all=True)\n"
+        "    n += 1\n"
+        "print(n)\n"))
+    builder = _python_in_background(_isolated_home, done, (
+        "for i in range(40):\n"
+        "    r = nbimages.Recipe('scratch').file('/n', str(i)).file('/r', os.urandom(500_000))\n"
+        "    r.build(f'nbt10/race:{i}')\n"
+        "    r.file('/x', 'dangling').build()\n"))
     assert builder.wait(600) == 0, builder.stderr.read()
     out, err = pruner.communicate(timeout=600)
     assert pruner.returncode == 0, err
@@ -336,14 +339,10 @@ def test_a_prune_from_inside_this_process_s_own_build_is_refused_not_deadlocked(
 
 
 def test_checks_racing_builds_in_another_process_find_nothing_wrong(_isolated_home, tmp_path):
-    env = {**os.environ, "NBIMAGES_HOME": str(_isolated_home), "NBIMAGES_PROGRESS": "0"}
     done = tmp_path / "builds-done"
-    builds = ("import os, pathlib, nbimages\n"
-              "for i in range(60):\n"
-              "    nbimages.Recipe('scratch').file('/r', os.urandom(1_000_000)).build(f'nbt10/c:{i}')\n"
-              f"pathlib.Path({str(done)!r}).touch()\n")
-    builder = subprocess.Popen([sys.executable, "-c", builds], env=env, cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
+    builder = _python_in_background(_isolated_home, done, (
+        "for i in range(60):\n"
+        "    nbimages.Recipe('scratch').file('/r', os.urandom(1_000_000)).build(f'nbt10/c:{i}')\n"))
     seen = set()  # how many blobs each check found: checks that overlapped the builds differ
     while not done.exists() and builder.poll() is None:
         report = nbimages.store_check()
