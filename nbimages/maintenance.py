@@ -335,8 +335,8 @@ class PruneReport:
         if not len(self.removed):
             return head + ": nothing to remove."
         counts = self.removed.groupby("kind", sort=False)["size"].agg(["count", "sum"])
-        parts = [f"{int(r['count'])} {k}{'s' if r['count'] != 1 else ''} ({format_bytes(r['sum'])})"
-                 for k, r in counts.iterrows()]
+        parts = [f"{int(r['count'])} {k}{'s' if r['count'] != 1 else ''}"
+                 + (f" ({format_bytes(r['sum'])})" if r["sum"] else "") for k, r in counts.iterrows()]
         return head + ": " + ", ".join(parts) + "."
 
     def _repr_html_(self) -> str:
