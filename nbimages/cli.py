@@ -309,6 +309,7 @@ notebook, with --json or --full for their tables:
   nbimages layers|history|waste|packages|unsafe SOURCE    nbimages files SOURCE [--layer N]
   nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
   nbimages images|ps|stop|logs|rm|tag|load ...    nbimages run IMAGE [COMMAND...]
+  nbimages store df|prune|check [--repair]    (the local store: space, reclaim, damage)
 nbimages SUBCOMMAND --help explains one."""
 
 
@@ -384,7 +385,7 @@ def _print_value(value: Any, *, json_out: bool, full: bool) -> int:
         print_table(value, full=full)
     else:
         print(repr(value))
-    return 0
+    return 1 if getattr(value, "ok", True) is False else 0  # `store check` found damage
 
 
 def _unknown_command(first: str) -> None:

@@ -7,9 +7,18 @@ The notebook skin shows them as one paragraph instead of a traceback.
 
 from __future__ import annotations
 
+from .redact import scrub_value
+
 
 class NbimagesError(Exception):
-    """Base of every user-facing error; `str(err)` is a complete one-paragraph message."""
+    """Base of every user-facing error; `str(err)` is a complete one-paragraph message.
+
+    Messages are scrubbed of credentials and tokens (see nbimages.redact), so registry text
+    quoted in them never shows a secret in str(), repr() or args.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*(scrub_value(a) for a in args))
 
 
 class InvalidReference(NbimagesError, ValueError):
@@ -29,7 +38,35 @@ class InvalidImage(NbimagesError):
 
 
 class DigestMismatch(NbimagesError):
-    """Content did not hash to the digest it was announced with; nothing was stored."""
+    """Content did not hash to the digest it was announced with; nothing was stored.
+
+    `expected`/`actual` are the digests, `expected_size`/`actual_size` the byte counts (None
+    when not known), `what` names the content ("blob", "layer 2 of app:1", ...).
+    """
+
+    def __init__(self, message: str, *, expected: str | None = None, actual: str | None = None,
+                 what: str = "content", expected_size: int | None = None,
+                 actual_size: int | None = None):
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+        self.what = what
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+
+
+class StoreDamaged(DigestMismatch):
+    """A blob of the local store no longer hashes to its digest (a disk or a hand changed it).
+
+    `image` and `layer` (index) say where it was met when known; the message names the
+    command that repairs the store.
+    """
+
+    def __init__(self, message: str, *, image: str | None = None, layer: int | None = None,
+                 **kw):
+        super().__init__(message, **kw)
+        self.image = image
+        self.layer = layer
 
 
 class UnsafePath(NbimagesError):

@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
+from .errors import NbimagesError
 from .oci import canonical, compression, digest as dg, mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.manifest import Manifest
+from .reference import Reference
 from .verbs import provided
 
 
@@ -166,6 +168,22 @@ class Image:
         entries = [h for h in self.history if not h.empty_layer]
         return [entries[i] if i < len(entries) else None for i in range(len(self.layers))]
 
+    @property
+    def tag(self) -> str | None:
+        """The first of `names` that is a full reference with a tag (`team/app:1`,
+        `127.0.0.1:5000/x:2`), in Docker's short form: what save() writes into the tar and
+        push() pushes to by default. Bare OCI ref names such as `latest` are not."""
+        for name in self.names or []:
+            if ":" not in name.rsplit("/", 1)[-1]:
+                continue
+            try:
+                r = Reference.parse(name)
+            except NbimagesError:
+                continue
+            if r.tag and not r.digest:
+                return r.familiar()
+        return None
+
     # Verbs: thin wrappers over the public functions, so `image.save(...)` reads like a sentence;
     # the facade provides them (nbimages/verbs.py), the model never imports what is above it.
     def inspect(self):
@@ -176,8 +194,9 @@ class Image:
         """Write a `docker load`-able tar (format='docker'), an OCI tar ('oci') or layout ('oci-dir')."""
         return provided("save")(self, path, format=format, tag=tag)
 
-    def push(self, ref: str, **kw):
-        """Push to a registry without going through an engine (digests are kept)."""
+    def push(self, ref: str | None = None, **kw):
+        """Push to a registry without going through an engine (digests are kept); `ref`
+        defaults to the image's own tagged name (see `tag`)."""
         return provided("push")(self, ref, **kw)
 
     def run(self, command=None, **kw):

@@ -2,24 +2,46 @@
 
 Built images and pulled images live here. Blob writes are atomic and verified (see
 oci.layout); changes to index.json are serialised across processes with a file lock, so two
-kernels can build into one store at once.
+kernels can build into one store at once. Every read of a stored blob is verified as it
+streams: a blob damaged on disk is named (image, layer, digest) with the command that
+repairs it. Processes that add to the store hold a shared lock (`writing()`) that
+`nbimages store prune` takes exclusively, so a prune never removes what a build or pull is
+about to reference.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
+import tempfile
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import filelock
 import platformdirs
 
-from .errors import ImageNotFound
-from .oci import digest as dg
+from .atomic import write_atomic
+from .errors import DigestMismatch, ImageNotFound, InvalidImage, NbimagesError, StoreDamaged
+from .image import Layer
+from .oci import compression, digest as dg
 from .oci.descriptor import Descriptor, Platform
 from .oci.layout import OCILayout
 from .reference import Reference
+
+try:  # POSIX advisory locks give the shared/exclusive pair prune needs
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: writers and prune are not serialised
+    fcntl = None  # type: ignore[assignment]
+
+REPAIR = ("nbimages store check --repair (in a notebook: %image store check --repair; in "
+          "Python: nbimages.store_check(repair=True))")
+ORIGINS_FILE = "origins.json"
+# What a tail left unread at close may be (a tar's end-of-archive blocks, a gzip trailer):
+# read and verified then, so a damaged header byte is caught even by readers that stop early.
+_DRAIN_LIMIT = 8 << 20
 
 
 def default_home() -> Path:
@@ -43,10 +65,168 @@ class Store(OCILayout):
         with self._lock:
             yield
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's shared 'adding' lock: a prune (exclusive) waits until it is released.
+
+        Builds, pulls, copies and loads hold it from their first blob to their tag, so blobs
+        they wrote (or found already present) cannot be pruned before something references them.
+        Re-entrant across the threads of one process (a pull's workers, a build's base pull).
+        """
+        key = str(self.home)
+        with _held_lock:
+            if key not in _held_fds:
+                _held_fds[key] = self._gc_acquire(exclusive=False)
+            _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with _held_lock:
+                _held[key] -= 1
+                if not _held[key]:
+                    del _held[key]
+                    _release(_held_fds.pop(key))
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the gc lock alone (prune): waits for every process adding to the store, and
+        new ones wait for it (writer preference, so a busy builder cannot starve a prune)."""
+        if _held.get(str(self.home)):  # this very process is adding to the store
+            raise NbimagesError(f"the store {self.home} cannot be pruned while this process is "
+                                "building or pulling into it; prune when that is done.")
+        fd = self._gc_acquire(exclusive=True, timeout=timeout)
+        try:
+            yield
+        finally:
+            _release(fd)
+
+    def _gc_acquire(self, exclusive: bool, timeout: float | None = None) -> list[int]:
+        """Lock gc.lock shared or exclusive. `gc-intent.lock` is what gives a waiting prune priority:
+        the prune holds it exclusive while it waits, writers pass through it shared."""
+        if fcntl is None:  # pragma: no cover
+            return []
+        self.home.mkdir(parents=True, exist_ok=True)
+        intent = os.open(self.home / "gc-intent.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        gc = os.open(self.home / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _flock(intent, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.home)
+            _flock(gc, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.home)
+        except BaseException:
+            _release([gc, intent])
+            raise
+        if not exclusive:
+            _release([intent])
+            return [gc]
+        return [gc, intent]
+
     def tmpdir(self) -> Path:
         p = self.home / "tmp"
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    def tmpfile(self, prefix: str, suffix: str = "") -> tuple[int, str]:
+        """A new temporary file in tmp/ (fd, path) named for this process (`p<pid>-…`), so a
+        prune keeps it while the process lives however old it is, and removes it after."""
+        return tempfile.mkstemp(prefix=f"p{os.getpid()}-{prefix}", suffix=suffix,
+                                dir=self.tmpdir())
+
+    # ---- verified reads
+    def open_blob(self, digest: str, size: int | None = None, *,
+                  where: Callable[[], str] | None = None) -> BinaryIO:
+        """The stored blob, verified as it streams: StoreDamaged if it no longer hashes to
+        `digest` (or is not `size` bytes). `where()` says which image and layer, for the message."""
+        try:
+            f = super().open_blob(digest)
+        except InvalidImage:
+            what = where() if where else f"blob {digest}"
+            raise StoreDamaged(
+                f"{what} is missing from the local store ({self.path}): blob {digest} was "
+                f"removed by hand or by another tool. Repair the store with {REPAIR}.",
+                expected=digest, what=what) from None
+        return _StoreBlob(f, self, digest, size, where)
+
+    def read_blob(self, digest: str, limit: int = 64 << 20) -> bytes:
+        try:
+            return super().read_blob(digest, limit)
+        except DigestMismatch as e:
+            raise self.damaged(digest, e.actual, None, "a manifest or config") from None
+
+    def damaged(self, digest: str, actual: str | None, count: int | None, where: str,
+                expected_size: int | None = None, *, image: str | None = None,
+                layer: int | None = None) -> StoreDamaged:
+        """The error for a stored blob that no longer matches its digest."""
+        got = f"its {count:,} bytes hash to {actual}" if count is not None and actual else \
+            f"it is {count:,} bytes, not {expected_size:,}" if count is not None and \
+            expected_size is not None and count != expected_size else "it no longer hashes to it"
+        return StoreDamaged(
+            f"{where} in the local store ({self.path}) is damaged: blob {digest} — {got}. The "
+            f"stored copy changed after it was verified on the way in (a disk error, or an "
+            f"edit). Repair the store with {REPAIR}: it fetches the blob again from where the "
+            "image came from, or removes the damaged image and says so.",
+            expected=digest, actual=actual, what=where, expected_size=expected_size,
+            actual_size=count, image=image, layer=layer)
+
+    def blob_is_damaged(self, digest: str) -> bool:
+        """Hash the whole stored blob again: True when it no longer matches its digest."""
+        with open(self.blob_path(digest), "rb") as f:
+            actual, _ = dg.of_stream(f, dg.parse(digest)[0])
+        return actual != digest
+
+    def image(self, tag=None, platform=None, source=None):
+        """A stored image whose layers are verified as they are read (see open_blob)."""
+        img = super().image(tag, platform, source)
+        label = lambda: img.names[0] if img.names else (img.source or img.digest)  # noqa: E731
+        img.layers = [self._stored_layer(layer, i, label) for i, layer in enumerate(img.layers)]
+        return img
+
+    def _stored_layer(self, layer: Layer, index: int, label: Callable[[], str]) -> Layer:
+        d = layer.descriptor
+
+        def where() -> str:
+            return f"layer {index} of {label()}"
+
+        def open_blob() -> BinaryIO:
+            return self.open_blob(d.digest, d.size, where=where)
+
+        def open_tar() -> BinaryIO:
+            raw = open_blob()
+            return _StoreTar(compression.open_uncompressed(raw, d.media_type), raw)
+
+        stored = Layer(d, layer.diff_id, open_blob, open_tar=open_tar)
+        stored.index = index  # type: ignore[attr-defined]
+        return stored
+
+    # ---- where images came from (for check --repair)
+    def origins(self) -> dict[str, list[str]]:
+        """manifest digest -> the sources it was copied in from (docker://REF, a tar path…)."""
+        try:
+            doc = json.loads((self.home / ORIGINS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {k: list(v) for k, v in doc.items() if isinstance(v, list)} \
+            if isinstance(doc, dict) else {}
+
+    def note_origin(self, manifest_digest: str, source: str | None) -> None:
+        """Remember that `manifest_digest` came from `source` (kept when the source is re-openable)."""
+        if not source or source.startswith("store:") or source == "test":
+            return
+        with self.locked():
+            doc = self.origins()
+            have = doc.setdefault(manifest_digest, [])
+            if source in have:
+                return
+            have.insert(0, source)
+            del have[4:]
+            write_atomic(self.home / ORIGINS_FILE, json.dumps(doc, sort_keys=True).encode())
+
+    def forget_origins(self, keep: set[str]) -> None:
+        """Drop the origins of manifests no longer in the store."""
+        with self.locked():
+            doc = self.origins()
+            if set(doc) <= keep:
+                return
+            write_atomic(self.home / ORIGINS_FILE, json.dumps(
+                {k: v for k, v in doc.items() if k in keep}, sort_keys=True).encode())
 
     def tag(self, name: str, desc: Descriptor) -> None:
         with self.locked():
@@ -58,18 +238,20 @@ class Store(OCILayout):
 
     def put_image(self, image, name: str | None = None, *, progress=None) -> Descriptor:
         """Copy an Image's blobs (skipping those present) and its manifest in; tag it if named."""
-        for layer in image.layers:
-            if not self.has_blob(layer.digest):
-                with layer.open_blob() as f:
-                    self.write_blob(f, layer.digest, layer.media_type)
-            if progress:
-                progress(layer)
-        self.write_blob(image.config_bytes, image.manifest.config.digest)
-        self.write_blob(image.manifest.raw, image.manifest.digest)
-        desc = Descriptor(image.manifest.media_type, image.manifest.digest, len(image.manifest.raw),
-                          platform=image.platform)
-        with self.locked():
-            self.set_ref(name, desc)
+        with self.writing():
+            for layer in image.layers:
+                if not self.has_blob(layer.digest):
+                    with layer.open_blob() as f:
+                        self.write_blob(f, layer.digest, layer.media_type)
+                if progress:
+                    progress(layer)
+            self.write_blob(image.config_bytes, image.manifest.config.digest)
+            self.write_blob(image.manifest.raw, image.manifest.digest)
+            desc = Descriptor(image.manifest.media_type, image.manifest.digest,
+                              len(image.manifest.raw), platform=image.platform)
+            self.note_origin(image.manifest.digest, image.source)
+            with self.locked():
+                self.set_ref(name, desc)
         return desc
 
     def get(self, name: str, platform: str | Platform | None = None):
@@ -79,11 +261,133 @@ class Store(OCILayout):
                 return self.image(self.resolve(candidate), platform, source=f"store:{name}")
             except ImageNotFound:
                 continue
+            except StoreDamaged as e:  # its manifest or config: name the image
+                raise self.damaged(e.expected or "", e.actual, e.actual_size,
+                                   f"the manifest or config of {name}", image=name) from None
         raise ImageNotFound(f"no image {name!r} in the local store ({self.path}). Build it, pull it "
                             "(nbimages.pull), or list what is there with nbimages.images().")
 
     def names(self) -> dict[str, Descriptor]:
         return self.refs()
+
+
+# store home -> holders of writing() in this process, and the lock's file descriptors
+_held: dict[str, int] = {}
+_held_fds: dict[str, list[int]] = {}
+_held_lock = threading.Lock()
+
+
+def _flock(fd: int, mode: int, timeout: float | None, home: Path) -> None:
+    if timeout is None:
+        fcntl.flock(fd, mode)
+        return
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise NbimagesError(
+                    f"another process is adding to the store {home} (a build or pull) and did "
+                    f"not finish within {timeout:.0f} s; try again when it is done.") from None
+            time.sleep(0.05)
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class _StoreBlob(dg.VerifyingReader):
+    """A stored blob as it streams, verified; a mismatch is StoreDamaged naming where it was met."""
+
+    def __init__(self, f: BinaryIO, store: Store, digest: str, size: int | None,
+                 where: Callable[[], str] | None):
+        super().__init__(f, digest, size, what=f"blob {digest}")
+        self._store = store
+        self._where = where
+
+    def _fail(self, count: int, actual: str | None = None) -> None:
+        self.verified = True
+        where = self._where() if self._where else "a blob"
+        layer = image = None
+        if where.startswith("layer "):
+            head, _, image = where.partition(" of ")
+            layer = int(head.split()[1])
+        raise self._store.damaged(self.expected, actual, count, where, self.expected_size,
+                                  image=image, layer=layer)
+
+    def drain(self) -> None:
+        """Read (and so verify) an unread tail up to _DRAIN_LIMIT bytes; skip larger ones."""
+        if self.verified or self.closed:
+            return
+        left = (self.expected_size - self.count) if self.expected_size is not None else None
+        if left is None:
+            with contextlib.suppress(OSError):
+                left = os.fstat(self._stream.fileno()).st_size - self.count
+        if left is not None and left <= _DRAIN_LIMIT:
+            while self.read(dg.CHUNK):
+                pass
+
+    def damage(self) -> StoreDamaged | None:
+        """After a failed read of what it holds: StoreDamaged if the blob itself is damaged."""
+        try:
+            if not self._store.blob_is_damaged(self.expected):
+                return None
+        except OSError:
+            return None
+        try:
+            self._fail(os.path.getsize(self._store.blob_path(self.expected)))
+        except StoreDamaged as e:
+            return e
+        return None  # pragma: no cover
+
+
+class _StoreTar(io.RawIOBase):
+    """The uncompressed tar of a stored layer: a decompressor error caused by a damaged blob
+    becomes that blob's StoreDamaged (not a gzip/zstd traceback); the tail is verified at close."""
+
+    def __init__(self, tar: BinaryIO, raw: _StoreBlob):
+        super().__init__()
+        self._tar, self._raw = tar, raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._tar.read(n)
+        except NbimagesError:
+            raise
+        except Exception:
+            damage = self._raw.damage()
+            if damage is not None:
+                raise damage from None
+            raise
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:  # already failing: do not mask it with the tail check
+            self._raw.verified = True
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._raw.drain()
+        finally:
+            with contextlib.suppress(Exception):
+                self._tar.close()
+            self._raw.close()
+            super().close()
 
 
 def _name_forms(name: str) -> list[str]:

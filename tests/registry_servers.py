@@ -346,6 +346,38 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def tar_of(name: str, data: bytes) -> bytes:
+    """A one-file tar (a layer's uncompressed content)."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def image_of_tars(store, tars: list[bytes], *, gz: bool = True):
+    """An image in `store` (an nbimages Store) whose layers are `tars`, gzip-compressed
+    (level 1) or left plain; returns (Image, layer descriptors)."""
+    import gzip
+    from nbimages.oci import canonical, mediatypes as mt
+    from nbimages.oci.descriptor import Descriptor
+    from nbimages.oci.manifest import Manifest
+    layers, diff_ids = [], []
+    for tar in tars:
+        blob = gzip.compress(tar, compresslevel=1, mtime=0) if gz else tar
+        layers.append(store.write_blob(blob, sha256(blob), mt.OCI_LAYER_GZIP if gz else mt.OCI_LAYER))
+        diff_ids.append(sha256(tar))
+    config = canonical.dumps({"architecture": "amd64", "os": "linux",
+                              "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    cfg = store.write_blob(config, sha256(config), mt.OCI_CONFIG)
+    manifest = Manifest.build(cfg, layers)
+    store.write_blob(manifest.raw, manifest.digest)
+    return store.image(Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))), layers
+
+
 def docker_config(directory: Path, doc: dict) -> Path:
     """Write a Docker config.json into `directory` (use as DOCKER_CONFIG)."""
     d = Path(directory)

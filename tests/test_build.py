@@ -82,10 +82,10 @@ def layer_members(image, index: int) -> dict[str, tarfile.TarInfo]:
 
 
 def snapshot(home: Path) -> dict[str, str]:
-    """Every file under the store home (but its lock) with its content hash."""
+    """Every file under the store home (but its lock files) with its content hash."""
     out = {}
     for p in sorted(home.rglob("*")):
-        if p.is_file() and p.name != "store.lock":
+        if p.is_file() and not p.name.endswith(".lock"):
             out[str(p.relative_to(home))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -61,10 +61,10 @@ def test_unknown_command_is_one_paragraph_with_a_suggestion_exit_2():
 
 
 def test_missing_argument_is_one_paragraph_exit_2():
-    r = cli("push", "store:x")
+    r = cli("copy", "store:x")
     assert r.returncode == 2
     msg = one_paragraph(r.stderr)
-    assert msg.startswith("nbimages push: the following arguments are required: REF")
+    assert msg.startswith("nbimages copy: the following arguments are required: DEST")
 
 
 def test_unknown_option_is_one_paragraph_exit_2():

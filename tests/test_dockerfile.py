@@ -15,7 +15,7 @@ from nbimages.store import default_store
 
 def snapshot(home: Path) -> dict[str, str]:
     return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(home.rglob("*")) if p.is_file() and p.name != "store.lock"}
+            for p in sorted(home.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
 @pytest.fixture

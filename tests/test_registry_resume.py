@@ -3,7 +3,6 @@ blobs, and a pulling subprocess is killed half-way with SIGKILL."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -17,45 +16,21 @@ from pathlib import Path
 import pytest
 
 from nbimages.errors import DigestMismatch, ImageNotFound
-from nbimages.oci import canonical, mediatypes as mt
-from nbimages.oci.descriptor import Descriptor
-from nbimages.oci.manifest import Manifest
 from nbimages.sources.copy import push
 from nbimages.sources.remote import pull
 from nbimages.store import Store
 
-from registry_servers import Proxy, sha256
+from registry_servers import Proxy, image_of_tars, sha256, tar_of
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tar_of(name: str, data: bytes) -> bytes:
-    import io
-    import tarfile
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
 def layered(registry, tmp_path_factory) -> dict:
     """An image of three random-data layers (one of 6 MB) pushed to the real registry."""
     store = Store(tmp_path_factory.mktemp("layered"))
-    layers, diff_ids = [], []
-    for i, size in enumerate((200_000, 6_000_000, 300_000)):
-        tar = _tar_of(f"data{i}.bin", os.urandom(size))
-        blob = gzip.compress(tar, compresslevel=1, mtime=0)
-        layers.append(store.write_blob(blob, sha256(blob), mt.OCI_LAYER_GZIP))
-        diff_ids.append(sha256(tar))
-    config = canonical.dumps({"architecture": "amd64", "os": "linux",
-                              "rootfs": {"type": "layers", "diff_ids": diff_ids}})
-    cfg = store.write_blob(config, sha256(config), mt.OCI_CONFIG)
-    manifest = Manifest.build(cfg, layers)
-    store.write_blob(manifest.raw, manifest.digest)
-    image = store.image(Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)))
+    image, layers = image_of_tars(store, [tar_of(f"data{i}.bin", os.urandom(size)) for i, size
+                                          in enumerate((200_000, 6_000_000, 300_000))])
     repo = f"nbtest/layered-{uuid.uuid4().hex[:8]}"
     push(image, f"{registry}/{repo}:1", progress=False)
     return {"repo": repo, "image": image, "big": layers[1], "small": [layers[0], layers[2]]}
@@ -172,3 +147,24 @@ def test_an_upload_whose_connection_drops_is_resumed(registry, proxy, monkeypatc
     import requests
     assert requests.get(f"http://{registry}/v2/{repo}/blobs/{sha256(data)}").content == data
     assert sum(sent) == len(data)  # progress rewound for what the registry did not keep
+
+
+def test_a_resumed_pull_says_where_it_resumed_and_what_it_fetched(layered, registry, tmp_path, capsys):
+    import requests
+    store = Store(tmp_path)
+    big = layered["big"]
+    url = f"http://{registry}/v2/{layered['repo']}/blobs/{big.digest}"
+    kept = 2_000_000
+    head = requests.get(url, headers={"Range": f"bytes=0-{kept - 1}"}, timeout=30).content
+    assert len(head) == kept
+    partial = store.tmpdir() / "downloads" / f"sha256-{big.digest.split(':')[1]}.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(head)
+    pull(f"{registry}/{layered['repo']}:1", store=store, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    resumed = [line for line in lines if big.digest.split(":")[1][:12] in line]
+    assert len(resumed) == 1
+    assert resumed[0].endswith(f"(resumed at 2.0 MB: fetched {(big.size - kept) / 1e6:.1f} MB "
+                               f"of {big.size / 1e6:.1f} MB)")
+    others = [line for line in lines if line not in resumed and "done," not in line]
+    assert others and all(line.endswith("(done)") for line in others)

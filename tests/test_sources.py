@@ -385,7 +385,7 @@ def test_daemon_temp_tar_is_removed_when_the_image_is_gone(built):
     again = open_image(f"docker-daemon:{TAG}")
     path = daemon._cache[built].path
     assert path.is_file() and path.parent.name == "tmp"
-    assert [p for p in path.parent.iterdir() if p.name.startswith("daemon-")] == [path]  # shared
+    assert [p for p in path.parent.iterdir() if "-daemon-" in p.name] == [path]  # shared
     layers = img.layers
     del img, again
     gc.collect()

@@ -233,13 +233,13 @@ def test_the_core_builds_verifies_hands_out_and_inspects_without_ipython(tmp_pat
 
 # The layers of ARCHITECTURE.md, bottom (0) to top; a module may import its own layer or lower.
 LAYERS = [
-    ("nbimages.errors", 0), ("nbimages.atomic", 0), ("nbimages.progress", 0),
+    ("nbimages.errors", 0), ("nbimages.redact", 0), ("nbimages.atomic", 0), ("nbimages.progress", 0),
     ("nbimages.reference", 0), ("nbimages.verbs", 0), ("nbimages.docker_endpoint", 0),
     ("nbimages.oci.layout", 3), ("nbimages.oci.archive", 3), ("nbimages.oci.dockerarchive", 3),
     ("nbimages.oci", 1), ("nbimages.image", 2), ("nbimages.store", 3), ("nbimages.validate", 3),
     ("nbimages.registry", 4), ("nbimages.sources", 5), ("nbimages.builder", 6),
     ("nbimages.analysis", 6), ("nbimages.engines", 7),
-    ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
+    ("nbimages.maintenance", 8), ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
     ("nbimages.commands.parsing", 9), ("nbimages.commands.steps", 9),
     ("nbimages.workflow", 10), ("nbimages.commands", 11),
     ("nbimages.notebook", 12), ("nbimages.cli", 12), ("nbimages.__main__", 12), ("nbimages", 12),

@@ -44,6 +44,25 @@ class BuildCache:
             return None
         return rec
 
+    def entries(self) -> dict[str, dict]:
+        """Every entry as the file has it now (also those whose blob is gone)."""
+        return self._read()
+
+    def drop(self, keys) -> None:
+        """Remove entries (read again under the lock, then replaced atomically): a prune."""
+        keys = set(keys)
+        if not keys:
+            return
+        with self.store.locked():
+            current = {k: v for k, v in self._read().items() if k not in keys}
+            self._write(current)
+
+    def _write(self, entries: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps({"version": _VERSION, "layers": entries},
+                                           sort_keys=True, separators=(",", ":")).encode())
+        self._entries = entries
+
     def put_many(self, records: dict[str, dict]) -> None:
         """Merge `records` into the file (read again under the lock, then replaced atomically)."""
         if not records:
@@ -51,7 +70,4 @@ class BuildCache:
         with self.store.locked():
             current = self._read()
             current.update(records)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps({"version": _VERSION, "layers": current},
-                                               sort_keys=True, separators=(",", ":")).encode())
-            self._entries = current
+            self._write(current)

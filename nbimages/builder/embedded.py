@@ -404,6 +404,8 @@ class _Build:
         if base is not None:
             self.recipe._pin_base(store, base)  # noqa: SLF001
         image = store.image(desc, source=f"store:{tag}" if tag else f"store:{manifest.digest}")
+        if tag:  # the handle carries its name, so save(), push() and reprs see it
+            image.names = [tag]
         image.build_report = self.report
         image.recipe = self.recipe
         return image
@@ -524,10 +526,13 @@ class _Build:
                         store.write_blob(f, l.digest)
             store.write_blob(base.config_bytes, base.manifest.config.digest)
             store.write_blob(base.manifest.raw, base.manifest.digest)
+            store.note_origin(base.manifest.digest, base.source)  # for check --repair
         for s in self.staged:
             s.commit(store)
         store.write_blob(config_bytes, manifest.config.digest)
         store.write_blob(manifest.raw, manifest.digest)
+        if base is not None:  # its base layers can be fetched again from where the base came
+            store.note_origin(manifest.digest, base.source)
         self.cache.put_many(self.records)
         desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw),
                           platform=platform)
@@ -545,6 +550,7 @@ def build_recipe(recipe, tag: str | None = None, *, store=None, compression=None
     """
     build = _Build(recipe, store or default_store(), compression, progress)
     try:
-        return build.run(tag)
+        with build.store.writing():  # a concurrent prune waits until the tag is written
+            return build.run(tag)
     finally:
         recipe.report = build.report

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import analysis, engines, registry, sources
+from .. import analysis, engines, maintenance, registry, sources
 from ..image import Image
 from ..sources import copy as copy_transports, remote
 from ..verbs import provided
@@ -163,7 +163,8 @@ def pull(inv: Invocation) -> Any:
 
 @command("push", "push to a registry, digests kept",
          arg("src", metavar="SRC", help="the image: a source string or a variable holding an Image"),
-         arg("ref", metavar="REF", help="where to push, e.g. 127.0.0.1:5000/team/app:1"),
+         arg("ref", metavar="REF", nargs="?", default=None,
+             help="where to push, e.g. 127.0.0.1:5000/team/app:1 (default: the image's own name)"),
          INSECURE, QUIET, group="registry")
 def push(inv: Invocation) -> Any:
     """Push an image to a registry as its exact bytes, so its digest is kept (nbimages.push).
@@ -324,12 +325,44 @@ def images(inv: Invocation) -> Any:
     return engines.images(engine=inv.args.engine, store=not inv.args.no_store)
 
 
-@command("rm", "remove an image name", arg("ref", metavar="REF"),
+@command("rm", "remove image names", arg("refs", nargs="+", metavar="REF"),
          arg("-f", "--force", action="store_true"), WHERE, ENGINE, group="engine")
 def rm(inv: Invocation) -> Any:
-    """Remove an image name from the engine and/or the store (nbimages.engines.rm)."""
+    """Remove image names from the engine and/or the store (nbimages.rm); `%image store prune`
+    then reclaims the blobs only they used. Returns where each was removed from."""
     a = inv.args
-    return engines.rm(a.ref, force=a.force, where=a.where, engine=a.engine)
+    return Removed({ref: engines.rm(ref, force=a.force, where=a.where, engine=a.engine)
+                    for ref in a.refs})
+
+
+class Removed(dict):
+    """What `rm` removed: {name: [where it was removed from]}, shown as one line per name."""
+
+    def __repr__(self) -> str:
+        lines = [f"removed {ref} from the {' and the '.join(places)}" for ref, places in self.items()]
+        if any("store" in places for places in self.values()):
+            lines.append("(their blobs stay until `store prune` reclaims them)")
+        return "\n".join(lines)
+
+
+@command("store", "the local store: df, prune, check [--repair]",
+         arg("action", choices=["df", "prune", "check"], metavar="ACTION",
+             help="df: space per image, cache, partials; prune: reclaim it; check: re-hash everything"),
+         arg("--all", action="store_true", help="prune: also empty the build cache"),
+         arg("--older-than", metavar="AGE", default=None, help="prune: keep anything newer (7d, 12h)"),
+         arg("--dry-run", action="store_true", help="prune: only say what would be removed"),
+         arg("--repair", action="store_true",
+             help="check: fetch damaged blobs again from where they came from, else remove the image"),
+         group="engine")
+def store(inv: Invocation) -> Any:
+    """Keep the local store: `df` (nbimages.store_df), `prune` (nbimages.store_prune),
+    `check` (nbimages.store_check); each returns a report with a table and a text form."""
+    a = inv.args
+    if a.action == "df":
+        return maintenance.df()
+    if a.action == "prune":
+        return maintenance.prune(all=a.all, older_than=a.older_than, dry_run=a.dry_run)
+    return maintenance.check(repair=a.repair)
 
 
 @command("tag", "give an image another name", arg("source", metavar="SOURCE"),

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import redact
 from ..errors import AuthenticationError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class Credentials:
     secret: str = field(repr=False)
     source: str = ""
     identity_token: bool = False  # secret is an OAuth2 refresh token (`docker login` with SSO)
+
+    def __post_init__(self) -> None:
+        redact.remember_credentials(self.username, self.secret)
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, secret='***', source={self.source!r})"
@@ -281,7 +285,9 @@ class Authenticator:
         try:
             doc = resp.json()
             token = doc.get("token") or doc.get("access_token")
-        except ValueError:
+            redact.remember(*(v for k, v in doc.items() if isinstance(v, str)
+                              and k in ("token", "access_token", "refresh_token", "id_token")))
+        except (ValueError, AttributeError):
             token = None
         if not token:
             raise RegistryError(f"the token service of {self.registry} sent no token.")

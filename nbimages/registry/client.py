@@ -350,8 +350,12 @@ class RegistryClient:
         return data
 
     def download_blob(self, repository: str, digest: str, size: int | None, store,
-                      on_bytes: Callable[[int], None] | None = None) -> Path:
+                      on_bytes: Callable[[int], None] | None = None,
+                      on_resume: Callable[[int], None] | None = None) -> Path:
         """Stream a blob into `store` (an OCILayout/Store), hashing while writing.
+
+        `on_resume(offset)` is told the byte a resumed download continues from (0 when the
+        registry ignored the Range request and the blob is fetched from its start again).
 
         The bytes go to `<store tmp>/downloads/<alg>-<hex>.partial`; a later call resumes from
         there with a Range request. Only a complete blob whose digest matches is renamed into
@@ -375,7 +379,7 @@ class RegistryClient:
                         partial.unlink()
                 resumed = partial.exists() and partial.stat().st_size > 0
                 try:
-                    self._fetch_into(repository, digest, size, partial, on_bytes)
+                    self._fetch_into(repository, digest, size, partial, on_bytes, on_resume)
                     break
                 except DigestMismatch:
                     with contextlib.suppress(FileNotFoundError):
@@ -390,7 +394,8 @@ class RegistryClient:
         return target
 
     def _fetch_into(self, repository: str, digest: str, size: int | None, partial: Path,
-                    on_bytes: Callable[[int], None] | None) -> None:
+                    on_bytes: Callable[[int], None] | None,
+                    on_resume: Callable[[int], None] | None = None) -> None:
         alg = dg.parse(digest)[0]
         h = hashlib.new(alg)
         offset = 0
@@ -404,6 +409,8 @@ class RegistryClient:
                         offset += len(chunk)
                 if offset and on_bytes:
                     on_bytes(offset)
+                if offset and on_resume:
+                    on_resume(offset)
         what = f"the blob {digest} of {repository}"
         failures = 0
         with open(partial, "ab") as out:
@@ -419,6 +426,8 @@ class RegistryClient:
                             break
                         if on_bytes and offset:
                             on_bytes(-offset)
+                        if on_resume and offset:
+                            on_resume(0)
                         out.seek(0)
                         out.truncate()
                         h = hashlib.new(alg)

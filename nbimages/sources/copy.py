@@ -20,12 +20,13 @@ def _open(src: Image | str, platform=None, registry_kw: dict | None = None) -> I
                                         if k in _OPEN_KW})
 
 
-def push(src: Image | str, ref: str, *, progress: bool = True, **registry_kw: Any) -> str:
+def push(src: Image | str, ref: str | None = None, *, progress: bool = True, **registry_kw: Any) -> str:
     """Push an image (an Image or any source string) to `ref`; returns the manifest digest.
 
     The manifest is sent as the exact bytes it was read or built with, so the digest in the
     registry is the digest of the image here. Blobs the registry has are skipped; blobs known
-    in another repository of the same registry are mounted instead of uploaded.
+    in another repository of the same registry are mounted instead of uploaded. `ref`
+    defaults to the image's own tagged name (`Image.tag`).
     """
     return remote.push(_open(src, None, registry_kw), ref, progress=progress, **registry_kw)
 

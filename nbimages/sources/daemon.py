@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 import threading
 import weakref
 
@@ -114,8 +113,7 @@ def _names_first(ref: str, tags: list[str]) -> list[str]:
 
 
 def _save_to_tmp(c, image_id: str) -> DockerArchive:
-    fd, tmp = tempfile.mkstemp(prefix=f"daemon-{image_id.split(':')[-1][:12]}-", suffix=".tar",
-                               dir=default_store().tmpdir())
+    fd, tmp = default_store().tmpfile(f"daemon-{image_id.split(':')[-1][:12]}-", ".tar")
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in c.api.get_image(image_id, chunk_size=1 << 20):

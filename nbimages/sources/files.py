@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import weakref
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def tar_index(path: str | os.PathLike) -> TarIndex:
         kind = compression.sniff(f.read(4))
     if kind is None:
         return TarIndex(p)
-    fd, tmp = tempfile.mkstemp(prefix="inflated-", suffix=".tar", dir=default_store().tmpdir())
+    fd, tmp = default_store().tmpfile("inflated-", ".tar")
     try:
         with os.fdopen(fd, "wb") as out, open(p, "rb") as raw:
             src = compression.decompressing(raw, kind)

@@ -19,7 +19,7 @@ from ..image import Image, Layer
 from ..oci import canonical, digest as dg, mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.manifest import Index, Manifest
-from ..progress import progress as make
+from ..progress import format_bytes, progress as make
 from ..reference import Reference
 from ..registry.auth import Credentials
 from ..registry.client import RegistryClient, client_for
@@ -95,8 +95,9 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
 
     def opener(desc: Descriptor):
         def open_blob():
-            client.download_blob(ref.repository, desc.digest, desc.size, store)
-            return store.open_blob(desc.digest)
+            with store.writing():  # not pruned between its download and this open
+                client.download_blob(ref.repository, desc.digest, desc.size, store)
+                return store.open_blob(desc.digest, desc.size)
         return open_blob
 
     layers = [Layer(d, diff_id, opener(d), is_local=lambda d=d: store.has_blob(d.digest))
@@ -156,8 +157,13 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
     """
     ref = Reference.parse(ref)
     store = _store(store)
-    remote = open_remote(ref, platform, insecure=insecure, ca_bundle=ca_bundle,
-                         credentials=credentials, store=store)
+    with store.writing():  # a concurrent prune waits for the tag
+        return _pull(ref, platform, progress, store, insecure=insecure, ca_bundle=ca_bundle,
+                     credentials=credentials)
+
+
+def _pull(ref: Reference, platform, progress: bool, store, **registry_kw: Any) -> Image:
+    remote = open_remote(ref, platform, store=store, **registry_kw)
     client = remote.client
     seen: set[str] = set()
     with _progress(f"pull {ref.familiar()}", progress) as p:
@@ -174,24 +180,37 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
 
         def fetch(job, check):
             layer, bar = job
+            resumed = [0]
 
             def advance(n: int) -> None:
                 check()
                 bar.update(n)
-            client.download_blob(ref.repository, layer.digest, layer.size, store, advance)
-            bar.close("done")
+
+            def resume(offset: int) -> None:
+                resumed[0] = offset
+            client.download_blob(ref.repository, layer.digest, layer.size, store, advance, resume)
+            bar.close(resumed_note(resumed[0], layer.size))
 
         _run_parallel(jobs, fetch)
     manifest = remote.manifest
     store.write_blob(manifest.raw, manifest.digest)
     desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw), platform=remote.platform)
     store.tag(str(ref), desc)
+    store.note_origin(manifest.digest, f"docker://{ref}")
     image = store.image(desc, source=f"docker://{ref}")
     image.names = [str(ref)]
     return image
 
 
-def push(image: Image, ref: str | Reference, *, progress: bool = True,
+def resumed_note(offset: int, size: int) -> str:
+    """A blob bar's closing note: "done", or what a resumed download kept and fetched."""
+    if not offset:
+        return "done"
+    return (f"resumed at {format_bytes(offset)}: fetched {format_bytes(size - offset)} "
+            f"of {format_bytes(size)}")
+
+
+def push(image: Image, ref: str | Reference | None = None, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
          credentials: Credentials | tuple[str, str] | None = None,
          chunk_size: int | None = None) -> str:
@@ -201,11 +220,18 @@ def push(image: Image, ref: str | Reference, *, progress: bool = True,
 
     The manifest is sent as the exact bytes it was read or built with, so the digest in the
     registry is the digest of the image here. Blobs the registry has are skipped; blobs known
-    in another repository of the same registry are mounted instead of uploaded.
+    in another repository of the same registry are mounted instead of uploaded. `ref`
+    defaults to the image's own tagged name (`image.tag`). A blob read from the local store is
+    verified as it is sent: a damaged one stops the push before the registry gets it whole.
     """
     if not isinstance(image, Image):
         raise InvalidReference(f"cannot push {type(image).__name__}: give an Image, or use "
                                "nbimages.push, which opens any source string.")
+    if ref is None:
+        ref = image.tag
+        if ref is None:
+            raise InvalidReference(f"{image!r} has no tagged name to push to; name the "
+                                   "destination, e.g. push(image, '127.0.0.1:5000/team/app:1').")
     ref = Reference.parse(ref)
     client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
     repo = ref.repository

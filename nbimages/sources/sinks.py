@@ -29,7 +29,6 @@ from ..oci.descriptor import Descriptor
 from ..oci.dockerarchive import docker_archive_entries
 from ..oci.layout import OCILayout, is_layout
 from ..oci.manifest import Manifest
-from ..reference import Reference
 from ..store import default_store
 from .daemon import client
 from .opener import open_image
@@ -42,18 +41,8 @@ FORMATS = {
 
 
 def default_tag(image) -> str | None:
-    """The first of the image's names that is a full reference with a tag (`handout:1`,
-    `127.0.0.1:5000/x:2`); bare OCI ref names such as `latest` are not."""
-    for name in image.names or []:
-        if ":" not in name.rsplit("/", 1)[-1]:
-            continue
-        try:
-            r = Reference.parse(name)
-        except NbimagesError:
-            continue
-        if r.tag and not r.digest:
-            return r.familiar()
-    return None
+    """The first of the image's names that is a full reference with a tag (Image.tag)."""
+    return image.tag
 
 
 def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None = None) -> Path:
