@@ -308,9 +308,8 @@ The %image subcommands that look at, move or run images work here too, spelled a
 notebook, with --json or --full for their tables:
   nbimages layers|history|waste|packages|unsafe SOURCE    nbimages files SOURCE [--layer N]
   nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
-  nbimages images|ps|stop|logs|rm|tag|load ...    nbimages run IMAGE [COMMAND...]
-  nbimages store df|prune|check [--repair]    (the local store: space, reclaim, damage)
-nbimages SUBCOMMAND --help explains one."""
+  nbimages images|ps|stop|logs|rm|tag|load|store ...    nbimages run IMAGE [COMMAND...]
+`nbimages store df|prune|check` keeps the local store; nbimages SUBCOMMAND --help explains one."""
 
 
 def build_parser() -> _Parser:

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -281,7 +282,6 @@ def _flock(fd: int, mode: int, timeout: float | None, home: Path) -> None:
     if timeout is None:
         fcntl.flock(fd, mode)
         return
-    import time
     deadline = time.monotonic() + timeout
     while True:
         try:
