@@ -155,6 +155,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         view = insp.history
     elif a.packages:
         view = insp.packages()
+    elif a.unsafe:
+        view = insp.unsafe
     elif a.diff:
         view = insp.diff(inspect(a.diff, **kw), content=a.content)
     else:
@@ -186,6 +188,9 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     view.add_argument("--waste", action="store_true", help="paths written twice or removed later")
     view.add_argument("--history", action="store_true", help="history entries, also those with no layer")
     view.add_argument("--packages", action="store_true", help="installed packages with size and layer")
+    view.add_argument("--unsafe", action="store_true",
+                      help="entries that escape the root ('..', links climbing out), are written "
+                           "through a symlink, or hard-link a missing path")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
     p.add_argument("--layer", type=int, metavar="N", help="with --files: only layer N")
     p.add_argument("--final", action="store_true", help="with --files: the final filesystem, one row per path")
@@ -409,8 +414,12 @@ def _unknown_command_hint(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the nbimages command; returns the exit status (0 ok, 1 user error, 2 usage)."""
-    from .errors import NbimagesError
+    from .errors import NbimagesError, os_errors
     argv = list(sys.argv[1:] if argv is None else argv)
+    # File names in layers are bytes: print undecodable ones as they are, like `tar tf`.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         _unknown_command_hint(argv)
         parser = build_parser()
@@ -424,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = COMMANDS.get(args.command)
         if entry is None or entry[2] is None:
             raise CLIUsageError(f"{PROG} {args.command} is not available yet in this version of nbimages.")
-        return entry[2](args)
+        with os_errors():  # no space, permission denied, read-only: one paragraph too
+            return entry[2](args)
     except CLIUsageError as e:
         print(str(e), file=sys.stderr)
         return 2

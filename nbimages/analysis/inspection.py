@@ -33,6 +33,7 @@ from .walk import (
     REASON,
     SHIFT,
     SKIPPED,
+    UNSAFE,
     LayerFiles,
     Walk,
     read_layer,
@@ -131,8 +132,9 @@ class Inspection:
     def _read_layer(self, i: int) -> LayerFiles:
         layer = self.image.layers[i]
         try:
-            with layer.open_tar() as stream:
-                return read_layer(stream)
+            with self.image.layer_tar(i) as stream:
+                lf = read_layer(stream)
+            return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
                                f"{self.source or 'the image'}: {e}") from None
@@ -206,7 +208,12 @@ class Inspection:
         Overwritten copies, deleted files, files under deleted directories and files hidden
         by opaque directories all count; the copy that is kept does not (unlike dive, #684).
         """
-        return self.size - self.final_size
+        return self.size - self.final_size - self.unsafe_size
+
+    @property
+    def unsafe_size(self) -> int:
+        """Bytes of entries whose path escapes the root: never applied, not counted as waste."""
+        return sum(lf.unsafe_size for lf in self._ensure().layers)
 
     @property
     def corrected_efficiency(self) -> float:
@@ -260,7 +267,7 @@ class Inspection:
             cols["files_added"].append(changes.count(ADDED))
             cols["files_modified"].append(changes.count(MODIFIED))
             cols["files_deleted"].append(len(lf.deleted))
-            cols["wasted_bytes"].append(lf.size - lf.final_size)
+            cols["wasted_bytes"].append(lf.size - lf.final_size - lf.unsafe_size)
             cols["entries"].append(len(lf))
         return cols
 
@@ -283,7 +290,7 @@ class Inspection:
             for idx, p in enumerate(lf.paths):
                 # Directories hold no bytes: a directory written again (a chmod, a new file
                 # inside) or deleted is not waste; its files are listed themselves.
-                if changes[idx] == SKIPPED or kinds[idx] == DIR:
+                if changes[idx] >= UNSAFE or kinds[idx] == DIR:  # unsafe: its own table
                     continue
                 code = base | idx
                 if final.get(p) == code:
@@ -333,7 +340,8 @@ class Inspection:
             n = len(keep) + len(lf.deleted)
             cols["layer"].extend([i] * n)
             paths, kinds, links = lf.paths, lf.kinds, lf.links
-            cols["path"].extend("/" + paths[j] for j in keep)
+            cols["path"].extend("/" + paths[j] if lf.changes[j] != UNSAFE else lf.members[j]
+                                for j in keep)
             cols["kind"].extend(KIND_NAME[kinds[j]] for j in keep)
             cols["size"].extend(lf.sizes[j] for j in keep)
             cols["mode"].extend(lf.modes[j] for j in keep)
@@ -665,7 +673,17 @@ class Inspection:
             ("efficiency", f"{self.efficiency:.4%} (dive's score)"),
             ("wasted", (f"{fb(self.wasted_bytes)} squashing would save; dive's potential "
                         f"wasted space {fb(d['inefficient_bytes'])}")),
-        ]
+        ] + self._unsafe_summary()
+
+    def _unsafe_summary(self) -> list[tuple[str, str]]:
+        from ..progress import format_bytes as fb
+        n = sum(len(lf.unsafe) for lf in self._ensure().layers)
+        if not n:
+            return []
+        return [("unsafe", f"WARNING: {_n(n, 'entry') if n == 1 else f'{n:,} entries'} would "
+                           f"escape the root or land elsewhere than named ({fb(self.unsafe_size)} "
+                           "of them never applied, not counted as waste); see .unsafe / "
+                           "nbimages inspect --unsafe")]
 
     def _remote_summary(self) -> list[str]:
         """What a registry image shows before any layer is downloaded."""

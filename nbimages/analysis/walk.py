@@ -23,27 +23,30 @@ WHITEOUT, OPAQUE, META = 7, 8, 9
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 KIND_NAME = list(KINDS) + ["whiteout", "opaque", "meta"]
 
-ADDED, MODIFIED, DELETED, SKIPPED = 0, 1, 2, 255
+ADDED, MODIFIED, DELETED, UNSAFE, SKIPPED = 0, 1, 2, 3, 255
 # why a copy left the filesystem
 OVERWRITTEN, BY_WHITEOUT, BY_PARENT_WHITEOUT, BY_OPAQUE, BY_REPLACED_DIR = 0, 1, 2, 3, 4
 REASON = {OVERWRITTEN: "overwritten", BY_WHITEOUT: "deleted",
           BY_PARENT_WHITEOUT: "deleted with its directory",
           BY_OPAQUE: "hidden by an opaque directory",
           BY_REPLACED_DIR: "directory replaced by a file"}
-CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted"}
+CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted", UNSAFE: "unsafe"}
 
 # A copy of a path is identified by one int: layer index in the high bits, entry index below.
 SHIFT = 32
 MASK = (1 << SHIFT) - 1
 ESCAPES = "path escapes the image root"
+MISSING_LINK = "hard link to a path no layer so far holds (extracting it fails)"
 
 
 class LayerFiles:
     """The entries of one layer tar as columns, plus what applying it did to the merged tree.
 
-    `changes[i]` is ADDED/MODIFIED for entries that are files of the layer, SKIPPED for
-    whiteouts, opaque markers, the root entry and unsafe paths; `deleted` holds the copies
-    (as `layer << 32 | entry` ints) that this layer removed from the layers below.
+    `changes[i]` is ADDED/MODIFIED for entries that are files of the layer, UNSAFE for
+    entries whose path escapes the root (never applied), SKIPPED for whiteouts, opaque
+    markers and the root entry; `deleted` holds the copies (as `layer << 32 | entry` ints)
+    that this layer removed from the layers below. `unsafe_size` is the bytes of UNSAFE
+    entries: they are neither in the final filesystem nor waste.
     """
 
     __slots__ = (
@@ -64,6 +67,7 @@ class LayerFiles:
         "sizes",
         "uids",
         "unsafe",
+        "unsafe_size",
         "whiteouts",
     )
 
@@ -82,6 +86,7 @@ class LayerFiles:
         self.deleted_how = b""
         self.size = 0
         self.unsafe: list[tuple[int, str]] = []
+        self.unsafe_size = 0
         self.whiteouts: list[int] = []
         self.opaques: list[int] = []
         self.final_size = 0
@@ -145,6 +150,22 @@ class Walk:
         self.dive = DiveModel(self)
         # events for the explanation of where dive's view differs: (kind, layer, path, files, bytes)
         self.events: list[tuple[str, int, str, int, int]] = []
+        self._symlinks: set[str] = set()  # paths ever written as symlinks (checked in the tree)
+
+    def _symlink_in(self, directory: str) -> str:
+        """The first component of `directory` that is a symlink in the merged tree, or ''."""
+        values = self.tree.values
+        layers = self.layers
+        end = -1
+        while True:
+            end = directory.find("/", end + 1)
+            q = directory if end < 0 else directory[:end]
+            if q in self._symlinks:
+                c = values.get(q)
+                if c is not None and tree_kind(layers, c) == SYMLINK:
+                    return q
+            if end < 0:
+                return ""
 
     # ------------------------------------------------------------------ per layer
     def add_layer(self, stream: BinaryIO) -> LayerFiles:
@@ -199,9 +220,15 @@ class Walk:
         duplicates = False
         tree_set = tree.set
         kids = tree.kids
+        through: dict[str, str] = {}  # directory of this layer -> symlink its path crosses
+        symlinks = self._symlinks
         for idx, p in enumerate(paths):
             k = kinds[idx]
-            if k >= WHITEOUT or not p or (skip and idx in skip):
+            if skip and idx in skip:
+                changes[idx] = UNSAFE
+                lf.unsafe_size += lf.sizes[idx]
+                continue
+            if k >= WHITEOUT or not p:
                 changes[idx] = SKIPPED
                 if k == OPAQUE or k == META:
                     self.dive.marker(p, parents)
@@ -212,6 +239,20 @@ class Walk:
             par = p[:slash] if slash >= 0 else ""
             if par not in parents:
                 _add_parents(p, parents)
+                if symlinks:
+                    link = self._symlink_in(par)
+                    if link:
+                        through[par] = link
+            if through and par in through:
+                # the engine follows the link: this entry lands elsewhere than its name says
+                lf.unsafe.append((idx, f"written through the symlink /{through[par]}"))
+                lf.members[idx] = p
+            if k == HARDLINK and lf.links.get(idx, "") not in values \
+                    and all(j != idx for j, _ in lf.unsafe):
+                lf.unsafe.append((idx, MISSING_LINK))
+                lf.members[idx] = p
+            if k == SYMLINK:
+                symlinks.add(p)
             if k != DIR and p in kids and kids[p]:
                 # A non-directory over a directory replaces the whole subtree.
                 for q, c in tree.remove_children(p):

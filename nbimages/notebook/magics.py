@@ -13,7 +13,7 @@ from typing import Any
 from IPython.core.error import TryNext, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from ..errors import NbimagesError
+from ..errors import NbimagesError, os_errors
 from .commands import TABLE
 from .completion import complete_line
 from .parsing import (CELL_ARGS, CELL_MAGIC, CELL_TEXT, MAGIC, NO_CELL, HelpShown, Invocation,
@@ -91,7 +91,8 @@ class ImageMagics(Magics):
                          getattr(self.shell, "execution_count", None),
                          rest_after(line, words[0]), self.shell.user_ns if self.shell else {})
         try:
-            return cmd.func(inv)  # type: ignore[misc]
+            with os_errors():  # no space, permission denied, read-only: one paragraph too
+                return cmd.func(inv)  # type: ignore[misc]
         except NbimagesError as err:
             raise short_error(err) from None
 

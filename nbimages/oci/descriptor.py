@@ -6,7 +6,7 @@ import platform as _platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidImage, InvalidPlatform
+from ..errors import InvalidImage, InvalidPlatform, PlatformNotFound
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,17 @@ class Platform:
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+def check_platform(have: Platform, want: "str | Platform | None", source: str) -> None:
+    """An image for `have` (its config) must satisfy an explicit `want`: a single-platform
+    source honours platform= by refusing a mismatch (a malformed one is InvalidPlatform)."""
+    if want is None:
+        return
+    want = Platform.parse(want)
+    if not want.matches(have):
+        raise PlatformNotFound(f"{source} holds an image for {have}, not {want}. Drop "
+                               f"platform= (--platform) or ask for '{have}'.")
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,111 @@ def check(expected: str, actual: str, what: str = "content") -> None:
         raise DigestMismatch(
             f"{what} hashed to {actual} but was announced as {expected}: it is corrupt or was "
             "changed in transit, so it was not stored. Fetch it again; if it keeps failing the "
-            "source itself holds a damaged copy.")
+            "source itself holds a damaged copy.", expected=expected, actual=actual, what=what)
+
+
+class VerifyingReader:
+    """A read-only stream over `stream` that hashes and counts as it is read; at end of stream
+    it checks the byte count against `size` (when given) and the digest against `digest`, and
+    raises DigestMismatch on a difference (also when more bytes than `size` arrive)."""
+
+    def __init__(self, stream: BinaryIO, digest: str, size: int | None = None, *,
+                 what: str = "blob"):
+        self._stream = stream
+        self.expected = digest
+        self.size = size
+        self.what = what
+        self._alg = parse(digest)[0]
+        self._hash = hashlib.new(self._alg)
+        self.count = 0
+        self.verified = False
+
+    # io.BufferedReader and friends probe these
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return getattr(self._stream, "closed", False)
+
+    def _got(self, data) -> None:
+        if data:
+            self._hash.update(data)
+            self.count += len(data)
+            if self.size is not None and self.count > self.size:
+                self._fail(f"{self.what} is longer than the {self.size:,} bytes announced for "
+                           f"it (at least {self.count:,} arrived)")
+        elif not self.verified:
+            self._finish()
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        data = self._stream.read(n) if n else b""
+        if n:
+            self._got(data or b"")
+        return data or b""
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        if not len(view):
+            return 0
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            got = readinto(view) or 0
+            self._got(view[:got])
+            return got
+        data = self._stream.read(len(view)) or b""
+        view[:len(data)] = data
+        self._got(data)
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def drain(self) -> None:
+        """Read (and hash) whatever is left, so the end-of-stream check runs."""
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return f"{self._alg}:{self._hash.hexdigest()}"
+
+    def _finish(self) -> None:
+        if self.size is not None and self.count != self.size:
+            self._fail(f"{self.what} is {self.count:,} bytes but was announced with "
+                       f"{self.size:,}")
+        actual = self.digest
+        if actual != self.expected:
+            self._fail(f"{self.what} hashed to {actual} but was announced as {self.expected}",
+                       actual)
+        self.verified = True
+
+    def _fail(self, why: str, actual: str | None = None) -> None:
+        raise DigestMismatch(
+            f"{why}: it is corrupt, was changed, or its source describes other content than it "
+            "holds, so it was not used. Fetch or save it again from a source you trust.",
+            expected=self.expected, actual=actual, what=self.what, expected_size=self.size,
+            actual_size=self.count)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> "VerifyingReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class HashingReader:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from ..atomic import write_atomic
-from ..errors import ImageNotFound, InvalidImage
+from ..errors import ImageNotFound, InvalidImage, os_errors
 from . import canonical, digest as dg, mediatypes as mt
-from .descriptor import Descriptor, Platform
+from .descriptor import Descriptor, Platform, check_platform
 from .manifest import Index, Manifest
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -130,6 +130,10 @@ class OCILayout:
         """
         if expected and self.has_blob(expected):
             return Descriptor(media_type, expected, self.blob_path(expected).stat().st_size)
+        with os_errors(f"writing {expected or 'a blob'} into {self.path}"):
+            return self._write_blob(data, expected, media_type)
+
+    def _write_blob(self, data, expected: str | None, media_type: str) -> Descriptor:
         w = self.blob_writer(expected)
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
@@ -254,5 +258,7 @@ def image_from_blobs(read_blob, open_blob, desc: Descriptor, platform=None, *, s
                            f"{len(manifest.layers)} layers; the image is damaged.")
     layers = [Layer(ld, diff_id, (lambda d=ld.digest: open_blob(d)))
               for ld, diff_id in zip(manifest.layers, diff_ids)]
-    return Image(manifest, config_bytes, layers, source=source, names=list(names or []),
+    image = Image(manifest, config_bytes, layers, source=source, names=list(names or []),
                   _config=config)
+    check_platform(image.platform, platform, source)
+    return image

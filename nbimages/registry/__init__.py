@@ -59,6 +59,7 @@ def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: 
         image = open_remote(src[len("docker://"):], platform, **registry_kw)
     else:
         image = _open_source(src, platform)
+    image.verify()  # what lands anywhere is what the config describes
     if dest.startswith("docker://"):
         return push(image, dest[len("docker://"):], progress=progress, **registry_kw)
     transport, target, tag = _split_dest(dest)

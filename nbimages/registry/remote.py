@@ -14,15 +14,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import InvalidReference, NbimagesError, RegistryError
+from ..errors import InvalidReference, NbimagesError, OSFailure, RegistryError
 from ..image import Image, Layer
 from ..oci import digest as dg
 from ..oci import mediatypes as mt
-from ..oci.descriptor import Descriptor, Platform
+from ..oci.descriptor import Descriptor, Platform, check_platform
 from ..oci.manifest import Index, Manifest
 from ..reference import Reference
 from .auth import Credentials
-from .client import RegistryClient
+from .client import RegistryClient, discard_partial
 
 WORKERS = 4
 
@@ -38,12 +38,14 @@ def _remember(registry: str, repository: str, digests) -> None:
 
 
 def client_for(ref: Reference, *, insecure: bool | None = None, ca_bundle: str | None = None,
-               credentials: Credentials | tuple[str, str] | None = None) -> RegistryClient:
-    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret))."""
+               credentials: Credentials | tuple[str, str] | None = None,
+               timeout: float | None = None) -> RegistryClient:
+    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret));
+    `timeout`: seconds to wait for each answer (default NBIMAGES_REGISTRY_TIMEOUT, else 60)."""
     if isinstance(credentials, tuple):
         credentials = Credentials(credentials[0], credentials[1], "the credentials argument")
     return RegistryClient(ref.registry, insecure=insecure, ca_bundle=ca_bundle,
-                          credentials=credentials)
+                          credentials=credentials, timeout=timeout)
 
 
 def _store(store=None):
@@ -71,14 +73,16 @@ def resolve(client: RegistryClient, ref: Reference, platform: str | Platform | N
 
 def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
                 insecure: bool | None = None, ca_bundle: str | None = None,
-                credentials: Credentials | tuple[str, str] | None = None, store=None) -> Image:
+                credentials: Credentials | tuple[str, str] | None = None, store=None,
+                timeout: float | None = None) -> Image:
     """The image `ref` in its registry, with layers fetched only when opened.
 
     Manifest and config are read at once (so `image.layers` shows compressed sizes); a layer's
     `open_blob()` first downloads it into the store (verified), then reads the stored file.
     """
     ref = Reference.parse(ref)
-    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                        timeout=timeout)
     store = _store(store)
     raw, mtype, digest, _index = resolve(client, ref, platform)
     manifest = Manifest.parse(raw, mtype)
@@ -106,6 +110,7 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
               [manifest.config.digest] + [d.digest for d in manifest.layers])
     image = Image(manifest, config_bytes, layers, source=f"docker://{ref}", names=[str(ref)],
                   _config=config)
+    check_platform(image.platform, platform, f"docker://{ref}")
     image._registry_client = client  # type: ignore[attr-defined]
     image._registry_ref = ref  # type: ignore[attr-defined]
     return image
@@ -153,7 +158,8 @@ def _run_parallel(jobs: list, fn) -> None:
 
 def pull(ref: str | Reference, platform: str | Platform | None = None, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
-         credentials: Credentials | tuple[str, str] | None = None, store=None) -> Image:
+         credentials: Credentials | tuple[str, str] | None = None, store=None,
+         timeout: float | None = None) -> Image:
     """Pull `ref` into the local store (tagged with its canonical name) and return it.
 
     Blobs already in the store are not fetched; a pull that was interrupted resumes its
@@ -162,7 +168,7 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
     ref = Reference.parse(ref)
     store = _store(store)
     remote = open_remote(ref, platform, insecure=insecure, ca_bundle=ca_bundle,
-                         credentials=credentials, store=store)
+                         credentials=credentials, store=store, timeout=timeout)
     client: RegistryClient = remote._registry_client  # type: ignore[attr-defined]
     seen: set[str] = set()
     with _progress(f"pull {ref.familiar()}", progress) as p:
@@ -186,7 +192,14 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
             client.download_blob(ref.repository, layer.digest, layer.size, store, advance)
             bar.close("done")
 
-        _run_parallel(jobs, fetch)
+        try:
+            _run_parallel(jobs, fetch)
+        except OSFailure:
+            # No room (or no right) in the store: drop every partial download of this pull, so
+            # the store is left as usable as before it.
+            for layer, _bar in jobs:
+                discard_partial(store, layer.digest)
+            raise
     manifest = remote.manifest
     store.write_blob(manifest.raw, manifest.digest)
     desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw), platform=remote.platform)
@@ -213,7 +226,7 @@ def _open_source(src: Any, platform=None) -> Image:
 def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
          credentials: Credentials | tuple[str, str] | None = None,
-         chunk_size: int | None = None) -> str:
+         chunk_size: int | None = None, timeout: float | None = None) -> str:
     """Push an image (an Image or any source string) to `ref`; returns the manifest digest.
 
     The manifest is sent as the exact bytes it was read or built with, so the digest in the
@@ -221,8 +234,10 @@ def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
     in another repository of the same registry are mounted instead of uploaded.
     """
     image = _open_source(src)
+    image.verify()  # the config's diff_ids, before a byte is sent
     ref = Reference.parse(ref)
-    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                        timeout=timeout)
     repo = ref.repository
     config_desc = image.manifest.config
     blobs: list[tuple[Descriptor, Any]] = [
@@ -272,14 +287,16 @@ def push(src: Image | str, ref: str | Reference, *, progress: bool = True,
 
 def push_index(manifests: list[tuple[str | Reference, str | Platform | None]], ref: str | Reference, *,
                insecure: bool | None = None, ca_bundle: str | None = None,
-               credentials: Credentials | tuple[str, str] | None = None) -> str:
+               credentials: Credentials | tuple[str, str] | None = None,
+               timeout: float | None = None) -> str:
     """Make `ref` a multi-platform index of images already in its repository.
 
     `manifests` lists (image reference in the same repository, platform or None for the
     platform its config says); returns the index digest.
     """
     ref = Reference.parse(ref)
-    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                        timeout=timeout)
     descs = []
     for member, plat in manifests:
         mref = Reference.parse(member)

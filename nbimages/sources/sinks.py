@@ -66,6 +66,7 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     if not hasattr(image, "layers"):
         image = open_image(image)
     check_blob_sizes(image)
+    image.verify()
     tag = tag or default_tag(image)
     dest = Path(os.path.expanduser(str(path)))
     try:
@@ -94,6 +95,7 @@ def docker_tar_stream(image, tag: str | None = None, workdir: str | os.PathLike 
     """The bytes of the docker-format tar of `image`, as chunks (what save() writes)."""
     from ..store import default_store
     check_blob_sizes(image)
+    image.verify()
     tag = tag or default_tag(image)
     with _docker_ready(image, Path(workdir or default_store().tmpdir()), True) as ready:
         yield from tar_stream(docker_archive_entries(ready, tag))
