@@ -34,7 +34,7 @@ from typing import Any, Callable
 from ..errors import BuildError
 from ..image import Image, Layer
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
-from ..oci.descriptor import Descriptor, Platform
+from ..oci.descriptor import Descriptor, Platform, check_platform
 from ..oci.manifest import Manifest
 from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, \
     source_date_epoch
@@ -382,6 +382,8 @@ class _Build:
         store = self.store
         base = self.recipe._open_base(store)  # noqa: SLF001
         self.base = base
+        if base is not None:  # the embedded builder cannot change a base's platform
+            check_platform(base.platform, self.recipe.platform, f"the base image {self.recipe.base}")
         platform = base.platform if base is not None else Platform.parse(self.recipe.platform)
         cfg = self.cfg = _start_config(base, platform)
         self.state = _ConfigState(cfg)
