@@ -406,3 +406,45 @@ def test_a_hanging_registry_fails_after_the_configured_timeout(monkeypatch, capl
                    env={"NBIMAGES_REGISTRY_TIMEOUT": "0.5", "NBIMAGES_REGISTRY_RETRIES": "0"},
                    timeout=60)
         assert_clean_failure(proc, "NBIMAGES_REGISTRY_TIMEOUT")
+
+
+# ---------------------------------------------------------------- a full or read-only store
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 6 MiB tmpfs to hold the store (mounting needs root: skipped without it)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.registry
+def test_a_full_store_fails_cleanly_and_the_next_pull_works(small_tmpfs, tmp_path, registry):
+    noise = os.urandom(3 << 20)  # incompressible: the layer blob is ~3 MiB
+    layout = h.oci_layout(tmp_path / "big", [(h.gz(h.layer({"noise": noise})), h.LAYER_GZIP)])
+    ref = f"{registry}/nbtest-hostile17/big-{os.getpid()}:1"
+    nbimages.push(f"oci:{layout}", ref, progress=False)
+    home = small_tmpfs / "home"
+    env = {"NBIMAGES_HOME": str(home)}
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(bytes(4 << 20))
+
+    err = assert_clean_failure(cli("pull", ref, env=env), "no space is left", "NBIMAGES_HOME")
+    assert str(home) in err
+    assert not list(home.rglob("*.partial")) and not list(home.rglob(".tmp-*"))
+
+    filler.unlink()  # space freed: the same pull now works
+    proc = cli("pull", ref, env=env)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    proc = cli("inspect", f"store:{ref}", "--files", env=env)
+    assert proc.returncode == 0 and b"/noise" in proc.stdout
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    assert_clean_failure(cli("copy", f"oci:{layout}", "store:again", env=env), "read-only")
