@@ -140,12 +140,14 @@ class Inspection:
                                f"{self.source or 'the image'}: {e}") from None
 
     def _read_layers(self) -> Iterator[LayerFiles]:
-        """The layers' file tables in order. Compressed layers are read two at a time in
-        threads: the inflaters (isal, zstandard) release the GIL, so one layer inflates
-        while another is parsed; at most LOOKAHEAD tables wait to be applied."""
+        """The layers' file tables in order. Compressed or unverified layers are read two at a
+        time in threads: the inflaters (isal, zstandard) and the hashes release the GIL, so
+        one layer inflates or hashes while another is parsed; at most LOOKAHEAD tables wait
+        to be applied."""
         n = len(self.image.layers)
-        compressed = sum(1 for layer in self.image.layers if layer.compression)
-        if n < 2 or not compressed:
+        # Plain layers not yet verified are hashed whole (hashlib releases the GIL too).
+        busy = sum(1 for layer in self.image.layers if layer.compression or not layer.verified)
+        if n < 2 or not busy:
             for i in range(n):
                 yield self._read_layer(i)
             return
