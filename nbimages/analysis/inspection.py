@@ -509,9 +509,12 @@ class Inspection:
 
     @property
     def unsafe(self) -> pd.DataFrame:
-        """Entries that would escape the root if extracted naively ('..', absolute paths,
-        links climbing out), with `path` and `linkname` as written in the tar. They are
-        reported only; paths escaping the root are left out of the merged filesystem."""
+        """Unsafe entries, with `path` and `linkname` as written in the tar and the `reason`:
+        paths and links that climb out of the root ('..', absolute link targets), entries
+        written through a symlink of a lower layer (an engine writes where the link points),
+        hard links to a missing path. Paths escaping the root are never applied: they are
+        neither in the final filesystem nor waste (`unsafe_size`); `files()` lists them with
+        change 'unsafe'."""
         return self._frame("unsafe", self._unsafe_columns)
 
     def packages(self) -> pd.DataFrame:
@@ -682,10 +685,11 @@ class Inspection:
         n = sum(len(lf.unsafe) for lf in self._ensure().layers)
         if not n:
             return []
-        return [("unsafe", f"WARNING: {_n(n, 'entry') if n == 1 else f'{n:,} entries'} would "
-                           f"escape the root or land elsewhere than named ({fb(self.unsafe_size)} "
-                           "of them never applied, not counted as waste); see .unsafe / "
-                           "nbimages inspect --unsafe")]
+        entries = "1 entry is" if n == 1 else f"{n:,} entries are"
+        return [("unsafe", f"WARNING: {entries} unsafe: they escape the root, land elsewhere "
+                           f"than named or cannot be extracted ({fb(self.unsafe_size)} never "
+                           "applied, not counted as waste); see .unsafe or nbimages inspect "
+                           "--unsafe")]
 
     def _remote_summary(self) -> list[str]:
         """What a registry image shows before any layer is downloaded."""

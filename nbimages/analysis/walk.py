@@ -36,7 +36,7 @@ CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted", UNSAFE:
 SHIFT = 32
 MASK = (1 << SHIFT) - 1
 ESCAPES = "path escapes the image root"
-MISSING_LINK = "hard link to a path no layer so far holds (extracting it fails)"
+MISSING_LINK = "hard link to a missing path (extraction fails)"
 
 
 class LayerFiles:
