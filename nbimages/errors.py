@@ -102,17 +102,21 @@ _OS_FIXES = {
 }
 
 
-def os_failure(err: BaseException, doing: str = "") -> "OSFailure | None":
+def os_failure(err: BaseException, doing: str = "", fix: str | None = None) -> "OSFailure | None":
     """The one-paragraph error for an OSError a user can fix (no space, permission denied,
-    read-only file system), or None for other errors (which stay what they are)."""
+    read-only file system), or None for other errors (which stay what they are). With `fix`,
+    every OSError is the user's to fix, and `fix` says how where no better advice is known."""
     import errno as _errno
     import os as _os
     if isinstance(err, OSFailure) or not isinstance(err, OSError):
         return err if isinstance(err, OSFailure) else None
     name = _errno.errorcode.get(err.errno or 0, "")
-    if name not in _OS_FIXES:
+    if name in _OS_FIXES:
+        what, fix = _OS_FIXES[name]
+    elif fix is not None:
+        what = "the operating system refused"
+    else:
         return None
-    what, fix = _OS_FIXES[name]
     where = err.filename if err.filename is not None else err.filename2
     place = f" at {_os.fsdecode(where)}" if where is not None else ""
     head = f"{doing} failed: " if doing else ""
@@ -121,12 +125,12 @@ def os_failure(err: BaseException, doing: str = "") -> "OSFailure | None":
 
 
 @contextlib.contextmanager
-def os_errors(doing: str = ""):
+def os_errors(doing: str = "", fix: str | None = None):
     """Turn an OSError a user can fix into OSFailure (see os_failure); others pass through."""
     try:
         yield
     except OSError as err:
-        failure = os_failure(err, doing)
+        failure = os_failure(err, doing, fix)
         if failure is None:
             raise
         raise failure from None

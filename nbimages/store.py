@@ -15,7 +15,7 @@ from typing import Iterator
 import filelock
 import platformdirs
 
-from .errors import ImageNotFound
+from .errors import ImageNotFound, os_errors
 from .oci import digest as dg
 from .oci.descriptor import Descriptor, Platform
 from .oci.layout import OCILayout
@@ -32,7 +32,9 @@ class Store(OCILayout):
 
     def __init__(self, home: str | os.PathLike | None = None):
         home = Path(home) if home else default_home()
-        super().__init__(home / "oci", create=True)
+        with os_errors(f"opening the store at {home}",
+                       "Point NBIMAGES_HOME at a directory of your own with room for images"):
+            super().__init__(home / "oci", create=True)
         self.home = home
         self._lock = filelock.FileLock(str(home / "store.lock"), timeout=600)
 
@@ -44,7 +46,8 @@ class Store(OCILayout):
 
     def tmpdir(self) -> Path:
         p = self.home / "tmp"
-        p.mkdir(parents=True, exist_ok=True)
+        with os_errors(f"creating {p}"):
+            p.mkdir(parents=True, exist_ok=True)
         return p
 
     def tag(self, name: str, desc: Descriptor) -> None:
