@@ -132,10 +132,11 @@ class Layer:
         """
         if self._open_tar is not None and (not verify or self.verified):
             return self._open_tar()
-        if self._open_tar is not None and self.diff_id is not None:
+        if self._open_tar is not None and self.digest == self.diff_id:
+            # blob and tar are one file: one hash checks digest, size and diff_id, beside
+            # the reader, which keeps skipping file data
             raw = self._open_tar()
-            if isinstance(raw, io.BufferedReader) and self.digest == self.diff_id:
-                # blob and tar are one file: one hash checks the digest, size and diff_id
+            if isinstance(raw, io.BufferedReader):
                 check = _VerifyingTar(self._open_blob(), None, self)
                 check.size = self.size
                 return _HashedAside(raw.detach(), check)
@@ -144,7 +145,6 @@ class Layer:
             return compression.open_uncompressed(self._open_blob(), self.media_type)
         blob = self.open_blob()
         return _VerifyingTar(compression.open_uncompressed(blob, self.media_type), blob, self)
-
 
     def __repr__(self) -> str:
         return f"<Layer {dg.short(self.digest)} {self.size:,} bytes {self.media_type.rsplit('.', 1)[-1]}>"
