@@ -243,6 +243,26 @@ def test_long_names_are_refused_past_path_max_with_bounded_memory(tmp_path):
     print(f"peak RSS of inspect over 2,000 names of 4 kB: {proc.peak_rss >> 20} MiB")
 
 
+@pytest.mark.slow
+def test_a_layer_of_legal_long_names_past_the_budget_is_refused_with_bounded_memory(tmp_path):
+    """The issue's 4.2 MB gzip layer, with names that are all legal (4,000 bytes, deep
+    directories of 250-byte components): past the name budget it is refused, and the peak
+    memory of the CLI is measured."""
+    part = "n" * 249
+    blob = tmp_path / "names.tar.gz"
+    with gzip.open(blob, "wb", compresslevel=6) as raw, \
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for i in range(100_000):
+            tf.addfile(tarfile.TarInfo("/".join([part] * 15) + f"/{i:07d}"), None)
+    data = blob.read_bytes()
+    print(f"{len(data):,} bytes of gzip")
+    layout = h.oci_layout(tmp_path / "names", [(data, h.LAYER_GZIP)], diff_ids=["sha256:" + "0" * 64])
+    proc = _cli_rss("inspect", f"oci:{layout}")
+    assert_clean_failure(proc, "bytes of file names", "NBIMAGES_MAX_NAME_BYTES")
+    print(f"peak RSS refusing {len(data) >> 20} MB of gzip'd long names: {proc.peak_rss >> 20} MiB")
+    assert proc.peak_rss < 700 << 20
+
+
 def _cli_rss(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process and record its peak resident memory (bytes)."""
     # VmHWM, not ru_maxrss: Linux keeps the forking parent's (pytest's) peak in ru_maxrss

@@ -34,6 +34,7 @@ from .walk import (
     SHIFT,
     SKIPPED,
     UNSAFE,
+    Budget,
     LayerFiles,
     Walk,
     read_layer,
@@ -84,6 +85,7 @@ class Inspection:
     def __init__(self, image: Image):
         self.image = image
         self._walk: Walk | None = None
+        self._budget = Budget()
         self._cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ identity
@@ -119,6 +121,7 @@ class Inspection:
 
     def _ensure(self) -> Walk:
         if self._walk is None:
+            self._budget = Budget()
             walk = Walk()
             for lf in self._read_layers():
                 walk.apply(lf)
@@ -133,7 +136,7 @@ class Inspection:
         layer = self.image.layers[i]
         try:
             with self.image.layer_tar(i) as stream:
-                lf = read_layer(stream)
+                lf = read_layer(stream, self._budget)
             return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "

@@ -10,9 +10,11 @@ The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same 
 
 from __future__ import annotations
 
+import os
 from array import array
 from typing import BinaryIO
 
+from ..errors import InvalidImage
 from ..oci import whiteout as wh
 from ..oci.tarscan import KINDS, records
 from ..oci.whiteout import MergedTree
@@ -96,8 +98,37 @@ class LayerFiles:
         return len(self.paths)
 
 
-def read_layer(stream: BinaryIO) -> LayerFiles:
-    """One layer tar as columns, nothing applied yet: safe to run in a worker thread."""
+class Budget:
+    """What the file tables of one image may hold, so memory stays bounded: a few MB of gzip
+    can hold millions of entries with long names, far past any real image (the largest hold
+    about a million files). NBIMAGES_MAX_ENTRIES and NBIMAGES_MAX_NAME_BYTES raise the caps."""
+
+    def __init__(self) -> None:
+        self.entries = _env_int("NBIMAGES_MAX_ENTRIES", 2_000_000)
+        self.name_bytes = _env_int("NBIMAGES_MAX_NAME_BYTES", 256 << 20)
+        self._limits = (self.entries, self.name_bytes)
+
+    def spend(self, entries: int, name_bytes: int) -> None:
+        self.entries -= entries
+        self.name_bytes -= name_bytes
+        if self.entries < 0 or self.name_bytes < 0:
+            what = (f"more than {self._limits[0]:,} entries" if self.entries < 0 else
+                    f"more than {self._limits[1]:,} bytes of file names")
+            raise InvalidImage(f"the image holds {what}, past any real image: it looks crafted "
+                               "to exhaust memory, so it is not read further. If you trust it, "
+                               "raise NBIMAGES_MAX_ENTRIES or NBIMAGES_MAX_NAME_BYTES.")
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def read_layer(stream: BinaryIO, budget: Budget | None = None) -> LayerFiles:
+    """One layer tar as columns, nothing applied yet: safe to run in a worker thread.
+    `budget` (shared by the layers of one image) caps entries and name bytes."""
     lf = LayerFiles()
     paths = lf.paths
     p_app = paths.append
@@ -111,8 +142,14 @@ def read_layer(stream: BinaryIO) -> LayerFiles:
     unsafe_list = lf.unsafe
     kind_code = KIND_CODE
     total = 0
+    names = 0
+    counted = 0
     for idx, (path, kind, size, mode, uid, gid, mtime, link, _data, unsafe, member) in enumerate(
             records(stream)):
+        names += len(path) + len(link)
+        if not idx & 4095 and budget is not None:
+            budget.spend(idx - counted, names)
+            counted, names = idx, 0
         code = kind_code[kind]
         if ".wh." in path:
             what = wh.classify(path)[0]
@@ -137,6 +174,8 @@ def read_layer(stream: BinaryIO) -> LayerFiles:
             unsafe_list.append((idx, unsafe))
             lf.members[idx] = member
         total += size
+    if budget is not None:
+        budget.spend(len(paths) - counted, names)
     lf.size = total
     return lf
 
