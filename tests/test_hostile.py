@@ -468,3 +468,32 @@ def test_a_full_store_fails_cleanly_and_the_next_pull_works(small_tmpfs, tmp_pat
 
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     assert_clean_failure(cli("copy", f"oci:{layout}", "store:again", env=env), "read-only")
+
+
+# ---------------------------------------------------------------- the same in the notebook
+
+def test_magics_show_hostile_input_as_one_red_paragraph(ip, capsys, tmp_path):
+    layout = h.oci_layout(tmp_path / "dmg", [(_bad_crc_gzip(), h.LAYER_GZIP)],
+                          diff_ids=[h.sha256(EVIL)])
+    liar = _benign_layout_with_evil_config(tmp_path)
+    for line, error in ((f"%image files oci:{layout}", errors.InvalidImage),
+                        (f"%image layers oci:{liar}", errors.DigestMismatch),
+                        (f"%image unsafe oci:{liar} ", errors.DigestMismatch)):
+        result = ip.run_cell(line)
+        text = "".join(capsys.readouterr())
+        assert isinstance(result.error_in_exec, error), line
+        assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_magics_show_a_full_disk_as_one_red_paragraph(ip, capsys, tmp_path, monkeypatch):
+    import errno
+    from nbimages.oci.layout import OCILayout
+
+    def full(self, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "blobs"))
+    monkeypatch.setattr(OCILayout, "_write_blob", full)
+    layout = h.oci_layout(tmp_path / "ok", [(BENIGN, h.LAYER_TAR)])
+    result = ip.run_cell(f"%image copy-image oci:{layout} store:full")
+    text = "".join(capsys.readouterr())
+    assert isinstance(result.error_in_exec, errors.OSFailure)
+    assert "no space is left" in text and "NBIMAGES_HOME" in text and "Traceback" not in text
