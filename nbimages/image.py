@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
 from .errors import DigestMismatch
-from .oci import canonical, compression, digest as dg
+from .oci import compression, digest as dg, imageconfig
 from .oci import mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.manifest import Manifest
@@ -215,7 +215,7 @@ class Image:
     @property
     def config(self) -> dict[str, Any]:
         if self._config is None:
-            self._config = canonical.loads(self.config_bytes, "image config")
+            self._config = imageconfig.parse(self.config_bytes)
         return self._config
 
     @property
@@ -228,7 +228,7 @@ class Image:
 
     @property
     def diff_ids(self) -> list[str]:
-        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+        return imageconfig.diff_ids(self.config)
 
     @property
     def platform(self) -> Platform:

@@ -143,3 +143,72 @@ def test_mutated_layers_never_escape_the_cli(tmp_path, ops, compressed, honest, 
         assert "Traceback" not in err, err
     assert _peak() - peak < PEAK_GROWTH
     assert os.path.isdir(work)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=20),
+                    lambda kids: st.lists(kids, max_size=3)
+                    | st.dictionaries(st.text(max_size=12), kids, max_size=3), max_leaves=8)
+KEYS = {"index": ["schemaVersion", "mediaType", "manifests", "annotations"],
+        "manifest": ["schemaVersion", "mediaType", "config", "layers", "annotations"],
+        "config": ["architecture", "os", "variant", "rootfs", "history", "config", "created"]}
+
+
+def _mutated_json(doc, where: list, value):
+    """`doc` with the field at the path `where` (keys or list indexes, as far as they go)
+    replaced by `value`; an empty path replaces the whole document."""
+    if not where:
+        return value
+    import copy
+    doc = copy.deepcopy(doc)
+    node = doc
+    for step in where[:-1]:
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+            node = node[step]
+        else:
+            break
+    last = where[-1]
+    if isinstance(node, list) and isinstance(last, int) and last < len(node):
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    return doc
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(target=st.sampled_from(["index", "manifest", "config"]),
+       where=st.lists(st.sampled_from(sorted({k for ks in KEYS.values() for k in ks}
+                                             | {"diff_ids", "digest", "size", "platform"}))
+                      | st.integers(0, 2), max_size=3),
+       value=JSON, view=st.sampled_from(VIEWS))
+def test_malformed_json_documents_never_escape_the_cli(tmp_path, target, where, value, view):
+    """Index, manifest and config replaced field by field with arbitrary JSON, the digests
+    around them made to match, so the parsers (not the digest checks) meet the damage."""
+    import json as _json
+    work = tmp_path / "js"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "blobs" / "sha256").mkdir(parents=True)
+    lay = h.layer(FILES)
+
+    def put(doc) -> bytes:
+        raw = _json.dumps(doc).encode()
+        (work / "blobs" / "sha256" / h.sha256(raw).split(":")[1]).write_bytes(raw)
+        return raw
+
+    put_blob = (work / "blobs" / "sha256" / h.sha256(lay).split(":")[1])
+    put_blob.write_bytes(lay)
+    cfg = _json.loads(h.config([h.sha256(lay)]))
+    cfg_raw = put(_mutated_json(cfg, where, value) if target == "config" else cfg)
+    man = _json.loads(h.manifest(cfg_raw, [(lay, h.LAYER_TAR)]))
+    man_raw = put(_mutated_json(man, where, value) if target == "manifest" else man)
+    idx = _json.loads(h.index(man_raw))
+    (work / "index.json").write_bytes(_json.dumps(
+        _mutated_json(idx, where, value) if target == "index" else idx).encode())
+    (work / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    rc, err = run_cli(["inspect", f"oci:{work}", *view])
+    assert rc in (0, 1), err
+    if rc == 1:
+        assert err.startswith("nbimages: ") and "Traceback" not in err, err

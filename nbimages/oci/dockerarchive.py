@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ImageNotFound, InvalidImage, InvalidReference
-from . import canonical, compression, digest as dg, mediatypes as mt
+from . import canonical, compression, digest as dg, imageconfig, mediatypes as mt
 from .archive import (BlobArchive, Entry, TarIndex, blob_entries, is_oci_archive, oci_manifest,
                       with_dirs)
 from .descriptor import Descriptor, Platform, check_platform
@@ -47,15 +47,20 @@ class DockerArchive:
         if not self.tar.has("manifest.json"):
             raise InvalidImage(f"{self.path} is a tar but not a docker-archive: it has no "
                                "manifest.json. An OCI archive opens as oci-archive:PATH.")
-        doc = canonical.loads(self.tar.read("manifest.json"), "docker-archive manifest.json")
+        doc = canonical.loads(self.tar.read("manifest.json"), "docker-archive manifest.json",
+                              expect=list)
         if not isinstance(doc, list):
             raise InvalidImage(f"manifest.json in {self.path} is not a list of images; the "
                                "archive is damaged.")
         self.entries: list[ArchiveEntry] = []
         for item in doc:
             try:
-                self.entries.append(ArchiveEntry(item["Config"], list(item.get("RepoTags") or []),
-                                                 list(item["Layers"] or []), item))
+                entry = ArchiveEntry(item["Config"], list(item.get("RepoTags") or []),
+                                     list(item["Layers"] or []), item)
+                if not all(isinstance(x, str) for x in [entry.config, *entry.repo_tags,
+                                                        *entry.layers]):
+                    raise TypeError
+                self.entries.append(entry)
             except (KeyError, TypeError):
                 raise InvalidImage(f"manifest.json in {self.path} has an entry without Config or "
                                    "Layers; the archive is damaged.") from None
@@ -153,8 +158,8 @@ class DockerArchive:
         """An Image for a legacy entry: an OCI manifest made up from the layer files."""
         from ..image import Image, Layer
 
-        config = canonical.loads(config_bytes, "image config")
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        config = imageconfig.parse(config_bytes)
+        diff_ids = imageconfig.diff_ids(config)
         if len(diff_ids) != len(entry.layers):
             raise InvalidImage(f"the config in {self.path} lists {len(diff_ids)} diff_ids but "
                                f"manifest.json {len(entry.layers)} layers; the archive is damaged.")

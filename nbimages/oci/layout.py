@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterable
 
 from ..atomic import write_atomic
 from ..errors import ImageNotFound, InvalidImage, os_errors
-from . import canonical, digest as dg, mediatypes as mt
+from . import digest as dg, imageconfig, mediatypes as mt
 from .descriptor import Descriptor, Platform, check_platform
 from .manifest import Index, Manifest
 
@@ -251,8 +251,8 @@ def image_from_blobs(read_blob, open_blob, desc: Descriptor, platform=None, *, s
         mtype = media_type_of(raw, desc.media_type)
     manifest = Manifest.parse(raw, mtype)
     config_bytes = read_blob(manifest.config.digest)
-    config = canonical.loads(config_bytes, "image config")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    config = imageconfig.parse(config_bytes)
+    diff_ids = imageconfig.diff_ids(config)
     if len(diff_ids) != len(manifest.layers):
         raise InvalidImage(f"the config lists {len(diff_ids)} diff_ids but the manifest "
                            f"{len(manifest.layers)} layers; the image is damaged.")

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import InvalidReference, NbimagesError, OSFailure, RegistryError
 from ..image import Image, Layer
-from ..oci import digest as dg
+from ..oci import digest as dg, imageconfig
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform, check_platform
 from ..oci.manifest import Index, Manifest
@@ -91,9 +91,8 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
     else:
         config_bytes = client.read_blob(ref.repository, manifest.config.digest)
         store.write_blob(config_bytes, manifest.config.digest)
-    from ..oci import canonical
-    config = canonical.loads(config_bytes, "image config")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    config = imageconfig.parse(config_bytes)
+    diff_ids = imageconfig.diff_ids(config)
     if len(diff_ids) != len(manifest.layers):
         raise RegistryError(f"{ref}: the config lists {len(diff_ids)} diff_ids but the manifest "
                             f"{len(manifest.layers)} layers; the image in the registry is damaged.")
