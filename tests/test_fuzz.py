@@ -212,3 +212,30 @@ def test_malformed_json_documents_never_escape_the_cli(tmp_path, target, where, 
     assert rc in (0, 1), err
     if rc == 1:
         assert err.startswith("nbimages: ") and "Traceback" not in err, err
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(target=st.sampled_from(["manifest.json", "config"]),
+       where=st.lists(st.sampled_from(["Config", "RepoTags", "Layers", "rootfs", "diff_ids",
+                                       "history", "os", "architecture", "config"])
+                      | st.integers(0, 2), max_size=3),
+       value=JSON, view=st.sampled_from(VIEWS))
+def test_malformed_docker_archive_json_never_escapes_the_cli(tmp_path, target, where, value, view):
+    """The same for a `docker save` archive: manifest.json and the config (renamed to its new
+    digest, as docker names it) replaced field by field with arbitrary JSON."""
+    import json as _json
+    lay = h.layer(FILES)
+    cfg = _json.loads(h.config([h.sha256(lay)]))
+    cfg_raw = _json.dumps(_mutated_json(cfg, where, value) if target == "config" else cfg).encode()
+    cfg_name = h.sha256(cfg_raw).split(":")[1] + ".json"
+    man = [{"Config": cfg_name, "RepoTags": ["fuzz/legacy:1"], "Layers": ["0/layer.tar"]}]
+    man_raw = _json.dumps(_mutated_json(man, where, value) if target == "manifest.json"
+                          else man).encode()
+    path = h.raw_tar(tmp_path / "legacy.tar", [h.member(cfg_name, cfg_raw),
+                                               h.member("0/layer.tar", lay),
+                                               h.member("manifest.json", man_raw)])
+    rc, err = run_cli(["inspect", f"docker-archive:{path}", *view])
+    assert rc in (0, 1), err
+    if rc == 1:
+        assert err.startswith("nbimages: ") and "Traceback" not in err, err
