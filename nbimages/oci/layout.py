@@ -22,6 +22,7 @@ from .manifest import Index, Manifest
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
+INDEX_LIMIT = 64 << 20  # about 200,000 tagged images
 
 
 def is_layout(path: str | os.PathLike) -> bool:
@@ -153,9 +154,13 @@ class OCILayout:
     # ---- index
     def index(self) -> Index:
         try:
-            raw = (self.path / "index.json").read_bytes()
+            with open(self.path / "index.json", "rb") as f:
+                raw = f.read(INDEX_LIMIT + 1)
         except FileNotFoundError:
             raise InvalidImage(f"{self.path}/index.json is missing.") from None
+        if len(raw) > INDEX_LIMIT:
+            raise InvalidImage(f"{self.path}/index.json is over {INDEX_LIMIT >> 20} MiB, far more "
+                               "than any layout's index; it is damaged or crafted.")
         return Index.parse(raw)
 
     def write_index(self, index: Index) -> None:
