@@ -497,3 +497,12 @@ def test_magics_show_a_full_disk_as_one_red_paragraph(ip, capsys, tmp_path, monk
     text = "".join(capsys.readouterr())
     assert isinstance(result.error_in_exec, errors.OSFailure)
     assert "no space is left" in text and "NBIMAGES_HOME" in text and "Traceback" not in text
+
+
+def test_layers_the_builder_wrote_need_no_second_reading(tmp_path):
+    """The builder hashes tar and blob while writing a layer: save and push trust that pair
+    and do not inflate the layer again to check it."""
+    recipe = nbimages.Recipe("scratch", context=tmp_path)
+    recipe.file("/app/x.txt", "x")
+    img = recipe.build("nbtest-hostile17/built:1")
+    assert img.layers and all(layer.verified for layer in img.layers)
