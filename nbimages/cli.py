@@ -20,7 +20,7 @@ import nbimages  # the facade: the API loads on first use, so `nbimages --help` 
 
 from . import __version__
 from .commands.parsing import HelpShown, Invocation, UsageError, pairs
-from .errors import NbimagesError
+from .errors import NbimagesError, os_errors
 from .progress import Progress
 from .verbs import provided
 
@@ -134,6 +134,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         view = insp.history
     elif a.packages:
         view = insp.packages()
+    elif a.unsafe:
+        view = insp.unsafe
     elif a.diff:
         view = insp.diff(inspect(a.diff, **kw), content=a.content)
     else:
@@ -165,6 +167,9 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     view.add_argument("--waste", action="store_true", help="paths written twice or removed later")
     view.add_argument("--history", action="store_true", help="history entries, also those with no layer")
     view.add_argument("--packages", action="store_true", help="installed packages with size and layer")
+    view.add_argument("--unsafe", action="store_true",
+                      help="entries that escape the root ('..', links climbing out), are written "
+                           "through a symlink, or hard-link a missing path")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
     p.add_argument("--layer", type=int, metavar="N", help="with --files: only layer N")
     p.add_argument("--final", action="store_true", help="with --files: the final filesystem, one row per path")
@@ -404,10 +409,15 @@ def _unknown_command(first: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the nbimages command; returns the exit status (0 ok, 1 user error, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # File names in layers are bytes: print undecodable ones as they are, like `tar tf`.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         if argv and not argv[0].startswith("-") and (argv[0] not in COMMANDS
                                                      or argv[0] in FROM_TABLE):
-            return run_table_command(argv)
+            with os_errors():  # no space, permission denied, read-only: one paragraph too
+                return run_table_command(argv)
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -416,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        return COMMANDS[args.command][2](args)
+        with os_errors():
+            return COMMANDS[args.command][2](args)
     except CLIUsageError as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -7,6 +7,9 @@ The notebook skin shows them as one paragraph instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os as _os
+
 from .redact import scrub_value
 
 
@@ -38,15 +41,16 @@ class InvalidImage(NbimagesError):
 
 
 class DigestMismatch(NbimagesError):
-    """Content did not hash to the digest it was announced with; nothing was stored.
+    """Content did not hash to the digest (or length) it was announced with; nothing was stored.
 
-    `expected`/`actual` are the digests, `expected_size`/`actual_size` the byte counts (None
-    when not known), `what` names the content ("blob", "layer 2 of app:1", ...).
+    `what` names the content ("blob sha256:…", "layer 2 uncompressed"); `expected`/`actual`
+    are digests and `expected_size`/`actual_size` byte counts (None where not known).
+    Callers higher up re-raise with the image, the layer and the fix.
     """
 
-    def __init__(self, message: str, *, expected: str | None = None, actual: str | None = None,
-                 what: str = "content", expected_size: int | None = None,
-                 actual_size: int | None = None):
+    def __init__(self, message: str = "", *, expected: str | None = None,
+                 actual: str | None = None, what: str = "content",
+                 expected_size: int | None = None, actual_size: int | None = None):
         super().__init__(message)
         self.expected = expected
         self.actual = actual
@@ -95,3 +99,61 @@ class AuthenticationError(RegistryError):
 
 class BuildError(NbimagesError):
     """A recipe or Dockerfile step that cannot be built."""
+
+
+class OSFailure(NbimagesError):
+    """The operating system refused a read or write the user can fix: no space left, permission
+    denied, a read-only file system. `errno` and `filename` are those of the OSError."""
+
+    def __init__(self, message: str, errno: int | None = None, filename=None):
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+
+
+_OS_FIXES = {
+    "ENOSPC": ("no space is left on the device", "Free space there, or point NBIMAGES_HOME at a "
+               "disk with room (images are kept in the store under it)"),
+    "EDQUOT": ("the disk quota is used up", "Free space there, or point NBIMAGES_HOME at a "
+               "disk with room"),
+    "EACCES": ("permission is denied", "It belongs to another user or is not writable for you: "
+               "fix its ownership or permissions, or point NBIMAGES_HOME (the store) or the "
+               "output path at a directory of your own"),
+    "EPERM": ("the operation is not permitted", "Fix the ownership or permissions of that "
+              "place, or use a directory of your own (NBIMAGES_HOME for the store)"),
+    "EROFS": ("the file system is read-only", "Write somewhere writable: set NBIMAGES_HOME for "
+              "the store, or give another output path"),
+}
+
+
+def os_failure(err: BaseException, doing: str = "", fix: str | None = None) -> "OSFailure | None":
+    """The one-paragraph error for an OSError a user can fix (no space, permission denied,
+    read-only file system), or None for other errors (which stay what they are). With `fix`,
+    every OSError is the user's to fix, and `fix` says how where no better advice is known."""
+    import errno as _errno
+    if isinstance(err, OSFailure) or not isinstance(err, OSError):
+        return err if isinstance(err, OSFailure) else None
+    name = _errno.errorcode.get(err.errno or 0, "")
+    if name in _OS_FIXES:
+        what, fix = _OS_FIXES[name]
+    elif fix is not None:
+        what = "the operating system refused"
+    else:
+        return None
+    where = err.filename if err.filename is not None else err.filename2
+    place = f" at {_os.fsdecode(where)}" if where is not None else ""
+    head = f"{doing} failed: " if doing else ""
+    return OSFailure(f"{head}{what}{place} ({err.strerror or err}). {fix}. Nothing "
+                     "half-written was kept; run the command again afterwards.", err.errno, where)
+
+
+@contextlib.contextmanager
+def os_errors(doing: str = "", fix: str | None = None):
+    """Turn an OSError a user can fix into OSFailure (see os_failure); others pass through."""
+    try:
+        yield
+    except OSError as err:
+        failure = os_failure(err, doing, fix)
+        if failure is None:
+            raise
+        raise failure from None

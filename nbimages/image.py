@@ -6,24 +6,82 @@ these, and every sink and every analysis consumes them, so analysis is written o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from .errors import NbimagesError
-from .oci import canonical, compression, digest as dg, mediatypes as mt
+from .errors import DigestMismatch, NbimagesError
+from .oci import compression, digest as dg, imageconfig, mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.manifest import Manifest
 from .reference import Reference
 from .verbs import provided
 
 
+# (blob digest, diff_id) pairs whose blob was seen to inflate to that diff_id in this process.
+# Content addressing makes the pair a fact: any blob that verifies against the digest later
+# inflates to the same tar, so a consumer that checks the blob need not inflate it again.
+_verified: set[tuple[str, str]] = set()
+
+
+def trust(digest: str, diff_id: str) -> None:
+    """Record that the blob `digest` inflates to `diff_id`, for a producer that computed both
+    from the bytes it wrote (the builder), so consumers do not inflate the blob to check."""
+    _verified.add((digest, diff_id))
+
+
+class _VerifyingTar(dg.VerifyingReader):
+    """The uncompressed tar, hashed against the diff_id; at its end the rest of the blob is
+    read too, so the blob's own digest and size check runs as well."""
+
+    def __init__(self, tar: BinaryIO, blob: "dg.VerifyingReader | None", layer: "Layer"):
+        super().__init__(tar, layer.diff_id, what=f"the uncompressed layer {dg.short(layer.digest)} "
+                         "(its config diff_id)")
+        self._blob = blob
+        self._pair = (layer.digest, layer.diff_id)
+
+    def _finish(self) -> None:
+        super()._finish()
+        if self._blob is not None:
+            self._blob.drain()
+        _verified.add(self._pair)
+
+
+class _HashedAside(io.BufferedReader):
+    """A seekable uncompressed layer tar whose verification runs in a thread of its own over a
+    second handle: readers keep skipping file data, while the hash (hashlib releases the GIL)
+    uses the other core. `drain()` waits for it and raises what it found."""
+
+    def __init__(self, raw: BinaryIO, check: BinaryIO):
+        super().__init__(raw, 1 << 20)  # type: ignore[arg-type]
+        self._check = check
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._hash, name="nbimages-verify", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        try:
+            self._check.drain()  # type: ignore[attr-defined]
+        except BaseException as e:  # noqa: BLE001 - handed to the reader in drain()
+            self._error = e
+
+    def drain(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class Layer:
     """One filesystem layer: its blob as the source stores it, and its uncompressed tar.
 
     `digest`/`size`/`media_type` describe the stored blob (compressed or not); `diff_id` is
-    the digest of the uncompressed tar (config `rootfs.diff_ids`).
+    the digest of the uncompressed tar (config `rootfs.diff_ids`). Both streams verify what
+    they hand out: the blob against digest and size, the tar against the diff_id, and a
+    difference raises DigestMismatch when the stream is read to its end.
     """
 
     def __init__(self, descriptor: Descriptor, diff_id: str | None,
@@ -60,20 +118,76 @@ class Layer:
             return None
 
     def open_blob(self) -> BinaryIO:
-        """The blob as stored (what `digest` hashes). Close it when done."""
-        return self._open_blob()
+        """The blob as stored (what `digest` hashes), checked against digest and size when
+        read to its end (DigestMismatch). Close it when done."""
+        f = self._open_blob()
+        if isinstance(f, dg.VerifyingReader):
+            return f
+        return dg.VerifyingReader(f, self.digest, self.size, what=f"the layer blob {self.digest}")
 
-    def open_tar(self) -> BinaryIO:
+    @property
+    def verified(self) -> bool:
+        """True once this blob was seen to inflate to the diff_id (in this process)."""
+        return self.diff_id is None or (self.digest, self.diff_id) in _verified
+
+    def open_tar(self, verify: bool = True) -> BinaryIO:
         """The uncompressed layer tar (what `diff_id` hashes), streamed. Close it when done.
 
-        Seekable when the source holds the tar uncompressed, which lets readers skip file data.
+        Read to its end, it raises DigestMismatch unless the tar matches the config's diff_id
+        and the blob its descriptor. With verify=False, or once this process has verified the
+        layer, a tar the source holds uncompressed opens seekable, so readers skip file data.
         """
-        if self._open_tar is not None:
+        if self._open_tar is not None and (not verify or self.verified):
             return self._open_tar()
-        return compression.open_uncompressed(self._open_blob(), self.media_type)
+        if self._open_tar is not None and self.digest == self.diff_id:
+            # blob and tar are one file: one hash checks digest, size and diff_id, beside
+            # the reader, which keeps skipping file data
+            raw = self._open_tar()
+            if isinstance(raw, io.BufferedReader):
+                check = _VerifyingTar(self._open_blob(), None, self)
+                check.size = self.size
+                return _HashedAside(raw.detach(), check)
+            raw.close()
+        if not verify or self.diff_id is None:
+            return compression.open_uncompressed(self._open_blob(), self.media_type)
+        blob = self.open_blob()
+        return _VerifyingTar(compression.open_uncompressed(blob, self.media_type), blob, self)
 
     def __repr__(self) -> str:
         return f"<Layer {dg.short(self.digest)} {self.size:,} bytes {self.media_type.rsplit('.', 1)[-1]}>"
+
+
+@contextlib.contextmanager
+def layer_tar(layer: Layer, index: int, image_name: str):
+    """`layer.open_tar()` for a block that reads it: when the block ends the rest is read so
+    the diff_id and blob checks run, and a mismatch is re-raised naming the image and layer."""
+    try:
+        with layer.open_tar() as f:
+            yield f
+            drain = getattr(f, "drain", None)
+            if drain is not None:
+                drain()
+    except DigestMismatch as e:
+        raise layer_mismatch(e, layer, index, image_name) from None
+
+
+def layer_mismatch(e: DigestMismatch, layer: Layer, index: int, image_name: str) -> DigestMismatch:
+    """The one error for a layer that is not what its manifest and config say."""
+    if e.expected_size is not None and e.actual_size != e.expected_size and e.actual is None:
+        found = (f"its blob is {e.actual_size:,}{'+' if e.actual_size > e.expected_size else ''} "
+                 f"bytes where the manifest says {e.expected_size:,}")
+    elif "diff_id" in e.what:
+        found = (f"its uncompressed tar hashes to {e.actual}, but the config's diff_id for it "
+                 f"is {e.expected}")
+    else:
+        found = f"its blob hashes to {e.actual}, but the manifest says {e.expected}"
+    return DigestMismatch(
+        f"{image_name}: layer {index} ({dg.short(layer.digest)}) is not the layer its image "
+        f"describes: {found}. An engine would refuse it or run other files than the ones "
+        "listed, so nbimages does not use it. The image is damaged or was crafted; get it "
+        "again from a source you trust.", expected=e.expected, actual=e.actual,
+        what=f"layer {index} of {image_name}", expected_size=e.expected_size,
+        actual_size=e.actual_size)
 
 
 @dataclass
@@ -126,7 +240,7 @@ class Image:
     @property
     def config(self) -> dict[str, Any]:
         if self._config is None:
-            self._config = canonical.loads(self.config_bytes, "image config")
+            self._config = imageconfig.parse(self.config_bytes)
         return self._config
 
     @property
@@ -139,7 +253,7 @@ class Image:
 
     @property
     def diff_ids(self) -> list[str]:
-        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+        return imageconfig.diff_ids(self.config)
 
     @property
     def platform(self) -> Platform:
@@ -183,6 +297,23 @@ class Image:
             if r.tag and not r.digest:
                 return r.familiar()
         return None
+
+    @property
+    def display_name(self) -> str:
+        return self.source or (self.names[0] if self.names else dg.short(self.id))
+
+    def layer_tar(self, index: int):
+        """Context manager: layer `index`'s uncompressed tar, verified when the block ends
+        (DigestMismatch naming this image and the layer)."""
+        return layer_tar(self.layers[index], index, self.display_name)
+
+    def verify(self) -> None:
+        """Check every layer not yet verified in this process: its blob against the manifest's
+        digest and size, its uncompressed tar against the config's diff_id."""
+        for i, layer in enumerate(self.layers):
+            if not layer.verified:
+                with self.layer_tar(i):
+                    pass
 
     # Verbs: thin wrappers over the public functions, so `image.save(...)` reads like a sentence;
     # the facade provides them (nbimages/verbs.py), the model never imports what is above it.

@@ -25,7 +25,8 @@ import filelock
 import platformdirs
 
 from .atomic import write_atomic
-from .errors import DigestMismatch, ImageNotFound, InvalidImage, NbimagesError, StoreDamaged
+from .errors import (DigestMismatch, ImageNotFound, InvalidImage, NbimagesError, StoreDamaged,
+                     os_errors)
 from .image import Layer
 from .oci import compression, digest as dg
 from .oci.descriptor import Descriptor, Platform
@@ -56,7 +57,9 @@ class Store(OCILayout):
 
     def __init__(self, home: str | os.PathLike | None = None):
         home = Path(home) if home else default_home()
-        super().__init__(home / "oci", create=True)
+        with os_errors(f"opening the store at {home}",
+                       "Point NBIMAGES_HOME at a directory of your own with room for images"):
+            super().__init__(home / "oci", create=True)
         self.home = home
         self._lock = filelock.FileLock(str(home / "store.lock"), timeout=600)
 
@@ -122,7 +125,8 @@ class Store(OCILayout):
 
     def tmpdir(self) -> Path:
         p = self.home / "tmp"
-        p.mkdir(parents=True, exist_ok=True)
+        with os_errors(f"creating {p}"):
+            p.mkdir(parents=True, exist_ok=True)
         return p
 
     def tmpfile(self, prefix: str, suffix: str = "") -> tuple[int, str]:
@@ -310,8 +314,11 @@ class _StoreBlob(dg.VerifyingReader):
         self._store = store
         self._where = where
 
-    def _fail(self, count: int, actual: str | None = None) -> None:
-        self.verified = True
+    def _fail(self, why: str, actual: str | None = None) -> None:
+        self._raise(self.count, actual)
+
+    def _raise(self, count: int, actual: str | None = None) -> None:
+        self.verified = True  # report once
         where = self._where() if self._where else "a blob"
         layer = image = None
         if where.startswith("layer "):
@@ -340,7 +347,7 @@ class _StoreBlob(dg.VerifyingReader):
         except OSError:
             return None
         try:
-            self._fail(os.path.getsize(self._store.blob_path(self.expected)))
+            self._raise(os.path.getsize(self._store.blob_path(self.expected)))
         except StoreDamaged as e:
             return e
         return None  # pragma: no cover

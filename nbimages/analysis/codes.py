@@ -12,16 +12,17 @@ WHITEOUT, OPAQUE, META = 7, 8, 9
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 KIND_NAME = list(KINDS) + ["whiteout", "opaque", "meta"]
 
-ADDED, MODIFIED, DELETED, SKIPPED = 0, 1, 2, 255
+ADDED, MODIFIED, DELETED, UNSAFE, SKIPPED = 0, 1, 2, 3, 255
 # why a copy left the filesystem
 OVERWRITTEN, BY_WHITEOUT, BY_PARENT_WHITEOUT, BY_OPAQUE, BY_REPLACED_DIR = 0, 1, 2, 3, 4
 REASON = {OVERWRITTEN: "overwritten", BY_WHITEOUT: "deleted",
           BY_PARENT_WHITEOUT: "deleted with its directory",
           BY_OPAQUE: "hidden by an opaque directory",
           BY_REPLACED_DIR: "directory replaced by a file"}
-CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted"}
+CHANGE_NAME = {ADDED: "added", MODIFIED: "modified", DELETED: "deleted", UNSAFE: "unsafe"}
 
 # A copy of a path is identified by one int: layer index in the high bits, entry index below.
 SHIFT = 32
 MASK = (1 << SHIFT) - 1
 ESCAPES = "path escapes the image root"
+MISSING_LINK = "hard link to a missing path (extraction fails)"

@@ -26,9 +26,9 @@ from ..oci.tarscan import TarEntry, records
 from ..progress import format_bytes as fb
 from ..sources import open_image
 from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
-                    REASON, SHIFT, SKIPPED)
+                    REASON, SHIFT, SKIPPED, UNSAFE)
 from .packages import packages
-from .walk import LayerFiles, Walk, read_layer
+from .walk import Budget, LayerFiles, Walk, read_layer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +71,7 @@ class Inspection:
     def __init__(self, image: Image):
         self.image = image
         self._walk: Walk | None = None
+        self._budget = Budget()
         self._cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ identity
@@ -106,6 +107,7 @@ class Inspection:
 
     def _ensure(self) -> Walk:
         if self._walk is None:
+            self._budget = Budget()
             walk = Walk()
             for lf in self._read_layers():
                 walk.apply(lf)
@@ -119,19 +121,22 @@ class Inspection:
     def _read_layer(self, i: int) -> LayerFiles:
         layer = self.image.layers[i]
         try:
-            with layer.open_tar() as stream:
-                return read_layer(stream)
+            with self.image.layer_tar(i) as stream:
+                lf = read_layer(stream, self._budget)
+            return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
                                f"{self.source or 'the image'}: {e}") from None
 
     def _read_layers(self) -> Iterator[LayerFiles]:
-        """The layers' file tables in order. Compressed layers are read two at a time in
-        threads: the inflaters (isal, zstandard) release the GIL, so one layer inflates
-        while another is parsed; at most LOOKAHEAD tables wait to be applied."""
+        """The layers' file tables in order. Compressed or unverified layers are read two at a
+        time in threads: the inflaters (isal, zstandard) and the hashes release the GIL, so
+        one layer inflates or hashes while another is parsed; at most LOOKAHEAD tables wait
+        to be applied."""
         n = len(self.image.layers)
-        compressed = sum(1 for layer in self.image.layers if layer.compression)
-        if n < 2 or not compressed:
+        # Plain layers not yet verified are hashed whole (hashlib releases the GIL too).
+        busy = sum(1 for layer in self.image.layers if layer.compression or not layer.verified)
+        if n < 2 or not busy:
             for i in range(n):
                 yield self._read_layer(i)
             return
@@ -193,7 +198,12 @@ class Inspection:
         Overwritten copies, deleted files, files under deleted directories and files hidden
         by opaque directories all count; the copy that is kept does not (unlike dive, #684).
         """
-        return self.size - self.final_size
+        return self.size - self.final_size - self.unsafe_size
+
+    @property
+    def unsafe_size(self) -> int:
+        """Bytes of entries whose path escapes the root: never applied, not counted as waste."""
+        return sum(lf.unsafe_size for lf in self._ensure().layers)
 
     @property
     def corrected_efficiency(self) -> float:
@@ -247,7 +257,7 @@ class Inspection:
             cols["files_added"].append(changes.count(ADDED))
             cols["files_modified"].append(changes.count(MODIFIED))
             cols["files_deleted"].append(len(lf.deleted))
-            cols["wasted_bytes"].append(lf.size - lf.final_size)
+            cols["wasted_bytes"].append(lf.size - lf.final_size - lf.unsafe_size)
             cols["entries"].append(len(lf))
         return cols
 
@@ -270,7 +280,7 @@ class Inspection:
             for idx, p in enumerate(lf.paths):
                 # Directories hold no bytes: a directory written again (a chmod, a new file
                 # inside) or deleted is not waste; its files are listed themselves.
-                if changes[idx] == SKIPPED or kinds[idx] == DIR:
+                if changes[idx] >= UNSAFE or kinds[idx] == DIR:  # unsafe: its own table
                     continue
                 code = base | idx
                 if final.get(p) == code:
@@ -319,7 +329,8 @@ class Inspection:
             n = len(keep) + len(lf.deleted)
             cols["layer"].extend([i] * n)
             paths, kinds, links = lf.paths, lf.kinds, lf.links
-            cols["path"].extend("/" + paths[j] for j in keep)
+            cols["path"].extend("/" + paths[j] if lf.changes[j] != UNSAFE else lf.members[j]
+                                for j in keep)
             cols["kind"].extend(KIND_NAME[kinds[j]] for j in keep)
             cols["size"].extend(lf.sizes[j] for j in keep)
             cols["mode"].extend(lf.modes[j] for j in keep)
@@ -484,9 +495,12 @@ class Inspection:
 
     @property
     def unsafe(self) -> pd.DataFrame:
-        """Entries that would escape the root if extracted naively ('..', absolute paths,
-        links climbing out), with `path` and `linkname` as written in the tar. They are
-        reported only; paths escaping the root are left out of the merged filesystem."""
+        """Unsafe entries, with `path` and `linkname` as written in the tar and the `reason`:
+        paths and links that climb out of the root ('..', absolute link targets), entries
+        written through a symlink of a lower layer (an engine writes where the link points),
+        hard links to a missing path. Paths escaping the root are never applied: they are
+        neither in the final filesystem nor waste (`unsafe_size`); `files()` lists them with
+        change 'unsafe'."""
         return self._frame("unsafe", self._unsafe_columns)
 
     def packages(self) -> pd.DataFrame:
@@ -647,7 +661,18 @@ class Inspection:
             ("efficiency", f"{self.efficiency:.4%} (dive's score)"),
             ("wasted", (f"{fb(self.wasted_bytes)} squashing would save; dive's potential "
                         f"wasted space {fb(d['inefficient_bytes'])}")),
-        ]
+        ] + self._unsafe_summary()
+
+    def _unsafe_summary(self) -> list[tuple[str, str]]:
+        from ..progress import format_bytes as fb
+        n = sum(len(lf.unsafe) for lf in self._ensure().layers)
+        if not n:
+            return []
+        entries = "1 entry is" if n == 1 else f"{n:,} entries are"
+        return [("unsafe", f"WARNING: {entries} unsafe: they escape the root, land elsewhere "
+                           f"than named or cannot be extracted ({fb(self.unsafe_size)} never "
+                           "applied, not counted as waste); see .unsafe or nbimages inspect "
+                           "--unsafe")]
 
     def _remote_summary(self) -> list[str]:
         """What a registry image shows before any layer is downloaded."""

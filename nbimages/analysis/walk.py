@@ -10,23 +10,28 @@ The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same 
 
 from __future__ import annotations
 
+import os
 from array import array
 from typing import BinaryIO
 
+from ..errors import InvalidImage
 from ..oci import whiteout as wh
 from ..oci.tarscan import records
 from ..oci.whiteout import MergedTree
 from .codes import (BY_OPAQUE, BY_PARENT_WHITEOUT, BY_REPLACED_DIR, BY_WHITEOUT, DIR, ESCAPES,
-                    KIND_CODE, KIND_NAME, MASK, META, MODIFIED, OPAQUE, SHIFT, SKIPPED, WHITEOUT)
+                    HARDLINK, KIND_CODE, KIND_NAME, MASK, META, MISSING_LINK, MODIFIED, OPAQUE,
+                    SHIFT, SKIPPED, SYMLINK, UNSAFE, WHITEOUT)
 from .dive import DiveModel
 
 
 class LayerFiles:
     """The entries of one layer tar as columns, plus what applying it did to the merged tree.
 
-    `changes[i]` is ADDED/MODIFIED for entries that are files of the layer, SKIPPED for
-    whiteouts, opaque markers, the root entry and unsafe paths; `deleted` holds the copies
-    (as `layer << 32 | entry` ints) that this layer removed from the layers below.
+    `changes[i]` is ADDED/MODIFIED for entries that are files of the layer, UNSAFE for
+    entries whose path escapes the root (never applied), SKIPPED for whiteouts, opaque
+    markers and the root entry; `deleted` holds the copies (as `layer << 32 | entry` ints)
+    that this layer removed from the layers below. `unsafe_size` is the bytes of UNSAFE
+    entries: they are neither in the final filesystem nor waste.
     """
 
     __slots__ = (
@@ -47,6 +52,7 @@ class LayerFiles:
         "sizes",
         "uids",
         "unsafe",
+        "unsafe_size",
         "whiteouts",
     )
 
@@ -65,6 +71,7 @@ class LayerFiles:
         self.deleted_how = b""
         self.size = 0
         self.unsafe: list[tuple[int, str]] = []
+        self.unsafe_size = 0
         self.whiteouts: list[int] = []
         self.opaques: list[int] = []
         self.final_size = 0
@@ -74,8 +81,37 @@ class LayerFiles:
         return len(self.paths)
 
 
-def read_layer(stream: BinaryIO) -> LayerFiles:
-    """One layer tar as columns, nothing applied yet: safe to run in a worker thread."""
+class Budget:
+    """What the file tables of one image may hold, so memory stays bounded: a few MB of gzip
+    can hold millions of entries with long names, far past any real image (the largest hold
+    about a million files). NBIMAGES_MAX_ENTRIES and NBIMAGES_MAX_NAME_BYTES raise the caps."""
+
+    def __init__(self) -> None:
+        self.entries = _env_int("NBIMAGES_MAX_ENTRIES", 2_000_000)
+        self.name_bytes = _env_int("NBIMAGES_MAX_NAME_BYTES", 256 << 20)
+        self._limits = (self.entries, self.name_bytes)
+
+    def spend(self, entries: int, name_bytes: int) -> None:
+        self.entries -= entries
+        self.name_bytes -= name_bytes
+        if self.entries < 0 or self.name_bytes < 0:
+            what = (f"more than {self._limits[0]:,} entries" if self.entries < 0 else
+                    f"more than {self._limits[1]:,} bytes of file names")
+            raise InvalidImage(f"the image holds {what}, past any real image: it looks crafted "
+                               "to exhaust memory, so it is not read further. If you trust it, "
+                               "raise NBIMAGES_MAX_ENTRIES or NBIMAGES_MAX_NAME_BYTES.")
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def read_layer(stream: BinaryIO, budget: Budget | None = None) -> LayerFiles:
+    """One layer tar as columns, nothing applied yet: safe to run in a worker thread.
+    `budget` (shared by the layers of one image) caps entries and name bytes."""
     lf = LayerFiles()
     paths = lf.paths
     p_app = paths.append
@@ -89,8 +125,14 @@ def read_layer(stream: BinaryIO) -> LayerFiles:
     unsafe_list = lf.unsafe
     kind_code = KIND_CODE
     total = 0
+    names = 0
+    counted = 0
     for idx, (path, kind, size, mode, uid, gid, mtime, link, _data, unsafe, member) in enumerate(
             records(stream)):
+        names += len(path) + len(link)
+        if not idx & 4095 and budget is not None:
+            budget.spend(idx - counted, names)
+            counted, names = idx, 0
         code = kind_code[kind]
         if ".wh." in path:
             what = wh.classify(path)[0]
@@ -115,6 +157,8 @@ def read_layer(stream: BinaryIO) -> LayerFiles:
             unsafe_list.append((idx, unsafe))
             lf.members[idx] = member
         total += size
+    if budget is not None:
+        budget.spend(len(paths) - counted, names)
     lf.size = total
     return lf
 
@@ -128,6 +172,22 @@ class Walk:
         self.dive = DiveModel(self)
         # events for the explanation of where dive's view differs: (kind, layer, path, files, bytes)
         self.events: list[tuple[str, int, str, int, int]] = []
+        self._symlinks: set[str] = set()  # paths ever written as symlinks (checked in the tree)
+
+    def _symlink_in(self, directory: str) -> str:
+        """The first component of `directory` that is a symlink in the merged tree, or ''."""
+        values = self.tree.values
+        layers = self.layers
+        end = -1
+        while True:
+            end = directory.find("/", end + 1)
+            q = directory if end < 0 else directory[:end]
+            if q in self._symlinks:
+                c = values.get(q)
+                if c is not None and tree_kind(layers, c) == SYMLINK:
+                    return q
+            if end < 0:
+                return ""
 
     # ------------------------------------------------------------------ per layer
     def add_layer(self, stream: BinaryIO) -> LayerFiles:
@@ -182,9 +242,15 @@ class Walk:
         duplicates = False
         tree_set = tree.set
         kids = tree.kids
+        through: dict[str, str] = {}  # directory of this layer -> symlink its path crosses
+        symlinks = self._symlinks
         for idx, p in enumerate(paths):
             k = kinds[idx]
-            if k >= WHITEOUT or not p or (skip and idx in skip):
+            if skip and idx in skip:
+                changes[idx] = UNSAFE
+                lf.unsafe_size += lf.sizes[idx]
+                continue
+            if k >= WHITEOUT or not p:
                 changes[idx] = SKIPPED
                 if k == OPAQUE or k == META:
                     self.dive.marker(p, parents)
@@ -195,6 +261,20 @@ class Walk:
             par = p[:slash] if slash >= 0 else ""
             if par not in parents:
                 _add_parents(p, parents)
+                if symlinks:
+                    link = self._symlink_in(par)
+                    if link:
+                        through[par] = link
+            if through and par in through:
+                # the engine follows the link: this entry lands elsewhere than its name says
+                lf.unsafe.append((idx, f"written through the symlink /{through[par]}"))
+                lf.members[idx] = p
+            if k == HARDLINK and lf.links.get(idx, "") not in values \
+                    and all(j != idx for j, _ in lf.unsafe):
+                lf.unsafe.append((idx, MISSING_LINK))
+                lf.members[idx] = p
+            if k == SYMLINK:
+                symlinks.add(p)
             if k != DIR and p in kids and kids[p]:
                 # A non-directory over a directory replaces the whole subtree.
                 for q, c in tree.remove_children(p):

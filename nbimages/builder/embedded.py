@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BuildError
-from ..image import Image, Layer
+from ..image import Image, Layer, trust
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
-from ..oci.descriptor import Descriptor, Platform
+from ..oci.descriptor import Descriptor, Platform, check_platform
 from ..oci.manifest import Manifest
 from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, source_date_epoch
 from ..sources import open_image
@@ -383,6 +383,8 @@ class _Build:
         store = self.store
         base = self.recipe._open_base(store)  # noqa: SLF001
         self.base = base
+        if base is not None:  # the embedded builder cannot change a base's platform
+            check_platform(base.platform, self.recipe.platform, f"the base image {self.recipe.base}")
         platform = base.platform if base is not None else Platform.parse(self.recipe.platform)
         cfg = self.cfg = _start_config(base, platform)
         self.state = _ConfigState(cfg)
@@ -491,6 +493,7 @@ class _Build:
         desc = Descriptor(rec["media_type"], rec["digest"], rec["size"])
         staged = next((s for s in self.staged if s.result.digest == rec["digest"]), None)
         opener = staged.open if staged else (lambda d=rec["digest"]: self.store.open_blob(d))
+        trust(rec["digest"], rec["diff_id"])  # both computed by this builder when it wrote it
         return Layer(desc, rec["diff_id"], opener)
 
     def _new_layer(self, key: str, entries: list[Entry], extra: dict) -> Layer:
@@ -499,6 +502,7 @@ class _Build:
         r = s.result
         self.records[key] = {"digest": r.digest, "size": r.size, "diff_id": r.diff_id,
                              "media_type": r.media_type, "tar_size": r.tar_size, **extra}
+        trust(r.digest, r.diff_id)  # hashed here while the layer was written
         return Layer(Descriptor(r.media_type, r.digest, r.size), r.diff_id, s.open)
 
     def _finish(self, platform: Platform, tag: str | None) -> tuple[Descriptor, Manifest]:

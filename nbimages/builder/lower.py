@@ -18,6 +18,7 @@ from typing import Iterable
 
 from ..atomic import write_atomic
 from ..errors import BuildError, InvalidImage
+from ..image import layer_tar
 from ..oci.tarscan import records
 from ..oci.tarwriter import DIR, FILE, OPAQUE, SYMLINK, WHITEOUT_PREFIX, Entry
 
@@ -189,8 +190,8 @@ def view_of_layers(layers, cache_dir: Path | None = None, diff_ids: list[str] | 
     if cached is not None:
         return LowerView(cached)
     view = LowerView()
-    for layer in layers:
-        with layer.open_tar() as f:
+    for i, layer in enumerate(layers):
+        with layer_tar(layer, i, "the base image") as f:
             view.apply(_tar_entries(f))
     if path is not None:
         write_atomic(path, json.dumps({"version": _VIEW_VERSION, "nodes": view.nodes},

@@ -253,11 +253,11 @@ def _norm(name: str) -> str:
 def scan_layers(image) -> _Tree:
     """One streaming pass over every layer, bottom to top, into a merged tree."""
     tree = _Tree()
-    for layer in image.layers:
+    for i, layer in enumerate(image.layers):
         members: list[tuple[str, _Entry]] = []
         whiteouts: list[str] = []
         opaque: list[str] = []
-        with layer.open_tar() as stream:
+        with image.layer_tar(i) as stream:
             try:
                 for path, kind, link, data in _entries(stream):
                     base = path.rsplit("/", 1)[-1]

@@ -124,10 +124,11 @@ def diff(inv: Invocation) -> Any:
     return _inspect(inv, inv.args.a).diff(_inspect(inv, inv.args.b), content=inv.args.content)
 
 
-@command("unsafe", "entries that would escape the root ('..', absolute links)",
+@command("unsafe", "entries that escape the root, are written through a symlink or hard-link "
+                   "a missing path",
          SOURCE, PLATFORM, group="look")
 def unsafe(inv: Invocation) -> Any:
-    """Layer entries that would escape the root if extracted naively (reported, never followed)."""
+    """Unsafe layer entries with the reason (reported, never followed; see Inspection.unsafe)."""
     return _inspect(inv).unsafe
 
 

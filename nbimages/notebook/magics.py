@@ -17,7 +17,7 @@ from IPython.display import display
 
 from ..commands.parsing import Invocation, UsageError as CommandUsageError, prepare
 from ..commands.verbs import TABLE
-from ..errors import NbimagesError
+from ..errors import NbimagesError, os_errors
 from .completion import complete_line
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
@@ -60,7 +60,8 @@ class ImageMagics(Magics):
             inv = Invocation(call.args, cell, self.shell, self.cell_id,
                              getattr(self.shell, "execution_count", None), call.raw,
                              self.shell.user_ns if self.shell else {}, show=display)
-            return call.command.func(inv)
+            with os_errors():  # no space, permission denied, read-only: one paragraph too
+                return call.command.func(inv)
         except CommandUsageError as err:
             raise UsageError(str(err)) from None
         except NbimagesError as err:

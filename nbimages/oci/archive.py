@@ -22,6 +22,7 @@ from . import digest as dg, mediatypes as mt
 from .compression import sniff
 from .descriptor import Descriptor, Platform
 from .fileslice import open_slice
+from .tarscan import PATH_MAX
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs, select_entry
 from .manifest import Index, Manifest
 
@@ -42,26 +43,35 @@ class Member:
 class TarIndex:
     """The members of an uncompressed tar file, found by one scan of its headers."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, shown: str | os.PathLike | None = None):
+        # `file` is read; `path` is what messages name (the user's file for an inflated copy)
+        self.file = Path(path)
+        self.path = Path(shown) if shown is not None else self.file
         self.members: dict[str, Member] = {}
         try:
-            file_size = self.path.stat().st_size
+            file_size = self.file.stat().st_size
         except FileNotFoundError:
             raise ImageNotFound(f"{self.path} does not exist. Give the path of an image tar "
                                 "(`docker save -o FILE`, `skopeo copy ... oci-archive:FILE`).") from None
-        if self.path.is_dir():
+        if self.file.is_dir():
             raise InvalidImage(f"{self.path} is a directory, not a tar file. For an OCI layout "
                                f"directory use oci:{self.path}.")
-        with open(self.path, "rb") as f:
+        with open(self.file, "rb") as f:
             head = f.read(BLOCK)
         if len(head) < BLOCK or head[257:262] != b"ustar" and not _is_v7_header(head):
             raise InvalidImage(f"{self.path} is not an image tar: it is not a tar file at all "
                                f"({_what_is(head)}). Give a tar written by `docker save` or "
                                "`skopeo copy ... oci-archive:`.")
         try:
-            with tarfile.open(self.path, "r:", ignore_zeros=False) as tf:
+            with tarfile.open(self.file, "r:", ignore_zeros=False) as tf:
                 for ti in tf:
+                    if tf.pax_headers:
+                        raise InvalidImage(self._refused(
+                            "a PAX global header, which Python's tar reader applies to the "
+                            "members after it and Docker's ignores"))
+                    if len(ti.name) > PATH_MAX or len(ti.linkname) > PATH_MAX:
+                        raise InvalidImage(self._refused(f"a member name of {len(ti.name):,} "
+                                                         "characters"))
                     name = _norm(ti.name)
                     if ti.isreg():
                         kind = "file"
@@ -76,11 +86,33 @@ class TarIndex:
                     size = ti.size if kind == "file" else 0
                     if ti.offset_data + size > file_size:
                         raise InvalidImage(self._truncated(name))
-                    self.members[name] = Member(name, ti.offset_data, size, kind, ti.linkname)
+                    new = Member(name, ti.offset_data, size, kind, ti.linkname)
+                    if name in self.members and not self._same(self.members[name], new):
+                        raise InvalidImage(self._refused(
+                            f"the member {name!r} twice, with different contents; `docker "
+                            "load` takes the last copy, other readers the first"))
+                    self.members.setdefault(name, new)
         except tarfile.TarError as e:
             raise InvalidImage(self._truncated(None, e)) from None
         except EOFError:
             raise InvalidImage(self._truncated(None)) from None
+
+    def _same(self, a: Member, b: Member) -> bool:
+        """Two members of one name that every reader would take alike (a repeated directory,
+        the same layer written twice)."""
+        if (a.kind, a.size, a.linkname) != (b.kind, b.size, b.linkname):
+            return False
+        if a.kind != "file":
+            return True
+        with open_slice(self.file, a.offset, a.size) as fa, \
+                open_slice(self.file, b.offset, b.size) as fb:
+            return dg.of_stream(fa) == dg.of_stream(fb)
+
+    def _refused(self, what: str) -> str:
+        return (f"{self.path} holds {what}. Tools would disagree on what this archive "
+                "contains, so nbimages refuses it instead of picking one reading. No tool "
+                "writes such an archive by accident: it was crafted or damaged; save or "
+                "export the image again.")
 
     def _truncated(self, name: str | None, err: Exception | None = None) -> str:
         where = f" in member {name!r}" if name else ""
@@ -110,7 +142,7 @@ class TarIndex:
     def open(self, name: str) -> BinaryIO:
         """A seekable, buffered reader over the member's bytes (no extraction)."""
         m = self._need(name)
-        return open_slice(self.path, m.offset, m.size)
+        return open_slice(self.file, m.offset, m.size)
 
     def read(self, name: str, limit: int = 64 << 20) -> bytes:
         m = self._need(name)

@@ -6,11 +6,16 @@ shared/research/oci-building.md §5); zstd with `zstandard`.
 
 from __future__ import annotations
 
+import gzip
 import io
+import zlib
 from typing import BinaryIO
 
+import zstandard
+from isal import igzip, isal_zlib
+
+from ..errors import InvalidImage
 from . import mediatypes as mt
-import gzip
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -25,17 +30,59 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def decompressing(stream: BinaryIO, compression: str | None) -> BinaryIO:
-    """Wrap `stream` so reads return uncompressed bytes."""
-    if compression == "gzip":
+# What the inflaters raise for damaged input (a truncated stream, a bad CRC, a flipped byte).
+# Plain OSError is not among them: a failing disk is not a damaged layer.
+DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error, zstandard.ZstdError)
+
+
+class Inflating(io.RawIOBase):
+    """Reads of a decompressor, with damage reported as InvalidImage instead of the
+    inflater's own exception; closing it closes the compressed stream too."""
+
+    def __init__(self, inner: BinaryIO, compressed: BinaryIO, kind: str):
+        super().__init__()
+        self._inner = inner
+        self._compressed = compressed
+        self.kind = kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
         try:
-            from isal import igzip
-            return igzip.IGzipFile(fileobj=stream, mode="rb")
-        except ImportError:  # pragma: no cover - isal is a dependency
-            return gzip.GzipFile(fileobj=stream, mode="rb")
+            return self._inner.readinto(b) or 0
+        except DAMAGED as e:
+            raise damaged(self.kind, e) from None
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._inner.read(n)
+        except DAMAGED as e:
+            raise damaged(self.kind, e) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._inner.close()
+            finally:
+                self._compressed.close()
+        super().close()
+
+
+def damaged(kind: str, err: BaseException) -> InvalidImage:
+    why = str(err) or type(err).__name__
+    return InvalidImage(f"the {kind} stream is damaged ({why}): it is truncated or was altered "
+                        "after it was written. Fetch or save the image again.")
+
+
+def decompressing(stream: BinaryIO, compression: str | None) -> BinaryIO:
+    """Wrap `stream` so reads return uncompressed bytes (damage raises InvalidImage)."""
+    if compression == "gzip":
+        return Inflating(igzip.IGzipFile(fileobj=stream, mode="rb"), stream, "gzip")
     if compression == "zstd":
-        import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(stream, closefd=True)
+        inner = zstandard.ZstdDecompressor().stream_reader(stream, closefd=True,
+                                                          read_across_frames=True)
+        return Inflating(inner, stream, "zstd")
     return stream
 
 
@@ -50,6 +97,6 @@ def open_uncompressed(stream: BinaryIO, media_type: str | None = None) -> Binary
         declared = mt.layer_compression(media_type)
     if declared:
         return decompressing(stream, declared)
-    if not isinstance(stream, io.BufferedIOBase) or not hasattr(stream, "peek"):
+    if not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
     return decompressing(stream, sniff(stream.peek(4)[:4]))

@@ -6,7 +6,8 @@ import platform as _platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidImage, InvalidPlatform
+from ..errors import InvalidImage, InvalidPlatform, PlatformNotFound
+from .digest import parse as dg_parse
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,13 @@ class Platform:
     def from_dict(cls, d: dict | None) -> "Platform | None":
         if not d:
             return None
-        return cls(d.get("os", ""), d.get("architecture", ""), d.get("variant"), d.get("os.version"))
+        if not isinstance(d, dict):
+            raise InvalidImage(f"malformed platform {d!r}: it should be an object with os and "
+                               "architecture.")
+        values = [d.get(k) for k in ("os", "architecture", "variant", "os.version")]
+        if not all(v is None or isinstance(v, str) for v in values):
+            raise InvalidImage(f"malformed platform {d!r}: its fields should be strings.")
+        return cls(values[0] or "", values[1] or "", values[2], values[3])
 
     def to_dict(self) -> dict:
         d = {"architecture": self.architecture, "os": self.os}
@@ -69,6 +76,17 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
+def check_platform(have: Platform, want: "str | Platform | None", source: str) -> None:
+    """An image for `have` (its config) must satisfy an explicit `want`: a single-platform
+    source honours platform= by refusing a mismatch (a malformed one is InvalidPlatform)."""
+    if want is None:
+        return
+    want = Platform.parse(want)
+    if not want.matches(have):
+        raise PlatformNotFound(f"{source} holds an image for {have}, not {want}. Drop "
+                               f"platform= (--platform) or ask for '{have}'.")
+
+
 @dataclass(frozen=True)
 class Descriptor:
     media_type: str
@@ -80,12 +98,22 @@ class Descriptor:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Descriptor":
-        try:
-            return cls(d["mediaType"], d["digest"], int(d["size"]),
-                       dict(d.get("annotations") or {}), Platform.from_dict(d.get("platform")),
-                       tuple(d.get("urls") or ()))
-        except (KeyError, TypeError, ValueError):
-            raise InvalidImage(f"malformed descriptor {d!r}: it needs mediaType, digest and size.") from None
+        bad = InvalidImage(f"malformed descriptor {d!r}: it needs mediaType and digest strings, "
+                           "a size of 0 or more, and string annotations.")
+        if not isinstance(d, dict):
+            raise bad
+        media_type, digest, size = d.get("mediaType"), d.get("digest"), d.get("size")
+        annotations = d.get("annotations") or {}
+        urls = d.get("urls") or ()
+        if not (isinstance(media_type, str) and isinstance(digest, str)
+                and isinstance(size, int) and not isinstance(size, bool) and size >= 0
+                and isinstance(annotations, dict)
+                and all(isinstance(v, str) for v in annotations.values())
+                and isinstance(urls, (list, tuple)) and all(isinstance(u, str) for u in urls)):
+            raise bad
+        dg_parse(digest)
+        return cls(media_type, digest, size, dict(annotations),
+                   Platform.from_dict(d.get("platform")), tuple(urls))
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from typing import BinaryIO
 
@@ -64,94 +63,109 @@ def check(expected: str, actual: str, what: str = "content") -> None:
             "source itself holds a damaged copy.", expected=expected, actual=actual, what=what)
 
 
-class VerifyingReader(io.RawIOBase):
+class VerifyingReader:
     """A read-only stream over `stream` that hashes and counts as it is read; at end of stream
     it checks the byte count against `size` (when given) and the digest against `digest`, and
-    raises DigestMismatch on a difference (also when more bytes than `size` arrive).
+    raises DigestMismatch on a difference (also when more bytes than `size` arrive)."""
 
-    Reaching `size` bytes counts as the end (readers that take exactly `size` bytes never ask
-    for the empty read after them). Not seekable: skipping bytes would skip the check.
-    """
-
-    def __init__(self, stream: BinaryIO, digest: str, size: int | None = None, *, what: str = "blob"):
-        super().__init__()
+    def __init__(self, stream: BinaryIO, digest: str, size: int | None = None, *,
+                 what: str = "blob"):
         self._stream = stream
         self.expected = digest
-        self.expected_size = size
+        self.size = self.expected_size = size
         self.what = what
         self._alg = parse(digest)[0]
         self._hash = hashlib.new(self._alg)
         self.count = 0
         self.verified = False
 
+    # io.BufferedReader and friends probe these
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return getattr(self._stream, "closed", False)
+
+    def _got(self, data) -> None:
+        if data:
+            self._hash.update(data)
+            self.count += len(data)
+            if self.size is not None and self.count > self.size:
+                self._fail(f"{self.what} is longer than the {self.size:,} bytes announced for "
+                           f"it (at least {self.count:,} arrived)")
+            if self.count == self.size and not self.verified:
+                # Reaching the announced size is the end: readers that take exactly `size`
+                # bytes (a gzip member, a tar) never ask for the empty read after it.
+                self._finish()
+        elif not self.verified:
+            self._finish()
+
     def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n if n is not None and n >= 0 else -1)
-        self._take(data, n)
-        return data
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        data = self._stream.read(n) if n else b""
+        if n:
+            self._got(data or b"")
+        return data or b""
 
     def readinto(self, b) -> int:
-        data = self._stream.read(len(b))
-        b[:len(data)] = data
-        self._take(data, len(b))
+        view = memoryview(b).cast("B")
+        if not len(view):
+            return 0
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            got = readinto(view) or 0
+            self._got(view[:got])
+            return got
+        data = self._stream.read(len(view)) or b""
+        view[:len(data)] = data
+        self._got(data)
         return len(data)
 
-    def _take(self, data: bytes, asked: int | None) -> None:
-        if self.verified and data:
-            self._fail(self.count + len(data))
-        self._hash.update(data)
-        self.count += len(data)
-        ended = not data and asked != 0
-        if self.expected_size is not None and self.count > self.expected_size:
-            self._fail(self.count)
-        if not self.verified and (ended or self.count == self.expected_size):
-            self.verify()
+    def readall(self) -> bytes:
+        return self.read()
 
-    def verify(self) -> None:
-        """Check what was read so far as the whole content (raises DigestMismatch)."""
-        actual = f"{self._alg}:{self._hash.hexdigest()}"
-        if actual != self.expected or (self.expected_size is not None
-                                       and self.count != self.expected_size):
-            self._fail(self.count, actual)
-        self.verified = True
-
-    def _fail(self, count: int, actual: str | None = None) -> None:
-        self.verified = True  # report once
-        size = "" if self.expected_size is None else f" of the {self.expected_size:,} announced"
-        raise DigestMismatch(
-            f"{self.what} does not match its digest {self.expected}: {count:,} bytes{size} "
-            f"hashed to {actual or 'something else'}. It is damaged; fetch it again.",
-            expected=self.expected, actual=actual, what=self.what,
-            expected_size=self.expected_size, actual_size=count)
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._stream.close()
-            finally:
-                super().close()
-
-
-class HashingReader:
-    """Wraps a readable stream; hashes and counts what passes through `read()`."""
-
-    def __init__(self, stream: BinaryIO, alg: str = "sha256"):
-        self._stream = stream
-        self._hash = hashlib.new(alg)
-        self._alg = alg
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        self._hash.update(data)
-        self.count += len(data)
-        return data
+    def drain(self) -> None:
+        """Read (and hash) whatever is left, so the end-of-stream check runs."""
+        while self.read(CHUNK):
+            pass
 
     @property
     def digest(self) -> str:
         return f"{self._alg}:{self._hash.hexdigest()}"
 
+    def _finish(self) -> None:
+        if self.size is not None and self.count != self.size:
+            self._fail(f"{self.what} is {self.count:,} bytes but was announced with "
+                       f"{self.size:,}")
+        actual = self.digest
+        if actual != self.expected:
+            self._fail(f"{self.what} hashed to {actual} but was announced as {self.expected}",
+                       actual)
+        self.verified = True
+
+    def _fail(self, why: str, actual: str | None = None) -> None:
+        raise DigestMismatch(
+            f"{why}: it is corrupt, was changed, or its source describes other content than it "
+            "holds, so it was not used. Fetch or save it again from a source you trust.",
+            expected=self.expected, actual=actual, what=self.what, expected_size=self.size,
+            actual_size=self.count)
+
     def close(self) -> None:
         self._stream.close()
+
+    def __enter__(self) -> "VerifyingReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -17,13 +17,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..errors import ImageNotFound, InvalidImage, InvalidReference, PlatformNotFound
+from ..errors import ImageNotFound, InvalidImage, InvalidReference
 from ..image import Image, Layer
 from ..reference import Reference
-from . import canonical, compression, digest as dg, mediatypes as mt
+from . import canonical, compression, digest as dg, imageconfig, mediatypes as mt
 from .archive import (BlobArchive, Entry, TarIndex, blob_entries, is_oci_archive, oci_manifest,
                       with_dirs)
-from .descriptor import Descriptor, Platform
+from .descriptor import Descriptor, Platform, check_platform
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs
 from .manifest import Index, Manifest, media_type_of
 
@@ -49,15 +49,20 @@ class DockerArchive:
         if not self.tar.has("manifest.json"):
             raise InvalidImage(f"{self.path} is a tar but not a docker-archive: it has no "
                                "manifest.json. An OCI archive opens as oci-archive:PATH.")
-        doc = canonical.loads(self.tar.read("manifest.json"), "docker-archive manifest.json")
+        doc = canonical.loads(self.tar.read("manifest.json"), "docker-archive manifest.json",
+                              expect=list)
         if not isinstance(doc, list):
             raise InvalidImage(f"manifest.json in {self.path} is not a list of images; the "
                                "archive is damaged.")
         self.entries: list[ArchiveEntry] = []
         for item in doc:
             try:
-                self.entries.append(ArchiveEntry(item["Config"], list(item.get("RepoTags") or []),
-                                                 list(item["Layers"] or []), item))
+                entry = ArchiveEntry(item["Config"], list(item.get("RepoTags") or []),
+                                     list(item["Layers"] or []), item)
+                if not all(isinstance(x, str) for x in [entry.config, *entry.repo_tags,
+                                                        *entry.layers]):
+                    raise TypeError
+                self.entries.append(entry)
             except (KeyError, TypeError):
                 raise InvalidImage(f"manifest.json in {self.path} has an entry without Config or "
                                    "Layers; the archive is damaged.") from None
@@ -111,9 +116,25 @@ class DockerArchive:
             if desc is not None:
                 img = image_from_blobs(self.oci.read_blob, self.oci.open_blob, desc, None,
                                        source=source, names=names)
-                _check_platform(img, platform, source)
+                self._check_agree(entry, img)
+                check_platform(img.platform, platform, source)
                 return img
         return self._synthesised(entry, config_bytes, source, names, platform)
+
+    def _check_agree(self, entry: ArchiveEntry, img) -> None:
+        """manifest.json (what Docker before 25 loads) and index.json (what nbimages, skopeo
+        and Docker 25 read) must name the same layer files, or the archive has two readings."""
+        ours = [BlobArchive.blob_name(layer.digest) for layer in img.layers]
+        theirs = [_norm_member(name) for name in entry.layers]
+        if ours != theirs:
+            diff = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                        min(len(ours), len(theirs)))
+            raise InvalidImage(
+                f"{self.path} describes the image twice, differently: its manifest.json (what "
+                f"`docker load` reads) and its index.json (the OCI manifest) disagree from "
+                f"layer {diff} on ({theirs[diff] if diff < len(theirs) else 'nothing'} against "
+                f"{ours[diff] if diff < len(ours) else 'nothing'}). nbimages refuses to pick one "
+                "reading; the archive was crafted or damaged. Save the image again.")
 
     def _oci_manifest_for(self, image_id: str) -> Descriptor | None:
         """The manifest in the archive's OCI index whose config is `image_id`, if any."""
@@ -138,8 +159,8 @@ class DockerArchive:
                      names: list[str], platform):
         """An Image for a legacy entry: an OCI manifest made up from the layer files."""
 
-        config = canonical.loads(config_bytes, "image config")
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        config = imageconfig.parse(config_bytes)
+        diff_ids = imageconfig.diff_ids(config)
         if len(diff_ids) != len(entry.layers):
             raise InvalidImage(f"the config in {self.path} lists {len(diff_ids)} diff_ids but "
                                f"manifest.json {len(entry.layers)} layers; the archive is damaged.")
@@ -163,18 +184,14 @@ class DockerArchive:
         config_desc = Descriptor(mt.OCI_CONFIG, dg.of_bytes(config_bytes), len(config_bytes))
         manifest = Manifest.build(config_desc, [layer.descriptor for layer in layers])
         img = Image(manifest, config_bytes, layers, source=source, names=names, _config=config)
-        _check_platform(img, platform, source)
+        check_platform(img.platform, platform, source)
         return img
 
 
-def _check_platform(img, platform, source: str) -> None:
-    """A single-platform source still honours an explicit platform= by refusing a mismatch."""
-    if platform is None:
-        return
-    want = Platform.parse(platform)
-    if not want.matches(img.platform):
-        raise PlatformNotFound(f"{source} holds an image for {img.platform}, not {want}. Drop "
-                               f"platform= or ask for platform='{img.platform}'.")
+def _norm_member(name: str) -> str:
+    while name.startswith(("./", "/")):
+        name = name[1:] if name.startswith("/") else name[2:]
+    return name
 
 
 def _config_hex(name: str) -> str:

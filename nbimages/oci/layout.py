@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from ..atomic import write_atomic
-from ..errors import ImageNotFound, InvalidImage
+from ..errors import ImageNotFound, InvalidImage, os_errors
 from ..image import Image, Layer
-from . import canonical, digest as dg, mediatypes as mt
-from .descriptor import Descriptor, Platform
+from . import digest as dg, imageconfig, mediatypes as mt
+from .descriptor import Descriptor, Platform, check_platform
 from .manifest import Index, Manifest, media_type_of
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
+INDEX_LIMIT = 64 << 20  # about 200,000 tagged images
 
 
 def is_layout(path: str | os.PathLike) -> bool:
@@ -131,6 +132,10 @@ class OCILayout:
         """
         if expected and self.has_blob(expected):
             return Descriptor(media_type, expected, self.blob_path(expected).stat().st_size)
+        with os_errors(f"writing {expected or 'a blob'} into {self.path}"):
+            return self._write_blob(data, expected, media_type)
+
+    def _write_blob(self, data, expected: str | None, media_type: str) -> Descriptor:
         w = self.blob_writer(expected)
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
@@ -150,9 +155,13 @@ class OCILayout:
     # ---- index
     def index(self) -> Index:
         try:
-            raw = (self.path / "index.json").read_bytes()
+            with open(self.path / "index.json", "rb") as f:
+                raw = f.read(INDEX_LIMIT + 1)
         except FileNotFoundError:
             raise InvalidImage(f"{self.path}/index.json is missing.") from None
+        if len(raw) > INDEX_LIMIT:
+            raise InvalidImage(f"{self.path}/index.json is over {INDEX_LIMIT >> 20} MiB, far more "
+                               "than any layout's index; it is damaged or crafted.")
         return Index.parse(raw)
 
     def write_index(self, index: Index) -> None:
@@ -246,12 +255,14 @@ def image_from_blobs(read_blob, open_blob, desc: Descriptor, platform=None, *, s
         mtype = media_type_of(raw, desc.media_type)
     manifest = Manifest.parse(raw, mtype)
     config_bytes = read_blob(manifest.config.digest)
-    config = canonical.loads(config_bytes, "image config")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    config = imageconfig.parse(config_bytes)
+    diff_ids = imageconfig.diff_ids(config)
     if len(diff_ids) != len(manifest.layers):
         raise InvalidImage(f"the config lists {len(diff_ids)} diff_ids but the manifest "
                            f"{len(manifest.layers)} layers; the image is damaged.")
     layers = [Layer(ld, diff_id, (lambda d=ld.digest: open_blob(d)))
               for ld, diff_id in zip(manifest.layers, diff_ids)]
-    return Image(manifest, config_bytes, layers, source=source, names=list(names or []),
+    image = Image(manifest, config_bytes, layers, source=source, names=list(names or []),
                   _config=config)
+    check_platform(image.platform, platform, source)
+    return image

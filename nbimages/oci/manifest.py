@@ -14,9 +14,7 @@ from .digest import of_bytes
 def media_type_of(data: bytes, declared: str | None = None) -> str:
     """The media type of a manifest-ish document, from its own field or its shape."""
     doc = canonical.loads(data, "manifest")
-    if not isinstance(doc, dict):
-        raise InvalidImage("the manifest is not a JSON object.")
-    mtype = doc.get("mediaType") or declared
+    mtype = canonical.field(doc, "mediaType", str, "manifest") or declared
     if mtype:
         return mtype
     if "manifests" in doc:
@@ -39,7 +37,7 @@ class Manifest:
     @classmethod
     def parse(cls, raw: bytes, declared: str | None = None) -> "Manifest":
         doc = canonical.loads(raw, "manifest")
-        mtype = doc.get("mediaType") or declared or mt.OCI_MANIFEST
+        mtype = canonical.field(doc, "mediaType", str, "manifest") or declared or mt.OCI_MANIFEST
         if mt.is_index(mtype) or "manifests" in doc:
             raise InvalidImage("expected an image manifest but found an index.")
         if doc.get("schemaVersion") != 2:
@@ -50,7 +48,9 @@ class Manifest:
                                f"{mt.OCI_MANIFEST} and {mt.DOCKER_MANIFEST}.")
         try:
             return cls(raw, mtype, Descriptor.from_dict(doc["config"]),
-                       [Descriptor.from_dict(d) for d in doc["layers"]], doc.get("annotations") or {})
+                       [Descriptor.from_dict(d) for d in canonical.field(doc, "layers", list,
+                                                                         "manifest", [])],
+                       _annotations(doc, "manifest"))
         except KeyError as e:
             raise InvalidImage(f"the manifest has no {e.args[0]!r} field.") from None
 
@@ -82,11 +82,12 @@ class Index:
     @classmethod
     def parse(cls, raw: bytes, declared: str | None = None) -> "Index":
         doc = canonical.loads(raw, "index")
-        mtype = doc.get("mediaType") or declared or mt.OCI_INDEX
+        mtype = canonical.field(doc, "mediaType", str, "index") or declared or mt.OCI_INDEX
         if "manifests" not in doc:
             raise InvalidImage("expected an index / manifest list but found no 'manifests'.")
-        return cls(raw, mtype, [Descriptor.from_dict(d) for d in doc["manifests"]],
-                   doc.get("annotations") or {})
+        return cls(raw, mtype, [Descriptor.from_dict(d)
+                                for d in canonical.field(doc, "manifests", list, "index", [])],
+                   _annotations(doc, "index"))
 
     @staticmethod
     def build(manifests: list[Descriptor], *, annotations: dict[str, str] | None = None) -> "Index":
@@ -114,3 +115,10 @@ class Index:
         have = ", ".join(str(d.platform) for d in images if d.platform) or "none listed"
         raise PlatformNotFound(f"this image has no variant for platform {want} (it has: {have}). "
                                "Pass platform= one of those, e.g. platform='linux/amd64'.")
+
+
+def _annotations(doc: dict, what: str) -> dict[str, str]:
+    ann = canonical.field(doc, "annotations", dict, what, {})
+    if not all(isinstance(v, str) for v in ann.values()):
+        raise InvalidImage(f"the {what}'s annotations are not all strings; the image is damaged.")
+    return dict(ann)

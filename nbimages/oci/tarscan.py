@@ -30,6 +30,10 @@ BLOCK = 512
 WINDOW = 64 << 10
 SEQ_WINDOW = 1 << 20
 ZERO_BLOCK = bytes(BLOCK)
+# Go's archive/tar (what `docker load` and containerd use) refuses extended headers (GNU long
+# names, PAX records) over 1 MiB; names longer than Linux's PATH_MAX cannot be extracted.
+MAX_EXTENDED = 1 << 20
+PATH_MAX = 4096
 
 KINDS = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
 # typeflag byte -> kind; unknown flags are regular files (POSIX.1-2001 "ustar Interchange
@@ -133,9 +137,10 @@ def records(stream: BinaryIO, want: Callable[[str], bool] | None = None,
         pos = data_start + ((size + 511) & ~511)
 
         if tf in _EXTENDED_TF:
-            if size > 16 << 20:
+            if size > MAX_EXTENDED:
                 raise InvalidImage(f"the layer tar has an extended header of {size:,} bytes at "
-                                   f"byte {data_start - BLOCK:,}; refusing to read it.")
+                                   f"byte {data_start - BLOCK:,}, over the 1 MiB that Docker's "
+                                   "tar reader accepts; the image is crafted or damaged.")
             payload, buf, start = _take(read_at, buf, start, data_start, size, total)
             if tf == _TF_LONGNAME:
                 long_name = payload.split(b"\0", 1)[0]
@@ -182,6 +187,9 @@ def records(stream: BinaryIO, want: Callable[[str], bool] | None = None,
                                                                gid, mtime)
             pos = data_start + ((size + 511) & ~511)
             pax = None
+            _check_length(name, linkname, data_start)
+        elif long_name is not None or long_link is not None:
+            _check_length(name, linkname, data_start)
         long_name = long_link = None
         kind = kind_of.get(tf, "file")
         if tf == 0 and name.endswith("/"):
@@ -311,6 +319,16 @@ def _truncated(pos: int, total: int | None) -> InvalidImage:
     where = f"at byte {pos:,}" if total is None else f"at byte {pos:,} of {total:,}"
     return InvalidImage(f"the layer tar is truncated: it ends in the middle of an entry ({where}). "
                         "The download or export was cut short; fetch the image again.")
+
+
+def _check_length(name: str, linkname: str, at: int) -> None:
+    if len(name) > PATH_MAX or len(linkname) > PATH_MAX:
+        what = "name" if len(name) > PATH_MAX else "link target"
+        raise InvalidImage(f"the layer tar has an entry whose {what} is "
+                           f"{max(len(name), len(linkname)):,} characters long (header at byte "
+                           f"{at - BLOCK:,}); no Linux file system can hold a path over "
+                           f"{PATH_MAX:,}, so no engine could extract it. The image is crafted "
+                           "or damaged.")
 
 
 # ---------------------------------------------------------------- fields

@@ -27,7 +27,8 @@ import json
 from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from ..errors import AuthenticationError, DigestMismatch, ImageNotFound, RegistryError
+from ..errors import (AuthenticationError, DigestMismatch, ImageNotFound, OSFailure,
+                      RegistryError, os_errors)
 from ..oci import digest as dg, mediatypes as mt
 from ..reference import Reference
 from .auth import Authenticator, Credentials, scope_for
@@ -58,6 +59,15 @@ def _env_int(name: str, default: int) -> int:
         return int(os.environ.get(name, default))
     except ValueError:
         return default
+
+
+def default_timeout() -> float:
+    """NBIMAGES_REGISTRY_TIMEOUT: seconds to wait for a registry's answer (default 60)."""
+    try:
+        value = float(os.environ.get("NBIMAGES_REGISTRY_TIMEOUT", "60"))
+    except ValueError:
+        return 60.0
+    return value if value > 0 else 60.0
 
 
 def _is_refused(exc: BaseException) -> bool:
@@ -96,7 +106,7 @@ class RegistryClient:
     """One registry host: sessions, auth and the API calls; thread-safe for parallel blobs."""
 
     def __init__(self, registry: str, *, insecure: bool | None = None, ca_bundle: str | None = None,
-                 credentials: Credentials | None = None, timeout: float = 60.0,
+                 credentials: Credentials | None = None, timeout: float | None = None,
                  retries: int | None = None, lookup_credentials: bool = True):
         ref = Reference.parse(f"{registry}/x")
         self.registry = ref.registry
@@ -111,7 +121,7 @@ class RegistryClient:
             self._may_upgrade = self._may_upgrade and self.registry not in listed and ref.hostname not in listed
         self.insecure = insecure
         self.base = f"{'http' if insecure else 'https'}://{self.host}"
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else default_timeout()
         self.retries = retries if retries is not None else _env_int("NBIMAGES_REGISTRY_RETRIES", 4)
         self.backoff = float(os.environ.get("NBIMAGES_REGISTRY_BACKOFF", "0.5"))
         self.auth = Authenticator(self.registry, credentials, lookup_credentials=lookup_credentials)
@@ -165,6 +175,11 @@ class RegistryClient:
                 if (_is_refused(e) or _is_unresolved(e) or attempt >= self.retries
                         or not (retry_body or data is None)):
                     raise self._connection_error(e) from None
+                if isinstance(e, _requests().Timeout):
+                    log.warning("the registry %s did not answer %s within %g s "
+                                "(NBIMAGES_REGISTRY_TIMEOUT); asking again (%d of %d)",
+                                self.registry, what or f"{method} {url}", self.timeout,
+                                attempt + 2, self.retries + 1)
                 attempt += 1
                 self._sleep(attempt, None)
                 continue
@@ -225,6 +240,12 @@ class RegistryClient:
             return RegistryError(f"could not connect to the registry at {self.base}: the host name "
                                  f"{urlsplit(self.base).hostname!r} does not resolve (no DNS answer). "
                                  "Check the registry's name, and the network if it is right.")
+        if isinstance(e, _requests().Timeout):
+            return RegistryError(
+                f"the registry at {self.base} accepted the connection but did not answer within "
+                f"{self.timeout:g} s, {self.retries + 1} times. It is hung or overloaded: try again "
+                "later, or wait longer per request with NBIMAGES_REGISTRY_TIMEOUT=SECONDS (or "
+                "timeout= in the API); NBIMAGES_REGISTRY_RETRIES sets the number of attempts.")
         return RegistryError(f"the connection to the registry at {self.base} failed "
                              f"({e.__class__.__name__}) after {self.retries + 1} attempts. Check the "
                              "network and that the registry is up, then try again.")
@@ -366,10 +387,9 @@ class RegistryClient:
         target = store.blob_path(digest)
         if target.is_file():
             return target
-        alg, hexd = dg.parse(digest)
-        tmpdir = (store.tmpdir() if hasattr(store, "tmpdir") else store.path / "tmp") / "downloads"
-        tmpdir.mkdir(parents=True, exist_ok=True)
-        partial = tmpdir / f"{alg}-{hexd}.partial"
+        with os_errors(f"downloading {digest} into {store.path}"):
+            partial = _partial_path(store, digest)
+            partial.parent.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(str(partial) + ".lock", timeout=3600):
             if target.is_file():
                 return target
@@ -379,8 +399,13 @@ class RegistryClient:
                         partial.unlink()
                 resumed = partial.exists() and partial.stat().st_size > 0
                 try:
-                    self._fetch_into(repository, digest, size, partial, on_bytes, on_resume)
+                    with os_errors(f"downloading {digest} into {store.path}"):
+                        self._fetch_into(repository, digest, size, partial, on_bytes, on_resume)
                     break
+                except OSFailure:
+                    # a full or unwritable store: a partial file would only keep it full
+                    discard_partial(store, digest)
+                    raise
                 except DigestMismatch:
                     with contextlib.suppress(FileNotFoundError):
                         partial.unlink()
@@ -630,9 +655,23 @@ def _ssl_reason(e: BaseException) -> str:
 
 
 def client_for(ref: Reference, *, insecure: bool | None = None, ca_bundle: str | None = None,
-               credentials: Credentials | tuple[str, str] | None = None) -> RegistryClient:
-    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret))."""
+               credentials: Credentials | tuple[str, str] | None = None,
+               timeout: float | None = None) -> RegistryClient:
+    """A RegistryClient for the registry of `ref` (credentials as Credentials or (user, secret));
+    `timeout`: seconds to wait for each answer (default NBIMAGES_REGISTRY_TIMEOUT, else 60)."""
     if isinstance(credentials, tuple):
         credentials = Credentials(credentials[0], credentials[1], "the credentials argument")
     return RegistryClient(ref.registry, insecure=insecure, ca_bundle=ca_bundle,
-                          credentials=credentials)
+                          credentials=credentials, timeout=timeout)
+
+
+def _partial_path(store, digest: str) -> Path:
+    alg, hexd = dg.parse(digest)
+    tmpdir = (store.tmpdir() if hasattr(store, "tmpdir") else store.path / "tmp") / "downloads"
+    return tmpdir / f"{alg}-{hexd}.partial"
+
+
+def discard_partial(store, digest: str) -> None:
+    """Remove the partial download of `digest` (kept otherwise for a later pull to resume)."""
+    with contextlib.suppress(OSError):
+        _partial_path(store, digest).unlink()

@@ -45,6 +45,7 @@ def copy(src: Image | str, dest: str, *, platform: str | None = None, progress: 
     Registry keyword arguments (insecure, ca_bundle, credentials) apply to either end.
     """
     image = _open(src, platform, registry_kw)
+    image.verify()  # what lands anywhere is what the config describes
     dst = parse_source(dest)  # the same transport names, read the same way as sources
     transport, target, tag = dst.transport, dst.target, None
     if transport == "auto":

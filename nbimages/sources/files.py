@@ -2,21 +2,26 @@
 
 Tars are read in place through member offsets. A compressed outer tar (`docker save | gzip`)
 cannot be seeked into, so it is inflated once into the store's tmp directory; that copy is
-deleted when the last Image/Layer using it is garbage collected.
+deleted when the last Image/Layer using it is garbage collected. The inflation is read as a
+tar while it streams: it stops at the tar's end, a stream that is not a tar is refused at its
+first header, and a stream that inflates far beyond any image tar (a decompression bomb) is
+refused before it fills the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import weakref
 from pathlib import Path
 
-from ..errors import ImageNotFound, InvalidImage
+from ..errors import ImageNotFound, InvalidImage, os_errors
 from ..oci import compression
 from ..oci.archive import OCIArchive, TarIndex, is_oci_archive
 from ..oci.dockerarchive import DockerArchive
 from ..oci.layout import OCILayout, is_layout
+from ..oci.tarscan import records
 from ..store import default_store
 
 
@@ -41,26 +46,69 @@ def tar_index(path: str | os.PathLike) -> TarIndex:
         kind = compression.sniff(f.read(4))
     if kind is None:
         return TarIndex(p)
-    fd, tmp = default_store().tmpfile("inflated-", ".tar")
+    with os_errors(f"inflating {p}"):
+        fd, tmp = default_store().tmpfile("inflated-", ".tar")
     try:
-        with os.fdopen(fd, "wb") as out, open(p, "rb") as raw:
-            src = compression.decompressing(raw, kind)
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-    except (OSError, EOFError, ValueError) as e:
-        _unlink(tmp)
-        raise InvalidImage(f"{p} is {kind}-compressed but cannot be inflated ({e}); it is "
-                           "truncated or damaged. Save the image again.") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    try:
-        index = TarIndex(tmp)
+        with os_errors(f"inflating {p}"), os.fdopen(fd, "wb") as out, open(p, "rb") as raw:
+            limit = max(MIN_INFLATE, inflate_ratio() * p.stat().st_size)
+            tee = _TeeInflate(compression.decompressing(raw, kind), out, limit, p, kind)
+            try:
+                for _ in records(tee):  # stops at the end-of-archive blocks
+                    pass
+            except InvalidImage as e:
+                if tee.over:
+                    raise tee.bomb() from None
+                raise InvalidImage(f"{p} is {kind}-compressed but does not hold a readable tar: "
+                                   f"{e}") from None
+        index = TarIndex(tmp, shown=p)
     except BaseException:
         _unlink(tmp)
         raise
     weakref.finalize(index, _unlink, tmp)
     return index
+
+
+# An image tar holds compressed layers or tars of real files: it inflates a few times over at
+# most. 8 MiB of gzip'd zeros inflate to 8 GiB; refuse long before that.
+MIN_INFLATE = 1 << 30
+
+
+def inflate_ratio() -> int:
+    """NBIMAGES_MAX_INFLATE_RATIO (default 100): how far a compressed image tar may inflate."""
+    try:
+        return max(1, int(os.environ.get("NBIMAGES_MAX_INFLATE_RATIO", "100")))
+    except ValueError:
+        return 100
+
+
+class _TeeInflate(io.RawIOBase):
+    """Reads of the inflated stream, copied to `out` as they pass, refused past `limit` bytes."""
+
+    def __init__(self, src, out, limit: int, path: Path, kind: str):
+        super().__init__()
+        self._src, self._out, self._limit = src, out, limit
+        self._path, self._kind = path, kind
+        self.count = 0
+        self.over = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._src.readinto(b) or 0
+        self.count += n
+        if self.count > self._limit:
+            self.over = True
+            raise self.bomb()
+        self._out.write(memoryview(b)[:n])
+        return n
+
+    def bomb(self) -> InvalidImage:
+        return InvalidImage(
+            f"{self._path} inflates to more than {self._limit:,} bytes, over "
+            f"{inflate_ratio()} times its compressed size: no image tar does that, a "
+            f"decompression bomb does, so it was not inflated further. If you trust the file, "
+            f"set NBIMAGES_MAX_INFLATE_RATIO higher, or decompress it yourself and open the .tar.")
 
 
 def tar_kind(index: TarIndex) -> str:

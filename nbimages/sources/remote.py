@@ -14,15 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidReference, NbimagesError, RegistryError
+from ..errors import InvalidReference, NbimagesError, OSFailure, RegistryError
 from ..image import Image, Layer
-from ..oci import canonical, digest as dg, mediatypes as mt
-from ..oci.descriptor import Descriptor, Platform
+from ..oci import digest as dg, imageconfig, mediatypes as mt
+from ..oci.descriptor import Descriptor, Platform, check_platform
 from ..oci.manifest import Index, Manifest
 from ..progress import format_bytes, progress as make
 from ..reference import Reference
 from ..registry.auth import Credentials
-from ..registry.client import RegistryClient, client_for
+from ..registry.client import RegistryClient, client_for, discard_partial
 from ..store import default_store
 
 WORKERS = 4
@@ -71,14 +71,16 @@ def resolve(client: RegistryClient, ref: Reference, platform: str | Platform | N
 
 def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
                 insecure: bool | None = None, ca_bundle: str | None = None,
-                credentials: Credentials | tuple[str, str] | None = None, store=None) -> Image:
+                credentials: Credentials | tuple[str, str] | None = None, store=None,
+                timeout: float | None = None) -> Image:
     """The image `ref` in its registry, with layers fetched only when opened.
 
     Manifest and config are read at once (so `image.layers` shows compressed sizes); a layer's
     `open_blob()` first downloads it into the store (verified), then reads the stored file.
     """
     ref = Reference.parse(ref)
-    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                        timeout=timeout)
     store = _store(store)
     raw, mtype, digest, _index = resolve(client, ref, platform)
     manifest = Manifest.parse(raw, mtype)
@@ -87,8 +89,8 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
     else:
         config_bytes = client.read_blob(ref.repository, manifest.config.digest)
         store.write_blob(config_bytes, manifest.config.digest)
-    config = canonical.loads(config_bytes, "image config")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    config = imageconfig.parse(config_bytes)
+    diff_ids = imageconfig.diff_ids(config)
     if len(diff_ids) != len(manifest.layers):
         raise RegistryError(f"{ref}: the config lists {len(diff_ids)} diff_ids but the manifest "
                             f"{len(manifest.layers)} layers; the image in the registry is damaged.")
@@ -104,8 +106,10 @@ def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
               for d, diff_id in zip(manifest.layers, diff_ids)]
     _remember(client.registry, ref.repository,
               [manifest.config.digest] + [d.digest for d in manifest.layers])
-    return RemoteImage(manifest, config_bytes, layers, source=f"docker://{ref}",
-                       names=[str(ref)], _config=config, client=client, ref=ref)
+    image = RemoteImage(manifest, config_bytes, layers, source=f"docker://{ref}",
+                        names=[str(ref)], _config=config, client=client, ref=ref)
+    check_platform(image.platform, platform, f"docker://{ref}")
+    return image
 
 
 def _progress(desc: str, enabled: bool | None):
@@ -149,7 +153,8 @@ def _run_parallel(jobs: list, fn) -> None:
 
 def pull(ref: str | Reference, platform: str | Platform | None = None, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
-         credentials: Credentials | tuple[str, str] | None = None, store=None) -> Image:
+         credentials: Credentials | tuple[str, str] | None = None, store=None,
+         timeout: float | None = None) -> Image:
     """Pull `ref` into the local store (tagged with its canonical name) and return it.
 
     Blobs already in the store are not fetched; a pull that was interrupted resumes its
@@ -159,7 +164,7 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
     store = _store(store)
     with store.writing():  # a concurrent prune waits for the tag
         return _pull(ref, platform, progress, store, insecure=insecure, ca_bundle=ca_bundle,
-                     credentials=credentials)
+                     credentials=credentials, timeout=timeout)
 
 
 def _pull(ref: Reference, platform, progress: bool, store, **registry_kw: Any) -> Image:
@@ -191,7 +196,14 @@ def _pull(ref: Reference, platform, progress: bool, store, **registry_kw: Any) -
             client.download_blob(ref.repository, layer.digest, layer.size, store, advance, resume)
             bar.close(resumed_note(resumed[0], layer.size))
 
-        _run_parallel(jobs, fetch)
+        try:
+            _run_parallel(jobs, fetch)
+        except OSFailure:
+            # No room (or no right) in the store: drop every partial download of this pull, so
+            # the store is left as usable as before it.
+            for layer, _bar in jobs:
+                discard_partial(store, layer.digest)
+            raise
     manifest = remote.manifest
     store.write_blob(manifest.raw, manifest.digest)
     desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw), platform=remote.platform)
@@ -213,7 +225,7 @@ def resumed_note(offset: int, size: int) -> str:
 def push(image: Image, ref: str | Reference | None = None, *, progress: bool = True,
          insecure: bool | None = None, ca_bundle: str | None = None,
          credentials: Credentials | tuple[str, str] | None = None,
-         chunk_size: int | None = None) -> str:
+         chunk_size: int | None = None, timeout: float | None = None) -> str:
     """Push an Image to `ref` (the docker:// writer); returns the manifest digest.
 
     nbimages.push (sources/copy.py) opens any source string first.
@@ -232,8 +244,10 @@ def push(image: Image, ref: str | Reference | None = None, *, progress: bool = T
         if ref is None:
             raise InvalidReference(f"{image!r} has no tagged name to push to; name the "
                                    "destination, e.g. push(image, '127.0.0.1:5000/team/app:1').")
+    image.verify()  # the config's diff_ids, before a byte is sent
     ref = Reference.parse(ref)
-    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                        timeout=timeout)
     repo = ref.repository
     config_desc = image.manifest.config
     blobs: list[tuple[Descriptor, Any]] = [
@@ -283,14 +297,16 @@ def push(image: Image, ref: str | Reference | None = None, *, progress: bool = T
 
 def push_index(manifests: list[tuple[str | Reference, str | Platform | None]], ref: str | Reference, *,
                insecure: bool | None = None, ca_bundle: str | None = None,
-               credentials: Credentials | tuple[str, str] | None = None) -> str:
+               credentials: Credentials | tuple[str, str] | None = None,
+               timeout: float | None = None) -> str:
     """Make `ref` a multi-platform index of images already in its repository.
 
     `manifests` lists (image reference in the same repository, platform or None for the
     platform its config says); returns the index digest.
     """
     ref = Reference.parse(ref)
-    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials)
+    client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                        timeout=timeout)
     descs = []
     for member, plat in manifests:
         mref = Reference.parse(member)
@@ -301,7 +317,7 @@ def push_index(manifests: list[tuple[str | Reference, str | Platform | None]], r
             raise RegistryError(f"{mref} is an index itself; list single-platform images.")
         if plat is None:
             m = Manifest.parse(raw, mtype)
-            cfg = canonical.loads(client.read_blob(mref.repository, m.config.digest), "image config")
+            cfg = imageconfig.parse(client.read_blob(mref.repository, m.config.digest))
             plat = Platform(cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant"))
         descs.append(Descriptor(mtype, digest, len(raw), platform=Platform.parse(plat)))
     index = Index.build(descs)

@@ -58,6 +58,7 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     if not isinstance(image, Image):  # a source string
         image = open_image(image)
     check_blob_sizes(image)
+    image.verify()
     tag = tag or default_tag(image)
     dest = Path(os.path.expanduser(str(path)))
     try:
@@ -85,6 +86,7 @@ def docker_tar_stream(image, tag: str | None = None, workdir: str | os.PathLike 
                       ) -> Iterator[bytes]:
     """The bytes of the docker-format tar of `image`, as chunks (what save() writes)."""
     check_blob_sizes(image)
+    image.verify()
     tag = tag or default_tag(image)
     with _docker_ready(image, Path(workdir or default_store().tmpdir()), True) as ready:
         yield from tar_stream(docker_archive_entries(ready, tag))
