@@ -8,6 +8,7 @@ The notebook skin shows them as one paragraph instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import os as _os
 
 from .redact import scrub_value
@@ -130,7 +131,6 @@ def os_failure(err: BaseException, doing: str = "", fix: str | None = None) -> "
     """The one-paragraph error for an OSError a user can fix (no space, permission denied,
     read-only file system), or None for other errors (which stay what they are). With `fix`,
     every OSError is the user's to fix, and `fix` says how where no better advice is known."""
-    import errno as _errno
     if isinstance(err, OSFailure) or not isinstance(err, OSError):
         return err if isinstance(err, OSFailure) else None
     name = _errno.errorcode.get(err.errno or 0, "")

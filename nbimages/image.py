@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from .errors import DigestMismatch, NbimagesError
+from .errors import DigestMismatch, NbimagesError, StoreDamaged
 from .oci import compression, digest as dg, imageconfig, mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.manifest import Manifest
@@ -167,6 +167,8 @@ def layer_tar(layer: Layer, index: int, image_name: str):
             drain = getattr(f, "drain", None)
             if drain is not None:
                 drain()
+    except StoreDamaged:
+        raise  # the store's own error names the image, the layer and the repair already
     except DigestMismatch as e:
         raise layer_mismatch(e, layer, index, image_name) from None
 

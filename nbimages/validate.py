@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 
-from .errors import InvalidImage, NbimagesError
+from .errors import DigestMismatch, InvalidImage, NbimagesError
 from .image import Image
 from .oci import canonical, digest as dg, mediatypes as mt
 from .oci.manifest import Manifest
@@ -78,8 +78,11 @@ def validate_image(image: Image, *, layers: bool = True) -> Image:
 
 def _read_layer(layer, where: str) -> list[str]:
     out = []
-    with layer.open_blob() as f:
-        got, size = dg.of_stream(f)
+    try:  # open_blob verifies as it streams: its mismatch is this check's finding
+        with layer.open_blob() as f:
+            got, size = dg.of_stream(f)
+    except DigestMismatch as e:
+        got, size = e.actual or "other content", e.actual_size
     if (got, size) != (layer.digest, layer.size):
         out.append(f"{where}: the blob reads as {got}, {size} bytes")
     try:

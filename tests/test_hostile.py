@@ -420,7 +420,7 @@ def test_a_hanging_registry_fails_after_the_configured_timeout(monkeypatch, capl
         monkeypatch.delenv("NBIMAGES_REGISTRY_TIMEOUT")
         start = time.monotonic()
         with pytest.raises(errors.RegistryError, match=r"within 0\.3 s"):
-            nbimages.registry.open_remote(f"{srv.address}/x/y:1", timeout=0.3)
+            nbimages.open_remote(f"{srv.address}/x/y:1", timeout=0.3)
         assert time.monotonic() - start < 5
         proc = cli("inspect", f"docker://{srv.address}/x/y:1",
                    env={"NBIMAGES_REGISTRY_TIMEOUT": "0.5", "NBIMAGES_REGISTRY_RETRIES": "0"},

@@ -664,7 +664,6 @@ class Inspection:
         ] + self._unsafe_summary()
 
     def _unsafe_summary(self) -> list[tuple[str, str]]:
-        from ..progress import format_bytes as fb
         n = sum(len(lf.unsafe) for lf in self._ensure().layers)
         if not n:
             return []
