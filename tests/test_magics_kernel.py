@@ -76,3 +76,19 @@ def test_rerunning_a_jupyterlab_cell_replaces_its_step(kernel):
     assert reply["status"] == "ok", outputs
     text = "".join(o["content"].get("text", "") for o in outputs if o["msg_type"] == "stream")
     assert text.strip() == "['cell-a', 'cell-w']"
+
+
+def test_a_steps_origin_and_the_build_reports_cell_are_the_cells_in_number(kernel):
+    execute(kernel, "%load_ext nbimages")
+    execute(kernel, "%image from scratch", cell_id="origin-from")
+    reply, _ = execute(kernel, "%%image file /o.txt\norigin\n", cell_id="origin-file")
+    shown = reply["execution_count"]  # the n of In [n] the frontend shows for that cell
+    reply, outputs = execute(kernel, "img = %image build nbtest/origin:1\n"
+                                     "print([r['origin'] for r in img.build_report])",
+                             cell_id="origin-build")
+    assert reply["status"] == "ok", outputs
+    text = "".join(o["content"].get("text", "") for o in outputs if o["msg_type"] == "stream")
+    assert f"[{shown}]" in text
+    reply, outputs = execute(kernel, "r = %image recipe\nprint(repr(r))", cell_id="origin-show")
+    text = "".join(o["content"].get("text", "") for o in outputs if o["msg_type"] == "stream")
+    assert f"In [{shown}]" in text

@@ -87,6 +87,19 @@ def install_layer_tree(base, requirements: list[str], dest: Path, *, index_url: 
             for p in sorted(pins, key=lambda p: p.key)]
 
 
+def check_requirements(base, requirements: list[str], *, index_url: str | None = None,
+                       find_links: list[str] | None = None, store=None) -> None:
+    """Resolve `requirements` for `base`'s Python now, so a name or version that does not
+    exist fails where it was written (the cell) rather than at build time. A base without
+    Python is not judged here: the build says what it needs."""
+    reqs = _parse_requirements(requirements)
+    try:
+        target = target_of(base)
+    except BuildError:
+        return
+    resolve(target, reqs, index_url=index_url, find_links=find_links, store=store)
+
+
 def target_of(base) -> Target:
     """find_target(base), remembered per image ID (the scan reads every layer once)."""
     key = base.id

@@ -21,9 +21,11 @@ from ..errors import BuildError, InvalidReference
 from ..image import Image
 from ..oci.descriptor import Descriptor
 from ..reference import Reference
+from ..store import default_store
 from ..verbs import provided
 from .dockerfile_writer import recipe_to_dockerfile, write_context
 from .embedded import build_recipe, open_base
+from .pip import check_requirements
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
                     parse_owner, port)
 
@@ -225,6 +227,16 @@ class Recipe:
                              "(engine=None) without RUN steps.")
         return builder(self, tag, store=store, progress=progress)
 
+    def check_pip(self, step: Step, store: Any = None) -> None:
+        """Resolve a pip step's requirements for the base's Python now (BuildError if they
+        do not resolve); the notebook calls this when the cell runs."""
+        from_store = store or default_store()
+        base = self._open_base(from_store)
+        if base is not None:
+            check_requirements(base, list(step.args["requirements"]),
+                               index_url=step.args.get("index_url"),
+                               find_links=step.args.get("find_links"), store=from_store)
+
     def refresh_base(self) -> None:
         """Open the base again at the next build (it is otherwise resolved once per recipe)."""
         self._base_image = None
@@ -259,18 +271,20 @@ class Recipe:
 
     def to_frame(self):
         import pandas as pd
-        return pd.DataFrame([{"step": i + 1, "kind": s.kind, "instruction": s.describe(),
-                              "origin": s.origin, "key": s.key} for i, s in enumerate(self.steps)],
-                            columns=["step", "kind", "instruction", "origin", "key"])
+        return pd.DataFrame([{"step": i + 1, "cell": s.cell, "kind": s.kind,
+                              "instruction": s.describe(), "origin": s.origin, "key": s.key}
+                             for i, s in enumerate(self.steps)],
+                            columns=["step", "cell", "kind", "instruction", "origin", "key"])
 
     def __repr__(self) -> str:
         lines = [f"<Recipe from {self.base}: {len(self.steps)} steps>"]
-        lines += [f"  {i + 1:>2}. {s.describe()}" for i, s in enumerate(self.steps)]
+        lines += [f"  {i + 1:>2}. {s.cell:>9}  {s.describe()}" for i, s in enumerate(self.steps)]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         return (f"<p><b>Recipe</b> from <code>{html.escape(self.base)}</code>, "
-                f"{len(self.steps)} steps</p>" + self.to_frame()._repr_html_()
+                f"{len(self.steps)} steps (remove one with <code>%image recipe --remove N"
+                "</code>)</p>" + self.to_frame()[["step", "cell", "instruction"]].to_html(index=False)
                 + "<pre>" + html.escape(self.to_dockerfile()) + "</pre>")
 
 

@@ -84,8 +84,16 @@ class Step:
                                          else "")
         return self.kind.upper()
 
+    @property
+    def cell(self) -> str:
+        """Where the step was written, as people name it: `In [n]` for a notebook cell (the
+        number the notebook shows), `line n` for a Dockerfile, '' when unknown."""
+        if isinstance(self.origin, int):
+            return f"In [{self.origin}]"
+        return "" if self.origin is None else str(self.origin)
+
     def __repr__(self) -> str:
-        where = f" key={self.key!r}" if self.key is not None else ""
+        where = f" from {self.cell}" if self.cell else ""
         return f"<Step {self.describe()}{where}>"
 
 

@@ -190,6 +190,9 @@ def build(inv: Invocation) -> Any:
     """
     a = inv.args
     session = _session()
+    # A deleted cell's step goes: ipykernel names the notebook file the kernel serves.
+    for note in session.prune(inv.user_ns.get("__session__") if inv.user_ns else None):
+        print(f"nbimages: {note}")
     kw = {k: v for k, v in (("engine", a.engine), ("compression", a.compression)) if v}
     with _build_progress(a.tag, len(session.recipe.steps)) as p:
         image = session.build(a.tag, progress=lambda row: p.update(1), **kw)
@@ -219,12 +222,17 @@ def dockerfile(inv: Invocation) -> Any:
 @command("recipe", "show the recipe's steps and its Dockerfile",
          arg("--dockerfile", action="store_true", help="only the equivalent Dockerfile, as text"),
          arg("--reset", action="store_true", help="forget the recipe and start again"),
+         arg("--remove", metavar="N|CELL", default=None,
+             help="drop step N, or every step of a cell (In [n] or its id), from the recipe"),
          group="build")
 def recipe(inv: Invocation) -> Any:
     """The notebook's recipe: its steps (with their cells) and the equivalent Dockerfile."""
     if inv.args.reset:
         _session().reset()
         return None
+    if inv.args.remove is not None:
+        for step in _session().remove(inv.args.remove):
+            print(f"removed {step.describe()}" + (f" (from {step.cell})" if step.cell else ""))
     r = _session().recipe
     if inv.args.dockerfile:
         print(r.to_dockerfile())

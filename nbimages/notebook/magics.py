@@ -18,6 +18,7 @@ from IPython.display import display
 from ..commands.parsing import Invocation, UsageError as CommandUsageError, prepare
 from ..commands.verbs import TABLE
 from ..errors import NbimagesError, os_errors
+from ..workflow import session
 from .completion import complete_line
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
@@ -42,10 +43,23 @@ class ImageMagics(Magics):
     def __init__(self, shell: Any):
         super().__init__(shell)
         self.cell_id: str | None = None
+        self.execution_count: int | None = None
 
     def pre_run_cell(self, info: Any) -> None:
-        """Remember the running cell's id (JupyterLab sends it; other frontends may not)."""
+        """Remember the running cell's id (JupyterLab sends it; other frontends may not) and
+        its `In [n]`: IPython has already counted the cell when this event fires."""
         self.cell_id = getattr(info, "cell_id", None)
+        count = getattr(self.shell, "execution_count", None)
+        stored = getattr(info, "store_history", False)
+        self.execution_count = count - 1 if stored and isinstance(count, int) else count
+        session.current().begin_cell(self.cell_id)
+
+    def post_run_cell(self, result: Any) -> None:
+        """A cell that ran again without describing a step loses its old steps."""
+        for step in session.current().end_cell(self.cell_id):
+            print(f"nbimages: this cell no longer describes `{step.describe()}`; the step is "
+                  "dropped from the recipe.")
+        self.execution_count = None
 
     @line_cell_magic
     def image(self, line: str, cell: str | None = None) -> Any:
@@ -57,8 +71,9 @@ class ImageMagics(Magics):
             call = prepare(TABLE, line, cell)
             if call.command is None:
                 return None  # --help was printed
-            inv = Invocation(call.args, cell, self.shell, self.cell_id,
-                             getattr(self.shell, "execution_count", None), call.raw,
+            count = self.execution_count if self.execution_count is not None else \
+                getattr(self.shell, "execution_count", None)
+            inv = Invocation(call.args, cell, self.shell, self.cell_id, count, call.raw,
                              self.shell.user_ns if self.shell else {}, show=display)
             with os_errors():  # no space, permission denied, read-only: one paragraph too
                 return call.command.func(inv)
@@ -95,6 +110,7 @@ def load_ipython_extension(ipython: Any) -> None:
     if completer is not None:  # a shell without completion (a bare InteractiveShell) has none
         completer.custom_matchers.append(image_matcher(ipython))
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    ipython.events.register("post_run_cell", magics.post_run_cell)
     _loaded[id(ipython)] = magics
 
 
@@ -109,10 +125,12 @@ def unload_ipython_extension(ipython: Any) -> None:
     if completer is not None:
         completer.custom_matchers[:] = [m for m in completer.custom_matchers
                                         if getattr(m, "matcher_identifier", None) != MATCHER_ID]
-    try:
-        ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
-    except ValueError:
-        pass
+    for event, handler in (("pre_run_cell", magics.pre_run_cell),
+                           ("post_run_cell", magics.post_run_cell)):
+        try:
+            ipython.events.unregister(event, handler)
+        except ValueError:
+            pass
 
 
 __all__ = ["ImageMagics", "image_matcher", "load_ipython_extension", "unload_ipython_extension", "short_error"]
