@@ -272,7 +272,7 @@ def verify_args(p: Any) -> None:
     p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
     p.add_argument("--digest", metavar="sha256:…",
                    help="the manifest digest or image ID to expect (default: the one recorded "
-                        "in the notebook's metadata)")
+                        "in NOTEBOOK.nbimages.lock beside it, else in its metadata)")
     p.add_argument("--expected", metavar="SOURCE",
                    help="the expected image (oci-archive:FILE, docker-archive:FILE, a store "
                         "name), to name the files that differ")

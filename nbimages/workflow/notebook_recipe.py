@@ -10,8 +10,10 @@ top to bottom, as "Run All" would in a new kernel. The notebook's folder is the 
 directory, as it is for its kernel. Subcommands that look at or move images (`layers`, `run`,
 `push`, ...) do not describe the image and are skipped; `%image freeze` is replayed from the
 record it left in its saved output (the pins come from the kernel that ran it). After a
-build, the notebook's metadata gets `nbimages` (digest, image ID, pins, diff_ids per step),
-unless record=False.
+build, the record (digest, image ID, pins, diff_ids per step) goes into a lock file beside the
+notebook (`analysis.nbimages.lock`, to commit with it: an editor that has the notebook open
+saves over its metadata, never over this file) and into the notebook's metadata
+(`metadata.nbimages`), unless record=False. `find_record` reads either and says which.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from . import session as sessions
 from .freeze import FREEZE_MIME, frozen_recipe, use_in_session
 
 __all__ = ["build_notebook", "NotebookError", "NotebookBuild", "read_notebook", "image_calls",
-           "replay", "record_build", "build_record", "METADATA_KEY"]
+           "replay", "record_build", "build_record", "find_record", "lock_path", "Record",
+           "METADATA_KEY"]
 
 METADATA_KEY = "nbimages"
+LOCK_SUFFIX = ".nbimages.lock"
 
 
 class NotebookError(BuildError):
@@ -475,10 +479,25 @@ def build_record(image: Any, tag: str | None = None) -> dict[str, Any]:
     }
 
 
+def lock_path(notebook: str | os.PathLike) -> Path:
+    """The lock file beside a notebook: `analysis.ipynb` -> `analysis.nbimages.lock`."""
+    p = Path(notebook)
+    return p.with_name(p.stem + LOCK_SUFFIX)
+
+
 def record_build(path: str | os.PathLike, image: Any, tag: str | None = None) -> dict[str, Any]:
-    """Write the build record into the notebook's metadata (atomically; other keys kept)."""
+    """Write the build record into the lock file beside the notebook and into the notebook's
+    metadata (each atomically; the notebook's other keys kept)."""
     p = Path(path)
     rec = build_record(image, tag)
+    lock = {"about": "nbimages build record of " + p.name + "; commit it with the notebook. "
+                     "`nbimages verify " + p.name + "` rebuilds and compares.", **rec}
+    try:
+        write_atomic(lock_path(p), (json.dumps(lock, indent=1, sort_keys=True) + "\n")
+                     .encode("utf-8"))
+    except OSError as e:
+        raise NotebookError(f"cannot write the build record {lock_path(p)} ({e}); check that "
+                            "the notebook's folder is writable.") from None
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -498,3 +517,45 @@ def notebook_record(path: str | os.PathLike) -> dict[str, Any] | None:
     nb = read_notebook(path)
     rec = (nb.get("metadata") or {}).get(METADATA_KEY)
     return dict(rec) if isinstance(rec, dict) else None
+
+
+@dataclass
+class Record:
+    """A notebook's build record, where it was read (`source`), and why there is none."""
+
+    record: dict[str, Any] | None
+    source: str | None       # "analysis.nbimages.lock" or "metadata.nbimages of analysis.ipynb"
+    why_none: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def find_record(path: str | os.PathLike) -> Record:
+    """The build record of a notebook: its lock file first (editors do not touch it), then its
+    metadata; with no record, `why_none` says what was looked at and what to do."""
+    p = Path(path)
+    lock = lock_path(p)
+    meta = notebook_record(p)
+    from_lock, problem = None, ""
+    if lock.exists():
+        try:
+            from_lock = json.loads(lock.read_text(encoding="utf-8"))
+            if not isinstance(from_lock, dict) or "digest" not in from_lock:
+                raise ValueError("no digest in it")
+            from_lock.pop("about", None)
+        except (OSError, ValueError) as e:
+            from_lock, problem = None, f"{lock.name} is not a build record ({e})"
+    notes = []
+    if from_lock is not None:
+        if meta is not None and meta.get("digest") != from_lock.get("digest"):
+            notes.append(f"metadata.nbimages of {p.name} records another build "
+                         f"({meta.get('digest')}); the lock file is the one editors leave alone")
+        return Record(from_lock, lock.name, notes=notes)
+    if meta is not None:
+        if problem:
+            notes.append(problem)
+        return Record(meta, f"metadata.nbimages of {p.name}", notes=notes)
+    lock_state = problem or f"there is no {lock.name} beside it"
+    return Record(None, None, why_none=(
+        f"{p.name} has no recorded build: {lock_state}, and its metadata has no nbimages "
+        f"entry (an editor that had the notebook open may have saved over it). Run "
+        f"`nbimages build {p.name}` to record one, or give the digest."))

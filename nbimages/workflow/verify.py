@@ -35,7 +35,7 @@ from ..oci.compressor import COMPRESSOR_ANNOTATION
 from ..oci.descriptor import Descriptor
 from ..sources import open_image
 from ..store import Store, default_home
-from .notebook_recipe import build_notebook, notebook_record
+from .notebook_recipe import build_notebook, find_record
 from .session import current
 
 __all__ = ["verify", "Verification", "LayerDifference", "layer_files", "compare_files"]
@@ -86,6 +86,7 @@ class Verification:
     layers: list[LayerDifference] = field(default_factory=list)
     config: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    record: str | None = None          # where the expected digest was read (the lock file, ...)
 
     @property
     def ok(self) -> bool:
@@ -105,9 +106,12 @@ class Verification:
         if self.ok:
             out = [f"verified: {self.source} rebuilt in a clean store has {self.matched} "
                    f"{self.digest}"]
+            if self.record:
+                out.append(f"  (the digest recorded in {self.record})")
             out += [f"  {n}" for n in self.notes]
             return out
-        out = [f"MISMATCH: {self.source} rebuilt in a clean store is not {self.digest}",
+        out = [f"MISMATCH: {self.source} rebuilt in a clean store is not {self.digest}"
+               + (f" (recorded in {self.record})" if self.record else ""),
                f"  rebuilt: manifest digest {self.rebuilt_digest}",
                f"           image ID        {self.rebuilt_id}"]
         for d in self.layers:
@@ -154,6 +158,7 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
     notebook: Path | None = None
     recipe = None
     record = None
+    found = None
     if source is None:
         s = current()
         recipe = s.recipe
@@ -165,15 +170,16 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
         label = f"the recipe from {source.base}"
     elif isinstance(source, (str, os.PathLike)) and str(source).endswith(".ipynb"):
         notebook = Path(source).expanduser().resolve()
-        record = notebook_record(notebook)
+        found = find_record(notebook)
+        record = found.record
         if digest is None and record:
             digest = record.get("digest")
         label = notebook.name
     else:
         raise BuildError(f"verify needs a notebook (.ipynb file) or a Recipe, not {source!r}.")
     if digest is None:
-        raise BuildError(f"verify {label}: which digest? Give it (--digest sha256:…); there is "
-                         "no recorded build to take it from.")
+        why = found.why_none if found else "there is no recorded build to take it from."
+        raise BuildError(f"verify {label}: which digest? Give it (--digest sha256:…); {why}")
     digest = _digest(digest)
 
     home = default_home()
@@ -196,6 +202,10 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
                           "clean store starts empty: the base must come from a registry, a "
                           "file or the engine, not from the local store).") from None
         v = Verification(label, digest, rebuilt.digest, rebuilt.id)
+        if found is not None and found.record is not None:
+            v.record = found.source if digest == found.record.get("digest") or \
+                digest == found.record.get("image_id") else None
+            v.notes += found.notes
         if digest == rebuilt.digest:
             v.matched = "manifest digest"
         elif digest == rebuilt.id:

@@ -1,0 +1,99 @@
+"""In JupyterLab, in a real browser: the recipe follows the notebook and the build record
+survives the editor.
+
+A notebook open in JupyterLab is built from the shell (`nbimages build`), then run and saved
+in the browser: JupyterLab writes its own copy of the metadata over the build record there,
+and the lock file beside the notebook keeps it, so `nbimages verify` still has the digest and
+says where it read it. Then a step cell is deleted, the notebook saved, and the build cell run
+again: the deleted cell's step is gone from the build. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+from test_browser import ARTIFACTS, browser, lab, local_only, run_all, wait_for_kernel  # noqa: F401
+
+BUILD_CELL = ('img = %image build nbtest/lab-follow:1\n'
+              'print("built steps:", [r["instruction"].split(" #")[0] for r in img.build_report])')
+
+
+def notebook(path) -> None:
+    cells = [new_code_cell(s) for s in ("%load_ext nbimages", "%image from scratch",
+                                        "%%image file /a.txt\nA", "%%image file /b.txt\nB",
+                                        BUILD_CELL)]
+    metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                               "language": "python"}}
+    nbformat.write(new_notebook(cells=cells, metadata=metadata), str(path))
+
+
+def shell(lab, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NBIMAGES_HOME": str(lab["work"].parent / "nbimages"),
+           "NBIMAGES_PROGRESS": "lines"}
+    return subprocess.run([sys.executable, "-m", "nbimages", *args], cwd=lab["work"], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def command(page, name: str, index: int | None = None) -> None:
+    if index is not None:
+        page.evaluate(f"window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index}")
+    # not awaited: a save waits for the answer to JupyterLab's "File Changed" dialog
+    page.evaluate(f"() => {{ window.jupyterapp.commands.execute('{name}'); }}")
+
+
+def save(page) -> None:
+    """Save as the user does (Ctrl+S); answer JupyterLab's "File Changed" dialog (the
+    notebook changed on disk since it was opened) with Overwrite, as users do."""
+    command(page, "docmanager:save")
+    overwrite = page.get_by_role("button", name="Overwrite")
+    try:
+        overwrite.wait_for(timeout=3000)
+        overwrite.click()
+    except Exception:  # noqa: BLE001 - no conflict dialog: JupyterLab saved at once
+        pass
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty",
+                           timeout=30_000)
+
+
+def test_lock_survives_a_jupyterlab_save_and_a_deleted_cell_leaves_the_build(browser, lab):
+    ARTIFACTS.mkdir(exist_ok=True)
+    nb = lab["work"] / "follow.ipynb"
+    notebook(nb)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", local_only)
+    page = context.new_page()
+    try:
+        page.goto(f"{lab['url']}/lab/tree/follow.ipynb?token={lab['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        wait_for_kernel(page)
+        built = shell(lab, "build", "follow.ipynb", "-q")
+        assert built.returncode == 0, built.stderr
+        digest = built.stdout.strip()
+        assert json.loads(nb.read_text())["metadata"]["nbimages"]["digest"] == digest
+
+        run_all(page)
+        page.get_by_text("built steps: ['COPY --chmod=644 <cell> /a.txt', "
+                         "'COPY --chmod=644 <cell> /b.txt']").wait_for(timeout=120_000)
+        save(page)
+        assert "nbimages" not in json.loads(nb.read_text())["metadata"]  # saved over
+        verified = shell(lab, "verify", "follow.ipynb")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert f"has manifest digest {digest}" in verified.stdout
+        assert "recorded in follow.nbimages.lock" in verified.stdout
+
+        command(page, "notebook:delete-cell", index=3)
+        save(page)
+        command(page, "notebook:run-cell", index=3)  # the build cell, now fourth
+        page.get_by_text("built steps: ['COPY --chmod=644 <cell> /a.txt']").wait_for(
+            timeout=120_000)
+        page.get_by_text("is no longer in follow.ipynb").first.wait_for(timeout=10_000)
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "browser-recipe-follows-notebook.png"),
+                        full_page=True)
+        context.close()
