@@ -55,6 +55,12 @@ def _choose_mode(enabled: bool | None, stream: TextIO) -> str:
     return "bars" if tty else "lines"
 
 
+def _default_stream() -> TextIO:
+    """stderr in a terminal (stdout stays for results such as a digest); stdout in a Jupyter
+    kernel, where stderr is drawn as an error (a pink box) and progress is not one."""
+    return sys.stdout if "ipykernel.zmqshell" in sys.modules else sys.stderr
+
+
 def _in_notebook_kernel() -> bool:
     """True when tqdm.auto would draw ipywidgets (a Jupyter kernel with ipywidgets)."""
     if "ipykernel.zmqshell" not in sys.modules:
@@ -111,7 +117,7 @@ class Progress:
         self.total = total
         self.n = 0
         self._fixed_total = total is not None
-        self._file = file if file is not None else sys.stderr
+        self._file = file if file is not None else _default_stream()
         self.mode = _choose_mode(enabled, self._file)
         self._lock = threading.Lock()
         self._bars: list[Bar] = []

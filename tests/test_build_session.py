@@ -93,4 +93,17 @@ def test_build_report_says_its_layer_size_is_the_compressed_blob(s):
     assert frame["compressed_size"].iloc[0] == image.layers[0].size < 5000
     assert "compressed" in repr(report).splitlines()[0]
     html = report._repr_html_()
-    assert "compressed_size" in html and "NaN" not in html and "<NA>" not in html
+    assert "<th>compressed</th>" in html and "NaN" not in html and "<NA>" not in html
+
+
+def test_build_report_html_is_for_people(s):
+    s.start("scratch", cell_id="c1", execution_count=1)
+    s.add("file", "/a.txt", "x" * 5000, cell_id="c2", execution_count=3)
+    image = s.build("t:people")
+    row = image.build_report[0]
+    html = image.build_report._repr_html_()
+    assert "<td>In [3]</td>" in html  # the cell as the notebook numbers it
+    short = row["layer"].split(":")[1][:12]
+    assert f">{short}</code>" in html and f"title='{row['layer']}'" in html  # whole on hover
+    assert f">{row['layer']}<" not in html
+    assert "&lt;cell&gt; /a.txt</td>" in html and " B</td>" in html  # no content hash, a unit

@@ -89,6 +89,11 @@ def test_a_steps_origin_and_the_build_reports_cell_are_the_cells_in_number(kerne
     assert reply["status"] == "ok", outputs
     text = "".join(o["content"].get("text", "") for o in outputs if o["msg_type"] == "stream")
     assert f"[{shown}]" in text
+    streams: dict[str, str] = {}
+    for o in outputs:
+        if o["msg_type"] == "stream":
+            streams[o["content"]["name"]] = streams.get(o["content"]["name"], "") + o["content"]["text"]
+    assert "done, 1 step" in streams.get("stdout", "") and "stderr" not in streams  # not pink
     reply, outputs = execute(kernel, "r = %image recipe\nprint(repr(r))", cell_id="origin-show")
     text = "".join(o["content"].get("text", "") for o in outputs if o["msg_type"] == "stream")
     assert f"In [{shown}]" in text

@@ -23,6 +23,7 @@ import contextlib
 import copy as _copy
 import datetime as _dt
 import hashlib
+import html
 import os
 import posixpath
 import shutil
@@ -36,6 +37,7 @@ from ..image import Image, Layer, trust
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform, check_platform
 from ..oci.manifest import Manifest
+from ..progress import format_bytes
 from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, source_date_epoch
 from ..sources import open_image
 from ..store import default_store
@@ -75,8 +77,25 @@ class BuildReport(list):
         return frame.rename(columns={"size": "compressed_size"})
 
     def _repr_html_(self) -> str:
-        return self.to_frame()[list(self.COLUMNS)].to_html(
-            index=False, na_rep="", float_format=lambda x: f"{x:.2f}")
+        """For people: the cell as `In [n]`, a 12-digit layer digest (the whole one on hover,
+        and selected whole by a copy), sizes in kB/MB, the instruction without its content
+        hash (on hover too)."""
+        head = "".join(f"<th>{h}</th>" for h in ("step", "cell", "instruction", "layer",
+                                                   "compressed", "cache", "seconds"))
+        rows = []
+        for r in self:
+            instr = r["instruction"] or ""
+            cell = f"In [{r['origin']}]" if isinstance(r["origin"], int) else (r["origin"] or "")
+            layer = (f"<code title='{html.escape(r['layer'])}' style='user-select:all'>"
+                     f"{dg.short(r['layer'])}</code>") if r["layer"] else ""
+            size = format_bytes(r["size"]) if r["size"] is not None else ""
+            rows.append(f"<tr><td>{r['step']}</td><td>{html.escape(str(cell))}</td>"
+                        f"<td title='{html.escape(instr)}'>{html.escape(instr.split(' # ')[0])}"
+                        f"</td><td>{layer}</td><td style='text-align:right'>{size}</td>"
+                        f"<td>{r['cache']}</td><td style='text-align:right'>"
+                        f"{r['seconds']:.2f}</td></tr>")
+        return (f"<table class='nbimages-build-report'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>")
 
     def __repr__(self) -> str:
         lines = [f"{'#':>3} {'origin':>7} {'cache':8} {'layer':14} {'compressed':>11} {'s':>6}  step"]
