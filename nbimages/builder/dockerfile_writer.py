@@ -25,6 +25,35 @@ def _dq(value: str) -> str:
         .replace("\n", "\\n") + '"'
 
 
+LOCAL_PREFIXES = ("docker-daemon:", "store:", "oci:", "oci-archive:", "docker-archive:")
+
+
+def local_only_base(base: str) -> bool:
+    """True for a base that exists only where the image was built (the local engine, the
+    local store, a file): nobody else can pull it by that name."""
+    return base.startswith(LOCAL_PREFIXES) or bool(re.match(r"^[a-z-]+:(/|\.)", base))
+
+
+def _pin_from(line: str, base_digest: str | None) -> str:
+    """`FROM name:tag` -> `FROM name:tag@sha256:…`: a rebuild gets the very same base."""
+    if not base_digest or not line.startswith("FROM ") or "@" in line or line == "FROM scratch":
+        return line
+    return f"{line}@{base_digest}"
+
+
+def _pinned_requirements(reqs: list[str], pins: dict[str, str]) -> list[str]:
+    """`six` -> `six==1.16.0` with the version the build installed (URLs kept as written)."""
+    out = []
+    for text in reqs:
+        m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*([^@;]*)(;.*)?$", text)
+        key = re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else None
+        if m and key in pins:
+            out.append(f"{m.group(1)}{m.group(2) or ''}=={pins[key]}")
+        else:
+            out.append(text)
+    return out
+
+
 def _from_line(base: str) -> str:
     if base.startswith("docker://"):
         return f"FROM {base[len('docker://'):]}"
@@ -94,13 +123,34 @@ def _file_name(step: Step, index: int) -> str:
     return f"{index:03d}-{base}"
 
 
-def recipe_to_dockerfile(recipe: Recipe, files_dir: str | None = None) -> str:
+def recipe_to_dockerfile(recipe: Recipe, files_dir: str | None = None, *,
+                         base_digest: str | None = None, pins: list[dict] | None = None) -> str:
+    """The recipe as a Dockerfile. With what a build recorded (`base_digest`, the pip `pins`)
+    the base is pinned by digest and every package by version, dependencies included (on the
+    first pip line), so `docker build` installs what the image has."""
     lines = []
     uses_heredoc = files_dir is None and any(s.kind == "file" for s in recipe.steps)
     if uses_heredoc:
         lines.append("# syntax=docker/dockerfile:1.4")
-    lines.append(_from_line(recipe.base))
+    if local_only_base(recipe.base):
+        lines.append(f"# WARNING: the base {recipe.base} exists only on the machine that built "
+                     "this image; push it to a registry and name it here to rebuild elsewhere")
+    head = _from_line(recipe.base).split("\n")
+    lines += head[:-1] + [_pin_from(head[-1], base_digest)]
+    versions = {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in pins or []}
+    unlisted = dict(versions)
+    for step in recipe.steps:
+        if step.kind == "pip":
+            for r in step.args["requirements"]:
+                m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", r)
+                if m:
+                    unlisted.pop(re.sub(r"[-_.]+", "-", m.group(1)).lower(), None)
     for i, step in enumerate(recipe.steps):
+        if step.kind == "pip" and versions:
+            extra = [f"{n}=={v}" for n, v in sorted(unlisted.items())]
+            unlisted = {}
+            step = Step(step.kind, {**step.args, "requirements": _pinned_requirements(
+                list(step.args["requirements"]), versions) + extra}, step.content)
         lines.append(_step_lines(step, files_dir, i + 1))
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ Steps carry a `key` (a notebook cell id) so re-running a cell replaces its step 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ..reference import Reference
 from ..store import default_store
 from ..verbs import provided
 from .dockerfile_writer import recipe_to_dockerfile, write_context
-from .embedded import build_recipe, open_base
+from .embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL, build_recipe, open_base
 from .pip import check_requirements
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
                     parse_owner, port)
@@ -257,9 +258,19 @@ class Recipe:
             pass
 
     # ---- showing
-    def to_dockerfile(self, files_dir: str | None = None) -> str:
-        """The equivalent Dockerfile (file steps as heredocs, or COPY from `files_dir`)."""
-        return recipe_to_dockerfile(self, files_dir=files_dir)
+    def to_dockerfile(self, files_dir: str | None = None, *, built: Image | None = None) -> str:
+        """The equivalent Dockerfile (file steps as heredocs, or COPY from `files_dir`).
+
+        With the image a build made (`built`), the base is pinned by digest (`FROM
+        name@sha256:…`) and the pip packages by the versions the build installed."""
+        if built is None:
+            return recipe_to_dockerfile(self, files_dir=files_dir)
+        try:
+            pins = json.loads(built.labels.get(PIP_LABEL) or "[]")
+        except ValueError:
+            pins = []
+        digest = (built.manifest.annotations or {}).get(BASE_DIGEST_ANNOTATION)
+        return recipe_to_dockerfile(self, files_dir=files_dir, base_digest=digest, pins=pins)
 
     def write_context(self, directory: str | os.PathLike, files_dir: str = ".nbimages-files"
                       ) -> Path:

@@ -20,10 +20,11 @@ import re
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import json
+from ..builder.dockerfile_writer import local_only_base
 from ..builder.embedded import PIP_LABEL
 from ..sources import save
 from ..sources.sinks import default_tag
@@ -44,6 +45,7 @@ class Handout:
     image: Any
     tag: str
     notebook: Path
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -55,6 +57,7 @@ class Handout:
     def __repr__(self) -> str:
         lines = [f"<Handout {self.tag} {self.digest} in {self.directory}>"]
         lines += [f"  {self.path(k)}" for k in FILES]
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -71,14 +74,24 @@ def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
         save(image, staging / FILES["oci"], format="oci", tag=name)
         save(image, staging / FILES["docker"], format="docker", tag=name)
         recipe = image.recipe
-        dockerfile = recipe.to_dockerfile() if recipe is not None else ""
+        dockerfile = recipe.to_dockerfile(built=image) if recipe is not None else ""
         (staging / FILES["dockerfile"]).write_text(dockerfile, encoding="utf-8")
         (staging / FILES["readme"]).write_text(readme(image, name, nb, out), encoding="utf-8")
         for key in FILES:
             os.replace(staging / FILES[key], out / FILES[key])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Handout(out, image, name, nb)
+    return Handout(out, image, name, nb, local_base_warnings(image.recipe))
+
+
+def local_base_warnings(recipe: Any) -> list[str]:
+    """A base that exists only on this machine: nobody else can rebuild the handout."""
+    base = getattr(recipe, "base", None)
+    if not base or not local_only_base(base):
+        return []
+    return [f"the base {base} exists only on this machine: others can load the image tars "
+            "but cannot rebuild it. Push the base to a registry (`nbimages push`) and start the "
+            "notebook with `%image from REGISTRY/NAME@sha256:…`."]
 
 
 def _slug(text: str) -> str:
@@ -108,7 +121,7 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
     oci_there = q(os.path.join(here, FILES["oci"]) if here != "." else FILES["oci"])
     epoch = image_epoch(image.config) or 0
     env = f"SOURCE_DATE_EPOCH={epoch} " if epoch else ""
-    dockerfile = (recipe.to_dockerfile() if recipe is not None else "")
+    dockerfile = (recipe.to_dockerfile(built=image) if recipe is not None else "")
     lines = [
         f"# {tag}",
         "",
@@ -120,6 +133,7 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
         f"- base: `{getattr(recipe, 'base', '?')}`",
         f"- platform: `{image.platform}`",
         f"- command: `{' '.join(entry + cmd) or '(the base image command)'}`",
+        *[f"- **warning**: {w}" for w in local_base_warnings(recipe)],
         "",
         "## Files",
         "",
