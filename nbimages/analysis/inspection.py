@@ -29,6 +29,7 @@ from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED,
                     REASON, SHIFT, SKIPPED, UNSAFE)
 from .packages import packages
 from .walk import Budget, LayerFiles, Walk, read_layer
+from .waste import waste_groups
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -492,6 +493,18 @@ class Inspection:
         - dive: whether dive lists the path; reason: what happened to the last lost copy.
         """
         return self._frame("waste", lambda: self._columns("waste", self._waste_columns))
+
+    @property
+    def waste_by_cause(self) -> pd.DataFrame:
+        """The waste as decisions: lost copies grouped by directory and by cause — files,
+        wasted_bytes, written_in (layer i), removed_in (layer j), how, the cause in words with
+        the steps involved, the fix, and an example path (the largest file of the group)."""
+        def build() -> dict[str, list]:
+            walk = self._ensure()
+            hist = self.image.layer_history()
+            made = [(h.created_by if h else "") for h in hist]
+            return waste_groups(walk.layers, made)
+        return self._frame("waste_by_cause", lambda: self._columns("waste_by_cause", build))
 
     @property
     def unsafe(self) -> pd.DataFrame:

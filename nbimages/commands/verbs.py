@@ -108,10 +108,16 @@ def sizes(inv: Invocation) -> Any:
 
 
 @command("waste", "wasted space: paths written twice or removed later",
-         SOURCE, PLATFORM, group="look")
+         SOURCE, PLATFORM,
+         arg("--by-cause", action="store_true",
+             help="grouped by directory and cause (layer that wrote, layer that removed), "
+                  "with the fix"),
+         group="look")
 def waste(inv: Invocation) -> Any:
-    """Wasted space as dive counts it, per path (nbimages.inspect(SOURCE).waste)."""
-    return _inspect(inv).waste
+    """Wasted space as dive counts it, per path (nbimages.inspect(SOURCE).waste), or grouped
+    by directory and cause with the fix (--by-cause: inspect(SOURCE).waste_by_cause)."""
+    insp = _inspect(inv)
+    return insp.waste_by_cause if inv.args.by_cause else insp.waste
 
 
 @command("diff", "what changed between two images, path by path",

@@ -342,6 +342,7 @@ def waste_html(insp: "Inspection", limit: int = WASTE_ROWS) -> str:
     if waste.empty:
         return head + "<p class='nbimages-muted'>No path is written twice or removed: no " \
                       "wasted space.</p>"
+    head += waste_causes_html(insp)
     rows = []
     for r in waste.head(limit).itertuples(index=False):
         rows.append(f"<tr class='nbimages-waste-row'><td class='nbimages-path'>{_e(r.path)}</td>"
@@ -359,6 +360,25 @@ def waste_html(insp: "Inspection", limit: int = WASTE_ROWS) -> str:
             "<th class='nbimages-num'>layers</th><th class='nbimages-num'>wasted</th>"
             "<th class='nbimages-num'>dive total</th><th>last copy lost by</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{more}{notes_html}")
+
+
+def waste_causes_html(insp: "Inspection", limit: int = 10) -> str:
+    """The waste grouped by directory and cause, each group with the fix, largest first."""
+    groups = insp.waste_by_cause
+    if groups.empty:
+        return ""
+    rows = "".join(
+        f"<tr class='nbimages-cause-row'><td class='nbimages-path'>{_e(r.directory)}</td>"
+        f"<td class='nbimages-num'>{int(r.files):,}</td>"
+        f"<td class='nbimages-num nbimages-waste'>{format_bytes(int(r.wasted_bytes))}</td>"
+        f"<td>{_e(r.cause)}<br><b>Fix:</b> {_e(r.fix)}</td></tr>"
+        for r in groups.head(limit).itertuples(index=False))
+    more = (f"<p class='nbimages-muted'>{len(groups) - limit:,} more groups: "
+            "<code>inspect(...).waste_by_cause</code></p>") if len(groups) > limit else ""
+    return ("<h4>By cause</h4><table class='nbimages-cause-table'><thead><tr><th>directory</th>"
+            "<th class='nbimages-num'>files</th><th class='nbimages-num'>wasted</th>"
+            f"<th>cause and fix</th></tr></thead><tbody>{rows}</tbody></table>{more}"
+            "<h4>By path</h4>")
 
 
 def shared_layers(a: "Inspection", b: "Inspection") -> int:
