@@ -10,10 +10,12 @@ again: the deleted cell's step is gone from the build. Screenshots go to test-ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
@@ -24,13 +26,28 @@ BUILD_CELL = ('img = %image build nbtest/lab-follow:1\n'
               'print("built steps:", [r["instruction"].split(" #")[0] for r in img.build_report])')
 
 
-def notebook(path) -> None:
-    cells = [new_code_cell(s) for s in ("%load_ext nbimages", "%image from scratch",
-                                        "%%image file /a.txt\nA", "%%image file /b.txt\nB",
-                                        BUILD_CELL)]
+@contextlib.contextmanager
+def opened(browser, lab, name: str, *sources: str, shot: str):
+    """Write a notebook of code cells, open it in JupyterLab with its kernel attached; a
+    screenshot goes to test-artifacts/`shot` at the end, pass or fail."""
     metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                "language": "python"}}
-    nbformat.write(new_notebook(cells=cells, metadata=metadata), str(path))
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources], metadata=metadata),
+                   str(lab["work"] / name))
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", local_only)
+    page = context.new_page()
+    try:
+        # a workspace of its own: JupyterLab would reopen the other tests' notebooks too
+        page.goto(f"{lab['url']}/lab/workspaces/{Path(name).stem}/tree/{name}"
+                  f"?token={lab['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        wait_for_kernel(page)
+        yield page
+    finally:
+        page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        context.close()
 
 
 def shell(lab, *args: str) -> subprocess.CompletedProcess:
@@ -62,16 +79,10 @@ def save(page) -> None:
 
 
 def test_lock_survives_a_jupyterlab_save_and_a_deleted_cell_leaves_the_build(browser, lab):
-    ARTIFACTS.mkdir(exist_ok=True)
     nb = lab["work"] / "follow.ipynb"
-    notebook(nb)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.route("**/*", local_only)
-    page = context.new_page()
-    try:
-        page.goto(f"{lab['url']}/lab/tree/follow.ipynb?token={lab['token']}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        wait_for_kernel(page)
+    with opened(browser, lab, "follow.ipynb", "%load_ext nbimages", "%image from scratch",
+                "%%image file /a.txt\nA", "%%image file /b.txt\nB", BUILD_CELL,
+                shot="browser-recipe-follows-notebook.png") as page:
         built = shell(lab, "build", "follow.ipynb", "-q")
         assert built.returncode == 0, built.stderr
         digest = built.stdout.strip()
@@ -93,7 +104,36 @@ def test_lock_survives_a_jupyterlab_save_and_a_deleted_cell_leaves_the_build(bro
         page.get_by_text("built steps: ['COPY --chmod=644 <cell> /a.txt']").wait_for(
             timeout=120_000)
         page.get_by_text("is no longer in follow.ipynb").first.wait_for(timeout=10_000)
-    finally:
-        page.screenshot(path=str(ARTIFACTS / "browser-recipe-follows-notebook.png"),
-                        full_page=True)
-        context.close()
+
+
+CONTRAST_JS = """() => {
+    const lum = (css) => {
+        const [r, g, b] = css.match(/[\\d.]+/g).slice(0, 3).map(Number).map((v) => {
+            v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+                              return (x + 0.05) / (y + 0.05); };
+    const bg = getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor;
+    const texts = [...document.querySelectorAll('.nbimages-explorer svg text')];
+    return {bg, n: texts.length,
+            worst: Math.min(...texts.map((t) => ratio(getComputedStyle(t).fill, bg)))};
+}"""
+
+
+def test_charts_follow_the_dark_theme_with_readable_text(browser, lab):
+    with opened(browser, lab, "dark.ipynb", "%load_ext nbimages", "%image from scratch",
+                "%%image file /data/a.txt\n" + "a" * 5000, "%image build nbtest/lab-dark:1",
+                "%image explore nbtest/lab-dark:1", shot="browser-explorer-dark-theme.png") as page:
+        run_all(page)
+        page.wait_for_selector(".nbimages-explorer svg text", state="attached", timeout=120_000)
+        light = page.evaluate(CONTRAST_JS)
+        page.evaluate("() => { window.jupyterapp.commands.execute('apputils:change-theme', "
+                      "{theme: 'JupyterLab Dark'}); }")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'",
+                               timeout=30_000)
+        page.wait_for_timeout(500)
+        dark = page.evaluate(CONTRAST_JS)
+    assert light["n"] > 0 and dark["n"] == light["n"]
+    assert dark["bg"] != light["bg"]  # the theme really changed
+    assert light["worst"] >= 4.5 and dark["worst"] >= 4.5, (light, dark)  # WCAG AA

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 PALETTE = ["#4e79a7", "#59a14f", "#9c755f", "#b07aa1", "#76b7b2", "#edc948", "#bab0ac",
            "#ff9da7", "#86bcb6", "#8cd17d", "#a0cbe8", "#d4a6c8"]
 WASTE = "#e15759"
+# Text and separators follow JupyterLab's theme (its CSS variables), with light fallbacks for
+# places without them (a static HTML export, a classic notebook).
+TEXT = "fill: var(--jp-content-font-color1, #222)"
+MUTED = "fill: var(--jp-content-font-color2, #555)"
+EDGE = "stroke: var(--jp-layout-color0, #fff)"
 
 
 def layer_color(index: int) -> str:
@@ -65,7 +70,7 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
     scale_max = max((b.total for b in bars), default=0) or 1
     out = [f'<svg class="{html.escape(css_class)}" xmlns="http://www.w3.org/2000/svg" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-           f'font-family="sans-serif" font-size="12">',
+           f'font-family="sans-serif" font-size="12" style="{TEXT}">',
            '<defs><pattern id="nbimages-hatch" width="6" height="6" '
            'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
            f'<rect width="6" height="6" fill="{WASTE}"/>'
@@ -75,7 +80,7 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
         out.append(f'<text x="0" y="16" font-weight="bold" font-size="13">'
                    f'{html.escape(title)}</text>')
     if not bars:
-        out.append(f'<text x="0" y="{top + 14}" fill="#666">nothing to show</text>')
+        out.append(f'<text x="0" y="{top + 14}" style="{MUTED}">nothing to show</text>')
     for n, bar in enumerate(bars):
         y = top + n * (row_h + gap)
         label = _cut(bar.label, max(8, int((label_width - 10) / 6.6)), cut)
@@ -90,11 +95,11 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
             fill = "url(#nbimages-hatch)" if seg.wasted else seg.color
             cls = "nbimages-seg nbimages-wasted" if seg.wasted else "nbimages-seg"
             out.append(f'<rect class="{cls}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
-                       f'height="{row_h}" fill="{fill}" stroke="#fff" stroke-width="0.5">'
+                       f'height="{row_h}" fill="{fill}" style="{EDGE}" stroke-width="0.5">'
                        f'<title>{html.escape(seg.tip)}</title></rect>')
             x += w
         note = bar.note or format_bytes(bar.total)
-        out.append(f'<text x="{x + 6:.1f}" y="{y + 14}" fill="#333">{html.escape(note)}</text>')
+        out.append(f'<text x="{x + 6:.1f}" y="{y + 14}" style="{MUTED}">{html.escape(note)}</text>')
         out.append("</g>")
     if legend:
         y = top + len(bars) * (row_h + gap) + 4

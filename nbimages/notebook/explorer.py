@@ -45,12 +45,13 @@ CSS = """
 .nbimages-explorer table[class] th.nbimages-num { text-align: right; }
 .nbimages-explorer .nbimages-cmd { max-width: 46em; overflow: hidden; text-overflow: ellipsis; }
 .nbimages-explorer .nbimages-path { font-family: monospace; }
-.nbimages-explorer .nbimages-added { color: #2e7d32; }
-.nbimages-explorer .nbimages-modified { color: #b26a00; }
-.nbimages-explorer .nbimages-deleted, .nbimages-explorer .nbimages-removed { color: #c62828; }
+.nbimages-explorer .nbimages-added { color: var(--jp-success-color1, #2e7d32); }
+.nbimages-explorer .nbimages-modified { color: var(--jp-warn-color1, #b26a00); }
+.nbimages-explorer .nbimages-deleted, .nbimages-explorer .nbimages-removed
+  { color: var(--jp-error-color1, #c62828); }
 .nbimages-explorer tr.nbimages-deleted .nbimages-path,
 .nbimages-explorer tr.nbimages-removed .nbimages-path { text-decoration: line-through; }
-.nbimages-explorer .nbimages-waste { color: #c62828; font-weight: bold; }
+.nbimages-explorer .nbimages-waste { color: var(--jp-error-color1, #c62828); font-weight: bold; }
 .nbimages-explorer tr.nbimages-wasteful, .nbimages-explorer .nbimages-layer-row.nbimages-wasteful
   { background: rgba(225,87,89,.10); }
 .nbimages-explorer .nbimages-layer-row.nbimages-selected { background: rgba(78,121,167,.18); }
@@ -66,7 +67,7 @@ CSS = """
 .nbimages-explorer .nbimages-c-cmd { width: 40em; }
 .nbimages-explorer .nbimages-swatch { display: inline-block; width: 10px; height: 10px;
   margin-right: 4px; border-radius: 2px; }
-.nbimages-explorer .nbimages-muted { color: #777; }
+.nbimages-explorer .nbimages-muted { color: var(--jp-content-font-color2, #666); }
 .nbimages-explorer details { margin: 2px 0; }
 """
 
