@@ -107,6 +107,18 @@ def test_long_file_lists_are_cut_with_a_hint(images, monkeypatch):
     assert "showing 1 of 3" in ex.app.files_html.value
 
 
+def test_file_list_says_its_count_and_bytes_above_a_scroll_box(images):
+    ex = Explorer(images[0])
+    ex.select(3)
+    shown = ex.app.visible_files()
+    html = ex.app.files_html.value
+    total = explorer_mod.format_bytes(int(shown["size"].sum()))
+    assert html.startswith(f"<p class='nbimages-files-count nbimages-muted'>{len(shown):,} of ")
+    assert f"files · {total}" in html.split("</p>")[0]
+    assert "<div class='nbimages-scroll'><table" in html
+    assert ".nbimages-scroll { max-height: 26em; overflow: auto; }" in explorer_mod.CSS
+
+
 def test_sizes_tab_switches_between_directories_and_layers(images):
     app = Explorer(images[0]).app
     assert "nbimages-chart-dirs" in app.chart.value and 'data-label="/app"' in app.chart.value

@@ -69,6 +69,9 @@ CSS = """
   margin-right: 4px; border-radius: 2px; }
 .nbimages-explorer .nbimages-muted { color: var(--jp-content-font-color2, #666); }
 .nbimages-explorer details { margin: 2px 0; }
+.nbimages-explorer .nbimages-scroll { max-height: 26em; overflow: auto; }
+.nbimages-explorer .nbimages-scroll thead th { position: sticky; top: 0;
+  background: var(--jp-layout-color1, #fff); }
 """
 
 
@@ -630,11 +633,15 @@ class _App:
             f"{format_bytes(int(row['size']))} · <code>{_e(short_command(made, 100))}</code>"
             + (f" · <span class='nbimages-waste'>{format_bytes(int(row['wasted_bytes']))} "
                "wasted</span>" if int(row["wasted_bytes"]) else "") + "</p>")
-        note = ""
+        # the count and byte total of what the filter selected, above a box that scrolls
+        total = format_bytes(int(shown["size"].sum())) if len(shown) else "0 B"
+        count = (f"<p class='nbimages-files-count nbimages-muted'>{len(shown):,} of "
+                 f"{len(all_files):,} files · {total}")
         if len(shown) > FILE_ROWS:
-            note = (f"<p class='nbimages-muted'>showing {FILE_ROWS:,} of {len(shown):,}: "
-                    "filter by path to see others</p>")
-        self.files_html.value = files_table_html(shown.head(FILE_ROWS)) + note
+            count += (f" · showing {FILE_ROWS:,} of {len(shown):,}: filter by path to see "
+                      "others")
+        self.files_html.value = (count + "</p><div class='nbimages-scroll'>"
+                                 + files_table_html(shown.head(FILE_ROWS)) + "</div>")
 
     # ------------------------------------------------------------ sizes, diff
     def show_chart(self) -> None:
