@@ -380,7 +380,7 @@ def _print_value(value: Any, *, json_out: bool, full: bool) -> int:
         _print_json(value if frame or not hasattr(value, "to_json") else value.to_json())
     elif isinstance(value, os.PathLike):
         print(os.fspath(value))
-    elif isinstance(value, (list, tuple)):
+    elif type(value) in (list, tuple):  # subclasses (rm's Removed) print as their repr
         for item in value:
             print(item)
     elif isinstance(value, str):

@@ -332,18 +332,34 @@ def rm(inv: Invocation) -> Any:
     """Remove image names from the engine and/or the store (nbimages.rm); `%image store prune`
     then reclaims the blobs only they used. Returns where each was removed from."""
     a = inv.args
-    return Removed({ref: engines.rm(ref, force=a.force, where=a.where, engine=a.engine)
-                    for ref in a.refs})
+    removed = [Removed(ref, engines.rm(ref, force=a.force, where=a.where, engine=a.engine))
+               for ref in a.refs]
+    return removed[0] if len(removed) == 1 else RemovedMany((r.ref, r) for r in removed)
 
 
-class Removed(dict):
-    """What `rm` removed: {name: [where it was removed from]}, shown as one line per name."""
+PRUNE_HINT = "(their blobs stay until `store prune` reclaims them)"
+
+
+class Removed(list):
+    """The places one name was removed from (as engines.rm returns them), shown as a sentence."""
+
+    def __init__(self, ref: str, places: list[str]):
+        super().__init__(places)
+        self.ref = ref
+
+    def line(self) -> str:
+        return f"removed {self.ref} from the {' and the '.join(self)}"
 
     def __repr__(self) -> str:
-        lines = [f"removed {ref} from the {' and the '.join(places)}" for ref, places in self.items()]
-        if any("store" in places for places in self.values()):
-            lines.append("(their blobs stay until `store prune` reclaims them)")
-        return "\n".join(lines)
+        return self.line() + (f"\n{PRUNE_HINT}" if "store" in self else "")
+
+
+class RemovedMany(dict):
+    """{name: Removed} for `rm` of several names, shown one line each."""
+
+    def __repr__(self) -> str:
+        hint = [PRUNE_HINT] if any("store" in r for r in self.values()) else []
+        return "\n".join([r.line() for r in self.values()] + hint)
 
 
 @command("store", "the local store: df, prune, check [--repair]",
