@@ -45,12 +45,18 @@ _EXPORTS = {
     "build_notebook": "nbimages.build.notebook_recipe:build_notebook",
     "verify": "nbimages.build.verify:verify",
     "handout": "nbimages.build.handout:handout",
+    "execute": "nbimages.execution:execute",
+    "verify_outputs": "nbimages.execution:verify_outputs",
 }
+# public submodules, imported on first use: nbimages.kernel.install(...)
+_SUBMODULES = ("kernel",)
 
-__all__ = sorted(_EXPORTS) + ["errors", "__version__"]
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["errors", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbimages.{name}")
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'nbimages' has no attribute {name!r}")

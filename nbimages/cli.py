@@ -370,8 +370,97 @@ def _notebook_verb(name: str) -> Callable:
     return lambda arg: getattr(importlib.import_module("nbimages.build.handout"), name)(arg)
 
 
-COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest",
-                      _notebook_verb("verify_args"), _notebook_verb("cli_verify"))
+def _execute_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=600, metavar="S",
+                   help="seconds a cell may run before it is interrupted (600)")
+    p.add_argument("--ignore-cell", action="append", default=[], metavar="N", dest="ignore_cells",
+                   help="run cell N (from 1, markdown cells included; or a cell id) but do not "
+                        "compare it; cells tagged nbimages-volatile are ignored too")
+
+
+def _execute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("notebook", metavar="NOTEBOOK.ipynb")
+    p.add_argument("--image", metavar="REF",
+                   help="the image to run it in (needs Python and ipykernel; default: the build "
+                        "recorded in the notebook)")
+    p.add_argument("-o", "--output", metavar="OUT.ipynb", help="write the executed notebook there")
+    _execute_options(p)
+    p.add_argument("--json", action="store_true", help="the table as JSON records")
+
+
+def _print_execution(result: Any, as_json: bool = False) -> int:
+    if as_json:
+        _print_json(result.table)
+    else:
+        print(repr(result))
+    return 0 if result.ok else 1
+
+
+def cmd_execute(a: argparse.Namespace) -> int:
+    result = _api("execute", "execute")(a.notebook, a.image, output=a.output, timeout=a.timeout,
+                                        ignore_cells=a.ignore_cells)
+    return _print_execution(result, a.json)
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    _notebook_verb("verify_args")(p)
+    p.add_argument("--execute", action="store_true",
+                   help="then also run the notebook in the verified image and compare its outputs "
+                        "(the image needs ipykernel)")
+    _execute_options(p)
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    if not a.execute:
+        return _notebook_verb("cli_verify")(a)
+    verification, result = _api("verify_outputs", "verify --execute")(
+        a.notebook, a.digest, expected=a.expected, timeout=a.timeout, ignore_cells=a.ignore_cells)
+    print(repr(verification))
+    if result is None:
+        return 1
+    print(repr(result))
+    return 0 if result.ok else 1
+
+
+def _kernel_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    i = sub.add_parser("install", help="register a Jupyter kernel that runs inside IMAGE",
+                       description="Register a Jupyter kernel that runs ipykernel inside IMAGE on "
+                                   "the Docker engine (it appears in JupyterLab's launcher).")
+    i.add_argument("image", metavar="IMAGE", help="an engine or store name, or a registry reference")
+    i.add_argument("--name", help="the kernelspec name (default: nbimages-<image name>)")
+    i.add_argument("--display-name", metavar="TEXT", help="what JupyterLab shows")
+    i.add_argument("--sys-prefix", action="store_true",
+                   help="install into this Python environment instead of the user's Jupyter folder")
+    i.add_argument("--no-check", action="store_true",
+                   help="write the kernelspec without asking the engine (nothing checked or pinned)")
+    lst = sub.add_parser("list", help="the installed nbimages kernels")
+    lst.add_argument("--json", action="store_true", help="records as JSON")
+    r = sub.add_parser("remove", help="remove an nbimages kernel")
+    r.add_argument("name", metavar="NAME")
+
+
+def cmd_kernel(a: argparse.Namespace) -> int:
+    kernel = importlib.import_module("nbimages.kernel")
+    if a.action == "install":
+        print(repr(kernel.install(a.image, a.name, display_name=a.display_name,
+                                  sys_prefix=a.sys_prefix, check=not a.no_check)))
+    elif a.action == "list":
+        df = kernel.list()
+        _print_json(df) if a.json else print_table(df, full=True)
+    elif a.action == "remove":
+        print(f"removed {kernel.remove(a.name)}")
+    else:
+        raise CLIUsageError(f"{PROG} kernel: say install, list or remove (see {PROG} kernel --help)")
+    return 0
+
+
+COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest "
+                      "(--execute: and its outputs)", _verify_args, cmd_verify)
+COMMANDS["execute"] = ("run a notebook inside an image and compare its outputs with the saved ones",
+                       _execute_args, cmd_execute)
+COMMANDS["kernel"] = ("install, list or remove Jupyter kernels that run inside an image",
+                      _kernel_args, cmd_kernel)
 COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
                        _notebook_verb("handout_args"), _notebook_verb("cli_handout"))
 

@@ -647,4 +647,43 @@ def verify(inv: Invocation) -> Any:
     a = inv.args
     return verify_(a.notebook, a.digest, expected=a.expected)
 
+@command("kernel", "a Jupyter kernel that runs inside an image (in JupyterLab's launcher)",
+         arg("image", metavar="TAG", help="the image: a store or engine name, a reference, or a "
+                                          "variable holding an Image"),
+         arg("--name", default=None, help="the kernelspec name (default: nbimages-<image name>)"),
+         arg("--display-name", default=None, metavar="TEXT", help="what JupyterLab shows"),
+         arg("--sys-prefix", action="store_true",
+             help="install into this Python environment instead of the user's Jupyter folder"),
+         arg("--no-check", action="store_true",
+             help="write the kernelspec without asking the engine (nothing checked or pinned)"),
+         group="notebook", needs=("kernel",))
+def kernel(inv: Invocation) -> Any:
+    """Register a kernel that runs ipykernel inside the image on the Docker engine.
+
+    The image needs Python and ipykernel (`%image pip ipykernel`); reload JupyterLab's launcher
+    to see it (nbimages.kernel.install).
+    """
+    a = inv.args
+    return nbimages.kernel.install(_image_or_source(inv, a.image), a.name,
+                                   display_name=a.display_name, sys_prefix=a.sys_prefix,
+                                   check=not a.no_check)
+
+
+@command("execute", "run a notebook inside an image and compare its outputs with the saved ones",
+         arg("notebook", metavar="NOTEBOOK.ipynb"),
+         arg("--image", default=None, metavar="REF",
+             help="the image (needs ipykernel; default: the build recorded in the notebook)"),
+         arg("-o", "--output", default=None, metavar="OUT.ipynb", help="write the executed copy"),
+         arg("--timeout", type=float, default=600, metavar="S", help="seconds per cell (600)"),
+         arg("--ignore-cell", action="append", default=[], metavar="N", dest="ignore_cells",
+             help="run cell N (from 1; or a cell id) without comparing it"),
+         group="notebook", needs=("execute",))
+def execute(inv: Invocation) -> Any:
+    """Run the notebook's cells in a kernel inside the image (its %image cells skipped) and
+    compare every cell's outputs with the saved ones (nbimages.execute)."""
+    a = inv.args
+    image = _image_or_source(inv, a.image) if a.image else None
+    return nbimages.execute(a.notebook, image, output=a.output, timeout=a.timeout,
+                            ignore_cells=a.ignore_cells)
+
 __all__ = ["TABLE", "GROUPS", "CELL_ARGS", "CELL_TEXT"]
