@@ -37,7 +37,7 @@ from typing import Any, Iterable
 
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -300,9 +300,9 @@ def execute(notebook: str | os.PathLike, image: Any = None, *, output: str | os.
     home = Path(tempfile.mkdtemp(prefix="nbimages-execute-"))
     name = f"nbimages-execute-{os.urandom(4).hex()}"
     try:
-        info = kernels.install(image, name, prefix=str(home), pull=pull)
-        ksm = KernelSpecManager(kernel_dirs=[str(Path(info.resource_dir).parent)])
-        km = KernelManager(kernel_name=name, kernel_spec_manager=ksm)
+        ksm = KernelSpecManager(kernel_dirs=[str(home / "share" / "jupyter" / "kernels")])
+        info = kernels.install(image, name, prefix=str(home), pull=pull, kernel_spec_manager=ksm)
+        km = AsyncKernelManager(kernel_name=name, kernel_spec_manager=ksm)
         client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
                                 interrupt_on_timeout=True, record_timing=False,
                                 resources={"metadata": {"path": str(path.parent)}})
@@ -359,17 +359,18 @@ def _run(client: NotebookClient, nb: Any, code: list[int], tooling: set[int], ig
                 row.status, row.diff = "error", f"timed out after {timeout:g} s"
                 continue
             row.new_count = cell.get("execution_count")
-            _judge(row, saved[i], cell.get("outputs", []), i in ignored,
-                   timeout is not None and time.monotonic() - began >= timeout)
+            if timeout is not None and time.monotonic() - began >= timeout:
+                # nbclient interrupted it (interrupt_on_timeout); its outputs may be cut short
+                row.status, row.diff = "error", f"timed out after {timeout:g} s (interrupted)"
+                continue
+            _judge(row, saved[i], cell.get("outputs", []), i in ignored)
     return results
 
 
-def _judge(row: CellResult, saved: list, outputs: list, ignored: bool, timed_out: bool) -> None:
+def _judge(row: CellResult, saved: list, outputs: list, ignored: bool) -> None:
     before, after = comparable(saved), comparable(outputs)
     errors = [v for k, v in after if k == "error"]
-    if timed_out and errors:
-        row.status, row.diff = "error", "timed out (interrupted): " + errors[0][:80]
-    elif ignored:
+    if ignored:
         row.status, row.diff = "ignored", "volatile: run, not compared"
     elif before == after:
         row.status = "same"

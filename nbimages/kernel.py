@@ -208,7 +208,8 @@ def probe(eng: Any, ref: str, label: str) -> dict[str, Any]:
 
 def install(image: Any, name: str | None = None, *, display_name: str | None = None,
             user: bool = True, sys_prefix: bool = False, prefix: str | None = None,
-            check: bool = True, pull: str = "missing") -> KernelInfo:
+            check: bool = True, pull: str = "missing",
+            kernel_spec_manager: KernelSpecManager | None = None) -> KernelInfo:
     """Register a Jupyter kernel that runs inside `image` on the Docker engine.
 
     `image`: a name in the engine or the local store (a store image is loaded into the
@@ -218,6 +219,7 @@ def install(image: Any, name: str | None = None, *, display_name: str | None = N
     `sys_prefix=True` installs into this Python environment instead of the user's Jupyter
     folder. `check=False` writes the kernelspec without asking the engine (nothing is
     checked or pinned; the kernel starts once an engine answers and has the image).
+    `kernel_spec_manager`: jupyter_client's, to install where it looks (default: Jupyter's).
     """
     from .image import Image
     label = (image.names[0] if image.names else image.digest) if isinstance(image, Image) \
@@ -231,7 +233,7 @@ def install(image: Any, name: str | None = None, *, display_name: str | None = N
                           "'.', '_' and '-' (Jupyter's rule for kernelspec names).")
     if sys_prefix:
         prefix = sys.prefix
-    ksm = KernelSpecManager()
+    ksm = kernel_spec_manager or KernelSpecManager()
     with contextlib.suppress(NoSuchKernel):
         existing = ksm.get_kernel_spec(name)
         if _nbimages_meta(existing.to_dict()) is None:
