@@ -136,7 +136,8 @@ def lab(tmp_path_factory):
                 raise AssertionError("JupyterLab did not start:\n" +
                                      (base / "jupyterlab.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield {"url": url, "token": token, "work": dirs["work"], "log": base / "jupyterlab.log"}
+        yield {"url": url, "token": token, "work": dirs["work"], "log": base / "jupyterlab.log",
+               "data": dirs["data"]}
     finally:
         proc.terminate()
         try:
@@ -308,5 +309,44 @@ def test_static_html_export_shows_layer_rows_without_widgets(browser, tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         page.locator(".nbimages-explorer").first.screenshot(
             path=str(ARTIFACTS / "static-explorer.png"))
+    finally:
+        context.close()
+
+
+def test_jupyterlab_launches_an_image_kernel_whose_cells_run_inside_the_image(browser, lab,
+                                                                            kernel_image):
+    """`nbimages kernel install` into the server's Jupyter folder: the launcher shows the
+    image's kernel, and a cell run with it reads a file that exists only in the image."""
+    from kernel_image import KERNEL_TAG, MARKER, ONLY_IN_IMAGE
+    label = "Python 3.11 (image nbtest/kernel-py:1)"
+    proc = subprocess.run([sys.executable, "-m", "nbimages", "kernel", "install", KERNEL_TAG,
+                           "--name", "nbtest-browser"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JUPYTER_DATA_DIR": str(lab["data"])})
+    assert proc.returncode == 0, proc.stderr
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", local_only)
+    page = context.new_page()
+    try:
+        page.goto(f"{lab['url']}/lab?token={lab['token']}")
+        card = page.locator(".jp-LauncherCard", has_text=label).first
+        card.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-image-kernel-launcher.png"))
+        card.click()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        wait_for_kernel(page, timeout_ms=90_000)
+        code = f"import sys\nprint(open({ONLY_IN_IMAGE!r}).read().strip(), sys.executable)"
+        page.evaluate("""code => {
+            const nb = window.jupyterapp.shell.currentWidget;
+            nb.content.activeCell.model.sharedModel.setSource(code);
+            return window.jupyterapp.commands.execute('notebook:run-cell');
+        }""", code)
+        output = page.locator(".jp-OutputArea-output", has_text=MARKER.strip()).first
+        output.wait_for(timeout=60_000)
+        assert output.inner_text().strip() == f"{MARKER.strip()} /usr/bin/python3"
+        kernel_name = page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayName")
+        assert kernel_name == label
+        page.screenshot(path=str(ARTIFACTS / "browser-image-kernel-cell.png"))
     finally:
         context.close()
