@@ -225,3 +225,79 @@ def test_verify_execute_checks_the_digest_then_the_outputs(
     assert f"nbimages verify paper.ipynb --digest {digest} --execute" in readme
     assert "nbimages execute paper.ipynb --image nbtest/verify-exec:1" in readme
     assert "nbimages kernel install nbtest/verify-exec:1" in readme   # no JupyterLab inside
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_handout_image_opens_the_notebook_in_jupyterlab_with_the_readme_docker_run(
+        tmp_path, python_base_in_registry, wheel_index, offline_pip, docker_client, monkeypatch):
+    """A notebook whose image has JupyterLab: the README's one `docker run` serves it."""
+    import contextlib
+    import queue
+    import re
+    import threading
+    import time
+
+    import requests
+
+    from bases import download_wheels
+    from nbimages.build.handout import JUPYTERLAB_PORT
+    download_wheels(["jupyterlab", "ipykernel"])
+    monkeypatch.setenv("NBIMAGES_HOME", str(tmp_path / "home"))
+    tag = "nbtest/handout-lab:1"
+    nb = write(tmp_path / "paper.ipynb", "%load_ext nbimages",
+               f"%image from {python_base_in_registry}\n"
+               f"%image pip jupyterlab ipykernel --index-url {wheel_index.url}",
+               f"%image build {tag}", "print('hello')")
+    p = cli("handout", str(nb), "-o", str(tmp_path / "handout"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    readme = (tmp_path / "handout" / "README.md").read_text()
+    command = next(l for l in readme.splitlines() if l.startswith("docker run") and "jupyterlab" in l)
+    assert "nbimages kernel install" not in readme
+    subprocess.run(["docker", "load", "-i", str(tmp_path / "handout" / "image.docker.tar")],
+                   check=True, capture_output=True)
+    port = _free_port()
+    server = subprocess.Popen(["bash", "-c", command.replace(f"--port={JUPYTERLAB_PORT}",
+                                                             f"--port={port}")],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in server.stdout], daemon=True).start()
+    log: list[str] = []
+    try:
+        token = None
+        deadline = time.monotonic() + 120
+        while token is None and time.monotonic() < deadline and server.poll() is None:
+            with contextlib.suppress(queue.Empty):
+                log.append(lines.get(timeout=1))
+                m = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\w+)", log[-1])
+                token = m.group(1) if m else None
+        assert token, "JupyterLab did not start:\n" + "".join(log[-40:])
+        while time.monotonic() < deadline:   # it may print the address a moment before it listens
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"http://127.0.0.1:{port}/api", timeout=5).ok:
+                    break
+            time.sleep(0.3)
+        r = requests.get(f"http://127.0.0.1:{port}/api/contents/paper.ipynb",
+                         params={"token": token}, timeout=10)
+        assert r.ok and r.json()["type"] == "notebook"
+        assert r.json()["content"]["cells"][3]["source"] == "print('hello')"
+        lab = requests.get(f"http://127.0.0.1:{port}/lab", params={"token": token}, timeout=10)
+        assert lab.ok and "JupyterLab" in lab.text
+        specs = requests.get(f"http://127.0.0.1:{port}/api/kernelspecs", params={"token": token},
+                             timeout=10).json()
+        assert "python3" in specs["kernelspecs"]
+    finally:
+        server.send_signal(__import__("signal").SIGINT)   # Ctrl-C in the terminal stops it
+        try:
+            server.wait(timeout=30)
+        finally:
+            for c in docker_client.containers.list(all=True, filters={"ancestor": tag}):
+                c.remove(force=True)
+            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    assert docker_client.containers.list(all=True, filters={"ancestor": tag}) == []

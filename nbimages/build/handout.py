@@ -191,7 +191,7 @@ def jupyterlab_command(tag: str, notebook: str, port: int = JUPYTERLAB_PORT) -> 
     q = shlex.quote
     return (f'docker run --rm --network host --user "$(id -u):$(id -g)" -e HOME=/tmp '
             f'-v "$PWD":/home/notebook -w /home/notebook {q(tag)} python3 -m jupyterlab '
-            f"--no-browser --ip=127.0.0.1 --port={port} {q(notebook)}")
+            f"--no-browser --allow-root --ip=127.0.0.1 --port={port} {q(notebook)}")
 
 
 def _outputs_section(pins: list, tag: str, notebook: str, digest: str, env: str) -> list[str]:
