@@ -42,6 +42,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from . import engines
+from .engines import endpoint
 from .engines.base import CommandNotFound, LABEL_COMMAND, LABEL_REMOVE, LABEL_SESSION, SESSION
 from .errors import EngineUnavailable, NbimagesError
 
@@ -170,18 +171,18 @@ def _nbimages_meta(spec_dict: dict[str, Any]) -> dict[str, Any] | None:
 # ---- install / list / remove
 
 def _docker(what: str) -> Any:
-    """The Docker engine, or EngineUnavailable saying what needed it."""
-    try:
-        eng = engines.engine("docker")
-    except EngineUnavailable as e:
-        raise EngineUnavailable(f"{what} needs the Docker engine: {e}") from None
-    if not eng.endpoint.is_local:
+    """The Docker engine on this machine, or EngineUnavailable / KernelError saying why not."""
+    where = endpoint.resolve()
+    if not where.is_local:  # refused before anything is sent to it
         raise KernelError(
-            f"{what}: the Docker engine at {eng.endpoint.describe()} is on another machine, and "
+            f"{what}: the Docker engine at {where.describe()} is on another machine, and "
             "an image kernel listens on the host network of the engine's machine, where Jupyter "
             "cannot reach it. Use an engine on this machine (unset DOCKER_HOST, or `docker "
             "context use default`), or run Jupyter on the engine's machine.")
-    return eng
+    try:
+        return engines.engine("docker")
+    except EngineUnavailable as e:
+        raise EngineUnavailable(f"{what} needs the Docker engine: {e}") from None
 
 
 def probe(eng: Any, ref: str, label: str) -> dict[str, Any]:

@@ -98,7 +98,8 @@ def test_interrupt_stops_the_running_cell_and_the_kernel_goes_on(running):
     started = time.monotonic()
     km.interrupt_kernel()
     reply = kc.get_shell_msg(timeout=20)
-    assert reply["parent_header"]["msg_id"] == msg_id
+    while reply["parent_header"].get("msg_id") != msg_id:   # e.g. a late kernel_info_reply
+        reply = kc.get_shell_msg(timeout=20)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert time.monotonic() - started < 10
@@ -164,6 +165,13 @@ def test_without_an_engine_nothing_is_written_unless_asked(jupyter_dirs, monkeyp
     spec = json.loads((jupyter_dirs["data"] / "kernels" / info.name / "kernel.json").read_text())
     assert spec["env"]["DOCKER_HOST"] == f"unix://{tmp_path}/no-engine.sock"
     assert list(nbimages.kernel.list().name) == ["nbimages-image-1"]
+
+
+def test_a_remote_engine_is_refused_before_anything_is_sent(jupyter_dirs, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://192.0.2.10:2375")   # TEST-NET: never contacted
+    with pytest.raises(KernelError, match="is on another machine.*host network"):
+        nbimages.kernel.install("some/image:1")
+    assert nbimages.kernel.list().empty
 
 
 def test_a_kernel_that_cannot_start_says_why_in_its_log(jupyter_dirs, monkeypatch, tmp_path):
