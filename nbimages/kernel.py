@@ -39,18 +39,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docker.errors import APIError
+from docker.utils.socket import frames_iter
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from . import engines
 from .engines import endpoint
 from .engines.base import CommandNotFound, LABEL_COMMAND, LABEL_REMOVE, LABEL_SESSION, SESSION
 from .errors import EngineUnavailable, NbimagesError
+from .image import Image
 
 __all__ = ["install", "list", "remove", "KernelInfo", "KernelError", "kernel_spec", "main"]
 
 METADATA_KEY = "nbimages"
 LABEL_KERNEL = "org.nbimages.kernel"
 PYTHONS = ("python3", "python")
+NAMED_SOURCES = ("store:", "docker-daemon:", "docker://", "docker-archive:", "oci:", "oci-archive:")
 _list = list  # `list` is also a verb of this module
 
 # What the container runs: read the connection file from stdin (one line of JSON), start
@@ -124,8 +128,9 @@ class KernelInfo:
 def default_name(image: str) -> str:
     """`nbimages-analysis-1` for `127.0.0.1:5000/team/analysis:1` (kernelspec names are
     [a-z0-9._-])."""
-    last = image.split("@", 1)[0].rsplit("/", 1)[-1] if "@" not in image.rsplit("/", 1)[-1] \
-        else image.rsplit("/", 1)[-1].replace("@sha256:", "-")[:24]
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        last = last.replace("@sha256:", "-")[:24]
     slug = re.sub(r"[^a-z0-9._-]+", "-", last.lower()).strip("-._")
     return f"nbimages-{slug or 'image'}"
 
@@ -222,12 +227,11 @@ def install(image: Any, name: str | None = None, *, display_name: str | None = N
     checked or pinned; the kernel starts once an engine answers and has the image).
     `kernel_spec_manager`: jupyter_client's, to install where it looks (default: Jupyter's).
     """
-    from .image import Image
-    label = (image.names[0] if image.names else image.digest) if isinstance(image, Image) \
-        else str(image)
-    ref = label
-    if isinstance(image, Image) and not image.names:
-        ref = image.id
+    label = ref = str(image)
+    if isinstance(image, Image):
+        # a name the launcher can find it by again, should the engine lose the pinned ID
+        label = ref = image.names[0] if image.names else (
+            image.source if str(image.source).startswith(NAMED_SOURCES) else image.id)
     name = name or default_name(label)
     if not re.fullmatch(r"[a-z0-9._-]+", name):
         raise KernelError(f"{name!r} cannot be a kernel name: use lower-case letters, digits, "
@@ -338,7 +342,6 @@ def _image_to_run(eng: Any, a: argparse.Namespace) -> str:
 
 def launch(argv: _list[str]) -> int:
     """Start the kernel container, relay its log and signals; returns its exit status."""
-    from docker.utils.socket import frames_iter
     a = _launch_args(argv)
     try:
         connection = json.dumps(json.loads(Path(a.connection_file).read_text()))
@@ -350,10 +353,15 @@ def launch(argv: _list[str]) -> int:
     api = eng.api
     labels = {LABEL_SESSION: SESSION, LABEL_REMOVE: "1", LABEL_KERNEL: a.name,
               LABEL_COMMAND: f"jupyter kernel {a.name}"}
-    cid = api.create_container(
-        ref, entrypoint=[a.python, "-c", BOOTSTRAP], command=[], stdin_open=True, labels=labels,
-        name=f"{a.name}-{os.urandom(4).hex()}",
-        host_config=api.create_host_config(network_mode="host", auto_remove=True))["Id"]
+    try:
+        cid = api.create_container(
+            ref, entrypoint=[a.python, "-c", BOOTSTRAP], command=[], stdin_open=True,
+            labels=labels, name=f"{a.name}-{os.urandom(4).hex()}",
+            host_config=api.create_host_config(network_mode="host", auto_remove=True))["Id"]
+    except APIError as e:
+        print(f"nbimages kernel {a.name}: the Docker engine refused to create the kernel's "
+              f"container of {ref}: {e.explanation or e}", file=sys.stderr, flush=True)
+        return 1
     catch = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, catch)  # taken with sigtimedwait below
     sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -370,7 +378,13 @@ def launch(argv: _list[str]) -> int:
             done.set()
 
     try:
-        api.start(cid)
+        try:
+            api.start(cid)
+        except APIError as e:
+            print(f"nbimages kernel {a.name}: the kernel's container of {ref} did not start "
+                  f"({e.explanation or e}); is {a.python} the image's Python?", file=sys.stderr,
+                  flush=True)
+            return 1
         raw = getattr(sock, "_sock", sock)
         raw.sendall(connection.encode() + b"\n")
         threading.Thread(target=relay, daemon=True).start()

@@ -236,4 +236,25 @@ def test_magic_installs_the_kernel_of_an_image_variable(fresh_ip, kernel_image, 
     fresh_ip.user_ns["img"] = kernel_image
     info = fresh_ip.run_line_magic("image", "kernel img --name nbtest-magic")
     assert info.name == "nbtest-magic" and info.image_id == kernel_image.id
+    assert info.image == "store:nbtest/kernel-py:1"   # found again by name if the ID is gone
+    assert info.display_name == "Python 3.11 (image store:nbtest/kernel-py:1)"
     assert list(nbimages.kernel.list().name) == ["nbtest-magic"]
+
+
+def test_a_pinned_image_the_engine_lost_is_found_again_by_name(installed, jupyter_dirs, tmp_path):
+    spec_file = jupyter_dirs["data"] / "kernels" / NAME / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    at = spec["argv"].index("--image-id")
+    spec["argv"][at + 1] = "sha256:" + "0" * 64          # as if pruned from the engine
+    spec_file.write_text(json.dumps(spec))
+    log = (tmp_path / "kernel.log").open("wb")
+    km, kc = start_new_kernel(kernel_name=NAME, startup_timeout=90, stderr=log)
+    try:
+        assert run_code(kc, "import os; os.path.exists('/srv/nbtest')")[1] == "True"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+        log.close()
+    text = (tmp_path / "kernel.log").read_text()
+    assert "the engine no longer has image sha256:000000000000 the kernel was installed for; " \
+           "running nbtest/kernel-py:1" in text
