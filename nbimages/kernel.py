@@ -120,6 +120,7 @@ class KernelInfo:
         if self.python_version:
             lines.append(f"  Python {self.python_version}, ipykernel {self.ipykernel}")
         lines += [f"  {n}" for n in self.notes]
+        lines.append("  JupyterLab's launcher lists it within a minute (or reload the page)")
         return "\n".join(lines)
 
 

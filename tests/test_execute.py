@@ -185,6 +185,12 @@ def test_magic_returns_the_execution(fresh_ip, kernel_image, tmp_path):
     assert r.ok and "outputs reproduced" in r._repr_html_()
 
 
+def test_magic_verify_execute_needs_a_notebook_file(fresh_ip):
+    from IPython.core.error import UsageError
+    with pytest.raises(UsageError, match="name the notebook file"):
+        fresh_ip.run_line_magic("image", "verify --execute")
+
+
 # ---- verify --execute and the handout README
 
 def verify_notebook(path: Path, base: str, index_url: str) -> Path:

@@ -640,12 +640,28 @@ def freeze(inv: Invocation) -> Any:
              help="manifest digest or image ID (default: the last build's)"),
          arg("--expected", default=None, metavar="SOURCE",
              help="the expected image, to name the files that differ"),
+         arg("--execute", action="store_true",
+             help="then run the notebook in the verified image and compare its outputs"),
          group="notebook", needs=("freeze",))
 def verify(inv: Invocation) -> Any:
-    """Rebuild in a clean store: does the digest match? If not, which layer and files differ."""
+    """Rebuild in a clean store: does the digest match? If not, which layer and files differ.
+
+    With --execute (a notebook file), the verification is shown and the output check of the
+    notebook run inside the verified image is returned (nbimages.verify_outputs).
+    """
     from nbimages.build.verify import verify as verify_
     a = inv.args
-    return verify_(a.notebook, a.digest, expected=a.expected)
+    if not a.execute:
+        return verify_(a.notebook, a.digest, expected=a.expected)
+    if not a.notebook:
+        from IPython.core.error import UsageError
+        raise UsageError("%image verify --execute: name the notebook file (NOTEBOOK.ipynb)")
+    from IPython.display import display
+    verification, result = nbimages.verify_outputs(a.notebook, a.digest, expected=a.expected)
+    if result is None:
+        return verification
+    display(verification)
+    return result
 
 @command("kernel", "a Jupyter kernel that runs inside an image (in JupyterLab's launcher)",
          arg("image", metavar="TAG", help="the image: a store or engine name, a reference, or a "
