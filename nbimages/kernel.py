@@ -344,6 +344,10 @@ def _image_to_run(eng: Any, a: argparse.Namespace) -> str:
 def launch(argv: _list[str]) -> int:
     """Start the kernel container, relay its log and signals; returns its exit status."""
     a = _launch_args(argv)
+    catch = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    # Blocked from the start and taken with sigtimedwait below (threads inherit the mask), so
+    # an early interrupt or stop waits for the container instead of killing the launcher.
+    signal.pthread_sigmask(signal.SIG_BLOCK, catch)
     try:
         connection = json.dumps(json.loads(Path(a.connection_file).read_text()))
         eng = _docker(f"the kernel {a.name}")
@@ -363,8 +367,6 @@ def launch(argv: _list[str]) -> int:
         print(f"nbimages kernel {a.name}: the Docker engine refused to create the kernel's "
               f"container of {ref}: {e.explanation or e}", file=sys.stderr, flush=True)
         return 1
-    catch = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    signal.pthread_sigmask(signal.SIG_BLOCK, catch)  # taken with sigtimedwait below
     sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     done = threading.Event()
 
