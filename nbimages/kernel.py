@@ -235,9 +235,11 @@ def install(image: Any, name: str | None = None, *, display_name: str | None = N
     """
     label = ref = str(image)
     if isinstance(image, Image):
-        # a name the launcher can find it by again, should the engine lose the pinned ID
-        label = ref = image.names[0] if image.names else (
-            image.source if str(image.source).startswith(NAMED_SOURCES) else image.id)
+        # a name the launcher can find it by again, should the engine lose the pinned ID: where
+        # it was opened from (store:NAME stays the store's image even if the engine has another
+        # of that name), else one of its names (an image opened from the store has them too)
+        label = ref = (image.source if str(image.source).startswith(NAMED_SOURCES)
+                       else image.names[0] if image.names else image.id)
     name = name or default_name(label)
     if not re.fullmatch(r"[a-z0-9._-]+", name):
         raise KernelError(f"{name!r} cannot be a kernel name: use lower-case letters, digits, "
