@@ -66,7 +66,7 @@ def test_images_tag_and_rm_in_the_store(ip, busybox_image):
     df = ip.run_line_magic("image", "images")
     store = df[df["where"] == "store"]
     assert {"1", "2"} <= set(store[store.repository.str.endswith("magic/bb")].tag)
-    assert ip.run_line_magic("image", "rm magic/bb:2 --where store") == ["store"]
+    assert ip.run_line_magic("image", "rm magic/bb:2 --where store") == {"magic/bb:2": ["store"]}
     df = ip.run_line_magic("image", "images")
     assert "2" not in set(df[(df["where"] == "store") & df.repository.str.endswith("magic/bb")].tag)
 
