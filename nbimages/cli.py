@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import nbimages  # the facade: the API loads on first use, so `nbimages --help` stays fast
 
 from . import __version__
-from .commands.parsing import HelpShown, Invocation, UsageError, pairs
+from .commands.parsing import EXECUTE_OPTIONS, HelpShown, Invocation, UsageError, pairs
 from .errors import NbimagesError, os_errors
 from .progress import Progress
 from .verbs import provided
@@ -230,7 +230,8 @@ COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image ce
 # one function); only their one-line summaries are repeated here, so that `nbimages --help`
 # lists them without loading the table. `copy` is %image copy-image.
 FROM_TABLE = {"save": "save", "pull": "pull", "push": "push", "copy": "copy-image",
-              "search": "search", "tags": "tags", "catalog": "catalog"}
+              "search": "search", "tags": "tags", "catalog": "catalog",
+              "execute": "execute", "kernel": "kernel"}
 COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", None, None)
 COMMANDS["pull"] = ("pull an image into the local store, with progress", None, None)
 COMMANDS["push"] = ("push an image to a registry, its digest kept", None, None)
@@ -239,6 +240,9 @@ COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, la
 COMMANDS["search"] = ("search Docker Hub", None, None)
 COMMANDS["tags"] = ("list the tags of a repository", None, None)
 COMMANDS["catalog"] = ("list the repositories of a private registry", None, None)
+COMMANDS["execute"] = ("run a notebook inside an image and compare its outputs with the saved ones",
+                       None, None)
+COMMANDS["kernel"] = ("install, list or remove Jupyter kernels that run inside an image", None, None)
 
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
@@ -276,12 +280,25 @@ def verify_args(p: Any) -> None:
     p.add_argument("--expected", metavar="SOURCE",
                    help="the expected image (oci-archive:FILE, docker-archive:FILE, a store "
                         "name), to name the files that differ")
+    p.add_argument("--execute", action="store_true",
+                   help="then also run the notebook in the verified image and compare its outputs "
+                        "(the image needs ipykernel)")
+    for flags, kw in EXECUTE_OPTIONS:
+        p.add_argument(*flags, **kw)
 
 
 def cli_verify(a: Any) -> int:
-    v = nbimages.verify(a.notebook, a.digest, expected=a.expected)
-    print(repr(v))
-    return 0 if v.ok else 1
+    if not a.execute:
+        v = nbimages.verify(a.notebook, a.digest, expected=a.expected)
+        print(repr(v))
+        return 0 if v.ok else 1
+    verification, result = nbimages.verify_outputs(a.notebook, a.digest, expected=a.expected,
+                                                   timeout=a.timeout, ignore_cells=a.ignore_cells)
+    print(repr(verification))
+    if result is None:
+        return 1
+    print(repr(result))
+    return 0 if result.ok else 1
 
 
 def handout_args(p: Any) -> None:
@@ -303,8 +320,8 @@ def cli_handout(a: Any) -> int:
     return 0
 
 
-COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest",
-                      verify_args, cli_verify)
+COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest "
+                      "(--execute: and its outputs)", verify_args, cli_verify)
 COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
                        handout_args, cli_handout)
 

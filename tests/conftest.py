@@ -160,3 +160,5 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 # Python base image (debootstrap, cached outside the repo) and test wheels: see tests/bases.py.
 from bases import offline_pip, python_base_image, python_base_in_registry, wheel_index  # noqa: E402,F401
+# An image with ipykernel (kernel and execute tests) and isolated Jupyter folders: tests/kernel_image.py.
+from kernel_image import jupyter_dirs, kernel_image  # noqa: E402,F401

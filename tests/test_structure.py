@@ -32,6 +32,8 @@ LAZY_ALLOWED = {
     "pathspec": "only for .dockerignore files",
     "nbformat": "only to read notebooks",
     "filelock": "only when the store is written",
+    "jupyter_client": "~0.15 s; only when an image kernel is installed, listed, removed or run",
+    "nbclient": "~0.9 s; only when a notebook is executed (nbimages execute, verify --execute)",
 }
 
 
@@ -239,9 +241,10 @@ LAYERS = [
     ("nbimages.oci", 1), ("nbimages.image", 2), ("nbimages.store", 3), ("nbimages.validate", 3),
     ("nbimages.registry", 4), ("nbimages.sources", 5), ("nbimages.builder", 6),
     ("nbimages.analysis", 6), ("nbimages.engines", 7),
-    ("nbimages.maintenance", 8), ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
+    ("nbimages.maintenance", 8), ("nbimages.kernel", 8),
+    ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
     ("nbimages.commands.parsing", 9), ("nbimages.commands.steps", 9),
-    ("nbimages.workflow", 10), ("nbimages.commands", 11),
+    ("nbimages.workflow", 10), ("nbimages.execution", 10), ("nbimages.commands", 11),
     ("nbimages.notebook", 12), ("nbimages.cli", 12), ("nbimages.__main__", 12), ("nbimages", 12),
 ]
 

@@ -66,6 +66,17 @@ def arg(*flags: str, **kw: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, kw
 
 
+# How a notebook is run and compared inside an image: `%image execute`, `%image verify
+# --execute` and the shell's `nbimages verify --execute` take the same options.
+EXECUTE_OPTIONS = (
+    arg("--timeout", type=float, default=600, metavar="S",
+        help="seconds a cell may run before it is interrupted (600)"),
+    arg("--ignore-cell", action="append", default=[], metavar="N", dest="ignore_cells",
+        help="run cell N (from 1, markdown cells included; or a cell id) but do not compare it; "
+             "cells tagged nbimages-volatile are ignored too"),
+)
+
+
 @dataclass
 class Invocation:
     """What a subcommand function receives: parsed options, the cell body and the shell."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import analysis, engines, maintenance, registry, sources
+from .. import analysis, engines, execution, kernel as kernels, maintenance, registry, sources
 from ..image import Image
 from ..sources import copy as copy_transports, remote
 from ..verbs import provided
 from ..workflow import freeze as freezing, verify as verifying
-from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CommandTable, Invocation, UsageError,
-                      arg, pairs)
+from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, EXECUTE_OPTIONS, CommandTable, Invocation,
+                      UsageError, arg, pairs)
 from .steps import STEPS, cell_of
 
 GROUPS = [
@@ -442,10 +442,83 @@ def freeze(inv: Invocation) -> Any:
              help="manifest digest or image ID (default: the last build's)"),
          arg("--expected", default=None, metavar="SOURCE",
              help="the expected image, to name the files that differ"),
+         arg("--execute", action="store_true",
+             help="then run the notebook in the verified image and compare its outputs"),
+         *EXECUTE_OPTIONS,
          group="notebook")
 def verify(inv: Invocation) -> Any:
-    """Rebuild in a clean store: does the digest match? If not, which layer and files differ."""
+    """Rebuild in a clean store: does the digest match? If not, which layer and files differ.
+
+    With --execute (a notebook file), the verification is shown and the output check of the
+    notebook run inside the verified image is returned (nbimages.verify_outputs).
+    """
     a = inv.args
-    return verifying.verify(a.notebook, a.digest, expected=a.expected)
+    if not a.execute:
+        return verifying.verify(a.notebook, a.digest, expected=a.expected)
+    if not a.notebook:
+        raise UsageError("%image verify --execute: name the notebook file (NOTEBOOK.ipynb)")
+    verification, result = execution.verify_outputs(a.notebook, a.digest, expected=a.expected,
+                                                    timeout=a.timeout, ignore_cells=a.ignore_cells)
+    if result is None:
+        return verification
+    inv.show(verification)
+    return result
+
+
+KERNEL_ACTIONS = ("install", "list", "remove")
+
+
+@command("kernel", "Jupyter kernels that run inside an image: install, list, remove",
+         arg("action", nargs="?", metavar="ACTION",
+             help="install IMAGE: register a kernel (it appears in JupyterLab's launcher; "
+                  "`%%image kernel IMAGE` says the same); list: the nbimages kernels; "
+                  "remove NAME: unregister one"),
+         arg("target", nargs="?", default=None, metavar="IMAGE|NAME",
+             help="install: a store or engine name, a reference, or a variable holding an Image; "
+                  "remove: the kernel's name"),
+         arg("--name", default=None, help="install: the kernelspec name (default: nbimages-<image name>)"),
+         arg("--display-name", default=None, metavar="TEXT", help="install: what JupyterLab shows"),
+         arg("--sys-prefix", action="store_true",
+             help="install: into this Python environment instead of the user's Jupyter folder"),
+         arg("--no-check", action="store_true",
+             help="install: write the kernelspec without asking the engine (nothing checked or pinned)"),
+         group="engine")
+def kernel(inv: Invocation) -> Any:
+    """Kernels that run ipykernel inside an image on the Docker engine: `install IMAGE`
+    (nbimages.kernel.install; the image needs Python and ipykernel, `%image pip ipykernel`;
+    reload JupyterLab's launcher to see it), `list` (nbimages.kernel.list), `remove NAME`."""
+    a = inv.args
+    if a.action is None:
+        raise UsageError("%image kernel: say install, list or remove (see %image kernel --help)")
+    if a.action not in KERNEL_ACTIONS:
+        if a.target is not None:
+            raise UsageError(f"%image kernel: {a.action!r} is not one of "
+                             f"{', '.join(KERNEL_ACTIONS)} (see %image kernel --help)")
+        a.action, a.target = "install", a.action  # `%image kernel TAG` installs TAG
+    if a.action == "list":
+        return kernels.list()
+    if not a.target:
+        what = "the image" if a.action == "install" else "the kernel"
+        raise UsageError(f"%image kernel {a.action}: name {what} (see %image kernel --help)")
+    if a.action == "remove":
+        return f"removed {kernels.remove(a.target)}"
+    return kernels.install(_image_or_source(inv, a.target), a.name, display_name=a.display_name,
+                           sys_prefix=a.sys_prefix, check=not a.no_check)
+
+
+@command("execute", "run a notebook inside an image and compare its outputs with the saved ones",
+         arg("notebook", metavar="NOTEBOOK.ipynb"),
+         arg("--image", default=None, metavar="REF",
+             help="the image (needs Python and ipykernel; default: the build recorded in the notebook)"),
+         arg("-o", "--output", default=None, metavar="OUT.ipynb", help="write the executed notebook there"),
+         *EXECUTE_OPTIONS,
+         group="engine")
+def execute(inv: Invocation) -> Any:
+    """Run the notebook's cells in a kernel inside the image (its %image cells skipped) and
+    compare every cell's outputs with the saved ones (nbimages.execute)."""
+    a = inv.args
+    image = _image_or_source(inv, a.image) if a.image else None
+    return execution.execute(a.notebook, image, output=a.output, timeout=a.timeout,
+                             ignore_cells=a.ignore_cells)
 
 __all__ = ["TABLE", "GROUPS", "CELL_ARGS", "CELL_TEXT"]

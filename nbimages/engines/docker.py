@@ -370,6 +370,11 @@ class DockerEngine(Engine):
         return EngineImage.from_inspect(self, ref, attrs)
 
     # -- run ------------------------------------------------------------------------------
+    def ensure_image(self, image, pull: str = "missing") -> str:
+        """A reference the engine can run for `image` (an Image, a store name, a file
+        source or a registry name): loaded from the store or pulled when the engine lacks it."""
+        return self._image_for_run(image, pull)
+
     def _image_for_run(self, image, pull: str) -> str:
         """An engine reference for `image`: an Image object is loaded in if missing, a name
         is found in the engine, else in the local store, else pulled (pull='missing')."""

@@ -91,6 +91,8 @@ def open_daemon(ref: str, platform=None, *, source: str | None = None):
     image_id = engine_image.id
     with _cache_lock:
         archive = _cache.get(image_id)
+    if archive is not None and not os.path.exists(archive.tar.path):
+        archive = None  # exported into a store that is gone (verify's clean store, in this process)
     if archive is None:
         archive = _save_to_tmp(c, image_id)
         with _cache_lock:
