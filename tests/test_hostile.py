@@ -470,6 +470,78 @@ def test_a_full_store_fails_cleanly_and_the_next_pull_works(small_tmpfs, tmp_pat
     assert_clean_failure(cli("copy", f"oci:{layout}", "store:again", env=env), "read-only")
 
 
+# ---------------------------------------------------------------- a store owned by someone else
+
+# An unprivileged user (nobody) that may read everything (CAP_DAC_READ_SEARCH, so it can run
+# this tree's interpreter wherever it lives) but write only where permissions let it.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+
+
+def cli_as_nobody(*args: str, home: Path, store: Path | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NBIMAGES_HOME"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), NBIMAGES_PROGRESS="lines")
+    if store is not None:
+        env["NBIMAGES_HOME"] = str(store)
+    return subprocess.run([*AS_NOBODY, sys.executable, "-m", "nbimages", *args],
+                          capture_output=True, env=env, timeout=120, cwd=ROOT)
+
+
+def assert_permission_paragraph(proc: subprocess.CompletedProcess, place: Path) -> None:
+    err = assert_clean_failure(proc, "permission is denied", "NBIMAGES_HOME")
+    lines = [line for line in err.splitlines() if line.startswith("nbimages:")]
+    assert len(lines) == 1 and str(place) in lines[0], err
+
+
+@pytest.mark.registry
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_a_store_owned_by_someone_else_is_one_paragraph_and_stays_usable(tmp_path, registry):
+    base = tmp_path / "perm"
+    home = base / "home"            # root's, mode 0755: nobody may read it, not write it
+    store = home / "store"
+    out = base / "out"              # where nobody may write
+    for d in (base, home, out):
+        d.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o777)
+    layout = h.oci_layout(base / "lay", [(h.gz(h.layer({"etc/motd": b"hi\n"})), h.LAYER_GZIP)])
+    ref = f"{registry}/nbtest-hostile17/perm-{os.getpid()}:1"
+    nbimages.push(f"oci:{layout}", ref, progress=False)
+    gz_tar = base / "img.tar.gz"
+    gz_tar.write_bytes(gzip.compress((save(f"oci:{layout}", base / "img.tar")).read_bytes()))
+    ctx = base / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (ctx / "a").write_text("a\n")
+    owner = {"NBIMAGES_HOME": str(store)}
+    proc = cli("pull", ref, env=owner)  # the owner's store, with the image in it
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+    for args in (("pull", ref), ("build", str(ctx), "-t", "nbtest-hostile17/perm-b:1"),
+                 ("copy", f"oci:{layout}", "store:nbtest-hostile17/perm-c:1"),
+                 ("inspect", str(gz_tar)), ("inspect", f"docker-archive:{gz_tar}", "--files")):
+        assert_permission_paragraph(cli_as_nobody(*args, home=home, store=store), home)
+    err = assert_clean_failure(cli_as_nobody("save", ref, str(home / "x.tar"), home=home,
+                                             store=store), "Choose a folder you can write to")
+    assert f"cannot write {home / 'x.tar'}: Permission denied" in err
+    # Reading someone else's store is allowed: a save from it to a place of one's own works.
+    proc = cli_as_nobody("save", f"store:{ref}", str(out / "mine.tar"), home=home, store=store)
+    assert proc.returncode == 0 and (out / "mine.tar").stat().st_uid == 65534, proc.stderr
+    # Without a store of one's own, files and layouts still open (they need no store) ...
+    proc = cli_as_nobody("save", f"oci:{layout}", str(out / "nostore.tar"), home=home, store=None)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    # ... and what needs the store names the default one under HOME.
+    assert_permission_paragraph(cli_as_nobody("pull", ref, home=home, store=None), home / ".cache")
+    assert not (home / ".cache").exists()
+
+    # The owner's store is untouched: nothing of nobody's in it, sound, and it still pulls.
+    assert all(p.stat().st_uid == 0 for p in store.rglob("*"))
+    assert not list(store.rglob("*.partial")) and not list(store.rglob(".tmp-*"))
+    proc = cli("store", "check", env=owner)
+    assert proc.returncode == 0 and b"sound" in proc.stdout, proc.stderr.decode(errors="replace")
+    proc = cli("copy", f"oci:{layout}", "store:nbtest-hostile17/perm-c:1", env=owner)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+
 # ---------------------------------------------------------------- the same in the notebook
 
 def test_magics_show_hostile_input_as_one_red_paragraph(ip, capsys, tmp_path):

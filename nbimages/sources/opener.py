@@ -30,7 +30,9 @@ def open_image(source, platform=None, *, store=None, **registry_kw):
         source = os.fspath(source)
     src = parse_source(source)
     opener = _OPENERS.get(src.transport, _open_auto)
-    return opener(src, platform, store or default_store(), **registry_kw)
+    # Files, layouts and the engine need no store: reading them works with a store that is
+    # missing, full or someone else's. Registry and store sources open it when they need it.
+    return opener(src, platform, store, **registry_kw)
 
 
 def _open_daemon(src: Source, platform, store, **registry_kw):
@@ -53,11 +55,11 @@ def _open_oci_archive(src: Source, platform, store, **registry_kw):
 
 
 def _open_registry(src: Source, platform, store, **registry_kw):
-    return remote(src.target, platform=platform, store=store, **registry_kw)
+    return remote(src.target, platform=platform, store=store or default_store(), **registry_kw)
 
 
 def _open_store(src: Source, platform, store, **registry_kw):
-    return store.get(src.target, platform)
+    return (store or default_store()).get(src.target, platform)
 
 
 def open_remote(ref: str, platform=None):
@@ -81,6 +83,7 @@ def _open_auto(src: Source, platform, store, **registry_kw):
         raise ImageNotFound(f"{path} does not exist. Give the path of an image tar or OCI layout "
                             "directory, or an image reference such as busybox:latest.")
     Reference.parse(text)  # InvalidReference explains a malformed name
+    store = store or default_store()
     try:
         return store.get(text, platform)
     except ImageNotFound:
