@@ -169,7 +169,8 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     view.add_argument("--packages", action="store_true", help="installed packages with size and layer")
     view.add_argument("--unsafe", action="store_true",
                       help="entries that escape the root ('..', links climbing out), are written "
-                           "through a symlink, or hard-link a missing path")
+                           "through a symlink, or hard-link a missing path (in Python the "
+                           "property inspect(SOURCE).unsafe, like .waste)")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
     p.add_argument("--layer", type=int, metavar="N", help="with --files: only layer N")
     p.add_argument("--final", action="store_true", help="with --files: the final filesystem, one row per path")

@@ -64,7 +64,9 @@ def inspect_(inv: Invocation) -> Any:
     """The Inspection object of an image (shown as a summary and the layer table).
 
     Same as nbimages.inspect(SOURCE); keep it in a variable to ask further questions:
-    `insp = %image inspect SOURCE`, then `insp.files()`, `insp.sizes()`, `insp.waste`.
+    `insp = %image inspect SOURCE`, then `insp.files()`, `insp.sizes()`, `insp.waste`,
+    `insp.unsafe` (tables that take options are methods; `layers`, `waste`, `unsafe` are
+    properties).
     """
     return _inspect(inv)
 
@@ -128,7 +130,10 @@ def diff(inv: Invocation) -> Any:
                    "a missing path",
          SOURCE, PLATFORM, group="look")
 def unsafe(inv: Invocation) -> Any:
-    """Unsafe layer entries with the reason (reported, never followed; see Inspection.unsafe)."""
+    """Unsafe layer entries with the reason (reported, never followed).
+
+    The table of `nbimages.inspect(SOURCE).unsafe`, a property like `.waste` and `.layers`
+    (no parentheses)."""
     return _inspect(inv).unsafe
 
 
