@@ -428,6 +428,28 @@ def test_a_hanging_registry_fails_after_the_configured_timeout(monkeypatch, capl
         assert_clean_failure(proc, "NBIMAGES_REGISTRY_TIMEOUT")
 
 
+def test_pull_progress_says_what_it_waits_for_and_how_long(monkeypatch, capsys):
+    monkeypatch.setenv("NBIMAGES_REGISTRY_RETRIES", "1")
+    monkeypatch.setenv("NBIMAGES_REGISTRY_BACKOFF", "0")
+    with Silent() as srv:
+        # From a shell (plain lines): the wait, then the retry, each said once, then the error.
+        proc = cli("pull", f"{srv.address}/x/y:1",
+                   env={"NBIMAGES_REGISTRY_TIMEOUT": "2", "NBIMAGES_PROGRESS": "lines"})
+        err = assert_clean_failure(proc, "did not answer within 2 s, 2 times")
+        waited = f"waiting for the registry {srv.address} (the manifest x/y:1): no answer for 1."
+        assert err.count(waited) == 2 and err.count("(gives up after 2 s)") == 2, err
+        assert err.count("asking again (attempt 2 of 2)") == 1, err
+        assert "stopped after" in err and err.index(waited) < err.index("asking again"), err
+
+        # With bars (a terminal, or ipywidgets in a kernel) the total bar carries the wait.
+        monkeypatch.setattr("nbimages.progress._choose_mode", lambda enabled, stream: "bars")
+        with pytest.raises(errors.RegistryError, match=r"within 1\.5 s"):
+            nbimages.pull(f"{srv.address}/x/y:1", timeout=1.5)
+        shown = capsys.readouterr().err
+        assert f"waiting for the registry {srv.address} (the manifest x/y:1)" in shown, shown
+        assert "gives up after 1.5 s" in shown and "asking again (attempt 2 of 2)" in shown
+
+
 # ---------------------------------------------------------------- a full or read-only store
 
 @pytest.fixture
