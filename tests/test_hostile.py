@@ -218,6 +218,55 @@ def test_non_utf8_names_print_under_a_strict_utf8_locale(tmp_path):
             assert b"/caf\xe9" in proc.stdout  # the name's own bytes, as `tar tf` prints them
 
 
+def _latin1_name_layout(directory: Path) -> Path:
+    ti = tarfile.TarInfo("caf\udce9")
+    ti.size = 1
+    lay = ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + b"x" + bytes(511 + 1024)
+    return h.oci_layout(directory, [(lay, h.LAYER_TAR)])
+
+
+def test_non_utf8_names_keep_their_bytes_and_display_escaped(tmp_path):
+    import pickle
+    info = nbimages.inspect(f"oci:{_latin1_name_layout(tmp_path / 'l1')}")
+    files = info.files()
+    assert list(files.path) == ["/caf\udce9"]  # the exact bytes: os.fsencode gives them back
+    assert os.fsencode(files.path[0]) == b"/caf\xe9"
+    for shown in (repr(files), files._repr_html_(), repr(files.path), repr(files[files["size"] > 0]),
+                  info.sizes(depth=3)._repr_html_(), repr(info.diff(info)), repr(info)):
+        shown.encode("utf-8")  # no lone surrogate left to send
+    assert "/caf\\xe9" in repr(files) and "/caf\\xe9" in files._repr_html_()
+    assert "/caf\\xe9" in repr(files.path)
+    again = pickle.loads(pickle.dumps(files))
+    assert again.equals(files) and "/caf\\xe9" in repr(again)
+
+
+def test_non_utf8_names_reach_the_notebook_escaped_through_a_real_kernel(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    from test_notebooks import kernel_env
+    layout = _latin1_name_layout(tmp_path / "l1")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in (
+        f"import nbimages\ninfo = nbimages.inspect('oci:{layout}')\ninfo.files()",
+        "info.files().path",
+        "info.sizes(depth=3)",
+        f"%load_ext nbimages\n%image files oci:{layout}",
+        f"nbimages.explore('oci:{layout}')",
+        "import os; os.fsencode(info.files().path[0])")]
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=False)
+    client.execute(env=kernel_env(tmp_path / "iso"), cwd=str(tmp_path))
+    for cell in nb.cells[:5]:
+        [out] = [o for o in cell.outputs if o.output_type == "execute_result"]
+        for mime, text in out.data.items():
+            if isinstance(text, str):
+                assert "\ufffd" not in text, (cell.source, mime)
+                names_files = "sizes" not in cell.source and not (
+                    "explore" in cell.source and mime == "text/plain")  # that lists dirs only
+                if mime in ("text/plain", "text/html") and names_files:
+                    assert "/caf\\xe9" in text, (cell.source, mime, text[:2000])
+    assert nb.cells[5].outputs[0].data["text/plain"] == "b'/caf\\xe9'"  # the value kept its bytes
+
+
 def test_long_names_are_refused_past_path_max_with_bounded_memory(tmp_path):
     """A gzip layer of GNU long names of 16 MiB each (tiny compressed): refused at the first
     header, with the CLI's peak memory measured."""

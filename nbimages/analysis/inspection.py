@@ -28,6 +28,7 @@ from ..sources import open_image
 from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
                     REASON, SHIFT, SKIPPED, UNSAFE)
 from .packages import packages
+from .table import printable, table
 from .walk import Budget, LayerFiles, Walk, read_layer
 
 if TYPE_CHECKING:
@@ -548,7 +549,6 @@ class Inspection:
         With `content=True`, regular files of equal metadata from different layers are
         compared by a hash of their bytes (a second, targeted read of those layers).
         """
-        import pandas as pd
         other = inspect(other)
         a, b = self._final_map(), other._final_map()
         cols: dict[str, list] = {c: [] for c in DIFF_COLUMNS}
@@ -592,7 +592,7 @@ class Inspection:
             cols["mode_b"].append(y[3] if y else None)
             cols["layer_a"].append(x[8] if x else None)
             cols["layer_b"].append(y[8] if y else None)
-        frame = pd.DataFrame(cols)
+        frame = table(cols)
         for col in ("size_a", "size_b", "mode_a", "mode_b", "layer_a", "layer_b"):
             frame[col] = frame[col].astype("Int64")
         return frame
@@ -708,7 +708,7 @@ class Inspection:
             lines += [f"  note: {n}" for n in notes[:5]]
             if len(notes) > 5:
                 lines.append(f"  ... {len(notes) - 5} more notes: .notes()")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     def _repr_html_(self) -> str:
         if self._walk is None and not self.local:
@@ -724,7 +724,7 @@ class Inspection:
             items = "".join(f"<li>{html.escape(n)}</li>" for n in notes[:10])
             notes_html = f"<details><summary>{len(notes)} notes on dive's numbers</summary>" \
                          f"<ul>{items}</ul></details>"
-        return f"<div><table>{rows}</table>{notes_html}{table}</div>"
+        return printable(f"<div><table>{rows}</table>{notes_html}{table}</div>")
 
 
 # column dtypes, so that empty tables still have the right types
@@ -741,8 +741,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def _typed(cols: dict[str, list]) -> pd.DataFrame:
-    import pandas as pd
-    frame = pd.DataFrame(cols)
+    frame = table(cols)
     for col in frame.columns:
         dtype = _DTYPES.get(col)
         if dtype and (len(frame) == 0 or col != "layer" or frame[col].notna().all()):
