@@ -613,6 +613,20 @@ def test_a_store_owned_by_someone_else_is_one_paragraph_and_stays_usable(tmp_pat
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 
 
+def test_save_to_a_transport_name_is_refused_not_written_under_the_working_directory(
+        tmp_path, monkeypatch):
+    layout = h.oci_layout(tmp_path / "ok", [(BENIGN, h.LAYER_TAR)])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    target = tmp_path / "out" / "x.tar"
+    with pytest.raises(errors.UnknownTransport, match=r"--format oci .*nbimages copy SOURCE"):
+        save(f"oci:{layout}", f"oci-archive:{target}", format="oci")
+    proc = cli("save", f"oci:{layout}", f"docker-archive:{target}")
+    assert_clean_failure(proc, f"Give the path alone ('{target}')")
+    assert not list(work.iterdir()) and not target.parent.exists()
+
+
 # ---------------------------------------------------------------- the same in the notebook
 
 def test_magics_show_hostile_input_as_one_red_paragraph(ip, capsys, tmp_path):

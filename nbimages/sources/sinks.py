@@ -32,6 +32,7 @@ from ..oci.manifest import Manifest
 from ..store import default_store
 from .daemon import client
 from .opener import open_image
+from .transports import TRANSPORTS
 
 FORMATS = {
     "docker": "a tar for `docker load` that is also an OCI archive (Docker 25 layout)",
@@ -55,6 +56,7 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
     if format not in FORMATS:
         raise UnknownTransport(f"unknown save format {format!r}; use one of: "
                                + "; ".join(f"{k!r} ({v})" for k, v in FORMATS.items()) + ".")
+    _refuse_transport_path(path)
     if not isinstance(image, Image):  # a source string
         image = open_image(image)
     check_blob_sizes(image)
@@ -80,6 +82,21 @@ def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None
         raise NbimagesError(f"cannot write {dest}: {e.strerror or e}. Choose a folder you can "
                             "write to (with room for the image).") from None
     return dest
+
+
+def _refuse_transport_path(path: str | os.PathLike) -> None:
+    """`save(img, "oci-archive:/x.tar")` would write a file under a folder named
+    `oci-archive:` in the working directory: say what to write instead."""
+    text = os.fspath(path)
+    if not isinstance(text, str) or ":" not in text or os.path.exists(text):
+        return
+    prefix, rest = text.split(":", 1)
+    if prefix in TRANSPORTS:
+        raise UnknownTransport(
+            f"save writes to a path, and {text!r} names a transport ({prefix}:). Give the path "
+            f"alone ({rest!r}) with the format (format='oci' / --format oci for an OCI tar, "
+            "'oci-dir' for a layout, 'docker' for docker load), or copy the image to "
+            f"{text!r} with nbimages.copy / `nbimages copy SOURCE {text}`.")
 
 
 def docker_tar_stream(image, tag: str | None = None, workdir: str | os.PathLike | None = None
