@@ -477,7 +477,8 @@ def test_a_hanging_registry_fails_after_the_configured_timeout(monkeypatch, capl
         assert_clean_failure(proc, "NBIMAGES_REGISTRY_TIMEOUT")
 
 
-def test_pull_progress_says_what_it_waits_for_and_how_long(monkeypatch, capsys):
+def test_pull_and_push_progress_say_what_they_wait_for_and_how_long(tmp_path, monkeypatch,
+                                                                     capsys):
     monkeypatch.setenv("NBIMAGES_REGISTRY_RETRIES", "1")
     monkeypatch.setenv("NBIMAGES_REGISTRY_BACKOFF", "0")
     with Silent() as srv:
@@ -489,6 +490,16 @@ def test_pull_progress_says_what_it_waits_for_and_how_long(monkeypatch, capsys):
         assert err.count(waited) == 2 and err.count("(gives up after 2 s)") == 2, err
         assert err.count("asking again (attempt 2 of 2)") == 1, err
         assert "stopped after" in err and err.index(waited) < err.index("asking again"), err
+
+        # A push waits in its worker threads (one per blob): each blob's wait is shown.
+        layout = h.oci_layout(tmp_path / "layout", [(BENIGN, h.LAYER_TAR)])
+        proc = cli("push", f"oci:{layout}", f"{srv.address}/x/y:1",
+                   env={"NBIMAGES_REGISTRY_TIMEOUT": "2", "NBIMAGES_PROGRESS": "lines"})
+        err = assert_clean_failure(proc, "did not answer within 2 s, 2 times")
+        layer_blob = h.sha256(BENIGN).split(":")[1][:12]
+        assert f"waiting for the registry {srv.address} (blob {layer_blob}): no answer for 1." \
+            in err, err
+        assert f"did not answer blob {layer_blob} within 2 s" in err, err
 
         # With bars (a terminal, or ipywidgets in a kernel) the total bar carries the wait.
         monkeypatch.setattr("nbimages.progress._choose_mode", lambda enabled, stream: "bars")
