@@ -144,13 +144,15 @@ class Progress:
         self._wait_ids = itertools.count()
         self._ticker: threading.Thread | None = None
         self._ticks = threading.Event()  # set when the progress closes: the ticker stops
-        if self.mode == "bars":
-            self._total_tq = self._tqdm(desc, total, leave=True)
+        # Nothing is drawn until there is something to show: a pull refused at its first
+        # request ends in its error alone, not in an empty bar or "stopped after 0 B".
+        self._shown = False
 
     # -- public -----------------------------------------------------------------------------
     def bar(self, name: str, total: int | None = None) -> Bar:
         """A bar for one item; create it in the calling thread, update it from any thread."""
         with self._lock:
+            self._show()
             if not self._fixed_total and total is not None:
                 self.total = (self.total or 0) + total
                 if self._total_tq is not None:
@@ -174,6 +176,7 @@ class Progress:
         if self.mode == "off":
             return
         with self._lock:
+            self._show()
             if self._total_tq is not None:
                 self._total_tq.set_postfix_str(text)
             elif self.mode == "lines":
@@ -213,6 +216,9 @@ class Progress:
         for b in open_bars:
             self._finish(b, None)
         with self._lock:
+            if failed and not self._shown:
+                return
+            self._show()
             items = len(self._bars)
             what = f"{items} item{'s' if items != 1 else ''}, " if items else ""
             word = "stopped after" if failed else "done,"
@@ -251,8 +257,15 @@ class Progress:
                     unit_divisor=1000, leave=leave, file=None if self._in_notebook else self._file,
                     dynamic_ncols=True, mininterval=0.2)
 
+    def _show(self) -> None:
+        """Draw the total bar (in 'bars' mode) on first use; call with the lock held."""
+        self._shown = True
+        if self.mode == "bars" and self._total_tq is None:
+            self._total_tq = self._tqdm(self.desc, self.total, leave=True)
+
     def _advance(self, bar: Bar | None, n: int) -> None:
         with self._lock:
+            self._show()
             self.n += n
             if bar is not None:
                 bar.n += n
@@ -283,6 +296,7 @@ class Progress:
                         if now - w[2] >= min(SLOW_AFTER, (w[1] or SLOW_AFTER * 2) / 2)]
                 if not slow:
                     continue
+                self._show()
                 if self._total_tq is not None:
                     longest = min(slow, key=lambda w: w[2])
                     self._total_tq.set_postfix_str(_wait_text(now, *longest[:3]))
