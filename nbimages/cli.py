@@ -22,6 +22,7 @@ from . import __version__
 from .commands.parsing import (BUILD_ARG, BUILD_ENGINE, COMPRESSION, CONTENT, DEPTH, FINAL, LAYER,
                                PLATFORM, SAVE_FORMAT, SOURCE, HelpShown, Invocation, UsageError,
                                add_arguments, pairs, qualified)
+from .commands.summaries import SUMMARIES
 from .errors import NbimagesError, os_errors
 from .progress import Progress
 from .verbs import provided
@@ -221,23 +222,12 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image cells (no daemon needed)", _build_args, cmd_build)
 # These are the %image subcommands of the same names (commands/verbs.py: one argument table,
-# one function); only their one-line summaries are repeated here, so that `nbimages --help`
-# lists them without loading the table. `copy` is %image copy-image.
+# one function); `nbimages --help` lists their summaries from commands/summaries.py, which
+# loads nothing, so the help does without the table. `copy` is %image copy-image.
 FROM_TABLE = {"save": "save", "pull": "pull", "push": "push", "copy": "copy-image",
               "search": "search", "tags": "tags", "catalog": "catalog",
               "execute": "execute", "kernel": "kernel", "verify": "verify", "handout": "handout"}
-COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", None, None)
-COMMANDS["pull"] = ("pull an image into the local store, with progress", None, None)
-COMMANDS["push"] = ("push an image to a registry, its digest kept", None, None)
-COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, layouts, engine)",
-                    None, None)
-COMMANDS["search"] = ("search Docker Hub", None, None)
-COMMANDS["tags"] = ("list the tags of a repository", None, None)
-COMMANDS["catalog"] = ("list the repositories of a private registry", None, None)
-COMMANDS["execute"] = ("run a notebook inside an image and compare its outputs with the saved ones",
-                       None, None)
-COMMANDS["kernel"] = ("install, list or remove Jupyter kernels that run inside an image", None, None)
-
+COMMANDS.update({cli_name: (SUMMARIES[name], None, None) for cli_name, name in FROM_TABLE.items()})
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
 
@@ -265,11 +255,6 @@ def cli_build_notebook(a: Any) -> int:
     print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
     return 0
 
-
-COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest "
-                      "(--execute: and its outputs)", None, None)
-COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
-                       None, None)
 
 SHELL_EPILOG = """\
 The %image subcommands that look at, move or run images work here too, spelled as in the

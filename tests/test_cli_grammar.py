@@ -89,6 +89,9 @@ def test_the_cli_verbs_taken_from_the_table_exist_there():
     # notebook tools that take the notebook as a file work from a shell too
     assert {n for n, g in groups.items() if g not in SHELL_GROUPS} == {"verify", "handout"}
     assert set(FROM_TABLE) <= set(COMMANDS)  # listed in `nbimages --help`
+    # ... with the table's own summary, written once (commands/summaries.py)
+    assert all(COMMANDS[cli_name][0] == TABLE.commands[name].summary
+               for cli_name, name in FROM_TABLE.items())
 
 
 def _options(parser) -> dict[str, tuple]:

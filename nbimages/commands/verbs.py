@@ -19,6 +19,7 @@ from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CONTENT, DEPTH, EXECU
                       LAYER, PLATFORM, SAVE_FORMAT, SOURCE, CommandTable, Invocation, UsageError,
                       arg, pairs)
 from .steps import STEPS, cell_of
+from .summaries import SUMMARIES
 
 GROUPS = [
     ("look", "Look inside an image"),
@@ -147,7 +148,7 @@ def _registry_kw(inv: Invocation) -> dict[str, Any]:
     return {"insecure": True} if getattr(inv.args, "insecure", None) else {}
 
 
-@command("pull", "pull into the local store, with progress",
+@command("pull", SUMMARIES["pull"],
          arg("ref", metavar="REF", help="an image reference, e.g. python:3.12-slim or 127.0.0.1:5000/app:1"),
          PLATFORM, INSECURE, QUIET, group="registry")
 def pull(inv: Invocation) -> Any:
@@ -159,7 +160,7 @@ def pull(inv: Invocation) -> Any:
     return remote.pull(a.ref, a.platform, progress=not a.quiet, **_registry_kw(inv))
 
 
-@command("push", "push to a registry, digests kept",
+@command("push", SUMMARIES["push"],
          arg("src", metavar="SRC", help="the image: a source string or a variable holding an Image"),
          arg("ref", metavar="REF", nargs="?", default=None,
              help="where to push, e.g. 127.0.0.1:5000/team/app:1 (default: the image's own name)"),
@@ -173,7 +174,7 @@ def push(inv: Invocation) -> Any:
     return copy_transports.push(_image_or_source(inv, a.src), a.ref, progress=not a.quiet, **_registry_kw(inv))
 
 
-@command("copy-image", "copy an image between any two transports",
+@command("copy-image", SUMMARIES["copy-image"],
          arg("src", metavar="SRC", help="docker://REF, store:NAME, docker-archive:FILE, oci:DIR, "
                                        "oci-archive:FILE, docker-daemon:REF or an Image variable"),
          arg("dest", metavar="DEST", help="docker://REF, store:NAME, docker-archive:FILE[:TAG], "
@@ -190,7 +191,7 @@ def copy_image(inv: Invocation) -> Any:
                          progress=not a.quiet, **_registry_kw(inv))
 
 
-@command("search", "search Docker Hub",
+@command("search", SUMMARIES["search"],
          arg("term", metavar="TERM", help="what to look for"),
          arg("--limit", type=int, default=25, metavar="N", help="at most N results (25)"),
          group="registry")
@@ -199,7 +200,7 @@ def search(inv: Invocation) -> Any:
     return registry.search(inv.args.term, limit=inv.args.limit)
 
 
-@command("tags", "the tags of a repository",
+@command("tags", SUMMARIES["tags"],
          arg("ref", metavar="REF", help="a repository, e.g. 127.0.0.1:5000/team/app"),
          arg("--details", action="store_true", help="also the digest, size and platforms of each tag"),
          INSECURE, group="registry")
@@ -208,7 +209,7 @@ def tags(inv: Invocation) -> Any:
     return registry.tags(inv.args.ref, details=inv.args.details, **_registry_kw(inv))
 
 
-@command("catalog", "the repositories of a private registry",
+@command("catalog", SUMMARIES["catalog"],
          arg("registry", metavar="HOST[:PORT]", help="the registry, e.g. 127.0.0.1:5000"),
          INSECURE, group="registry")
 def catalog(inv: Invocation) -> Any:
@@ -216,7 +217,7 @@ def catalog(inv: Invocation) -> Any:
     return registry.catalog(inv.args.registry, **_registry_kw(inv))
 
 
-@command("save", "write a docker-archive or OCI tar (or an OCI layout)",
+@command("save", SUMMARIES["save"],
          SOURCE, arg("path", metavar="PATH", help="the tar file (or directory for --format oci-dir)"),
          SAVE_FORMAT,
          arg("--tag", metavar="NAME", help="the name inside (default: the image's own tagged name)"),
@@ -431,7 +432,7 @@ def freeze(inv: Invocation) -> Any:
     return freezing.use_in_session(frozen, line=inv.raw, **cell_of(inv))
 
 
-@command("verify", "rebuild in a clean store and check the digest (--execute: and the outputs)",
+@command("verify", SUMMARIES["verify"],
          arg("notebook", nargs="?", default=None, metavar="NOTEBOOK.ipynb",
              help="the notebook whose cells build the image (in a notebook, default: this "
                   "notebook's recipe)"),
@@ -467,7 +468,7 @@ def verify(inv: Invocation) -> Any:
     return result
 
 
-@command("handout", "write a notebook's image as OCI and docker tars, Dockerfile and README",
+@command("handout", SUMMARIES["handout"],
          arg("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it"),
          arg("-o", "--output", required=True, metavar="DIR", help="the folder for the handout files"),
          arg("-t", "--tag", default=None, metavar="NAME[:TAG]",
@@ -487,7 +488,7 @@ def handout(inv: Invocation) -> Any:
 KERNEL_ACTIONS = ("install", "list", "remove")
 
 
-@command("kernel", "Jupyter kernels that run inside an image: install, list, remove",
+@command("kernel", SUMMARIES["kernel"],
          arg("action", nargs="?", metavar="ACTION",
              help="install IMAGE: register a kernel (it appears in JupyterLab's launcher; "
                   "`%%image kernel IMAGE` says the same); list: the nbimages kernels; "
@@ -525,7 +526,7 @@ def kernel(inv: Invocation) -> Any:
                            sys_prefix=a.sys_prefix, check=not a.no_check)
 
 
-@command("execute", "run a notebook inside an image and compare its outputs with the saved ones",
+@command("execute", SUMMARIES["execute"],
          arg("notebook", metavar="NOTEBOOK.ipynb"),
          arg("--image", default=None, metavar="REF",
              help="the image (needs Python and ipykernel; default: the build recorded in the notebook)"),
