@@ -492,3 +492,24 @@ def test_bare_name_found_nowhere_says_store_and_engine_were_looked_at_not_only_t
     msg = str(e.value)
     assert "'qa/mistyped:1' is not in the local store (and no Docker engine answers)" in msg
     assert "registry-1.docker.io" in msg
+
+
+def test_every_transport_writes_what_it_opens(reference, registry, tmp_path):
+    """One table, both directions: each transport's writer, then its opener on the same string."""
+    from nbimages.sources import TRANSPORTS, write_image
+    from nbimages.sources.opener import TRANSPORTS_IO
+    from nbimages.store import Store
+
+    assert set(TRANSPORTS_IO) == set(TRANSPORTS)
+    store = Store(tmp_path / "store")
+    dests = [f"docker-archive:{tmp_path / 'a.tar'}:nbtest/io16b:1",
+             f"oci-archive:{tmp_path / 'b.tar'}:v1", f"oci:{tmp_path / 'layout'}:v1",
+             "store:nbtest/io16b:1", f"docker://{registry}/nbtest/io16b:1",
+             "docker-daemon:nbtest/io16b:1"]
+    for dest in dests:
+        written = write_image(reference, dest, store=store, progress=False, insecure=True)
+        again = open_image(dest, store=store, insecure=True)
+        assert again.id == reference.id, dest
+        assert written in (again.digest, again.id), dest
+    with pytest.raises(errors.UnknownTransport, match="names no transport"):
+        write_image(reference, str(tmp_path / "c.tar"))

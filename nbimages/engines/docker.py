@@ -26,7 +26,7 @@ from ..errors import (AuthenticationError, BuildError, DigestMismatch, EngineUna
 from ..image import Image, parse_created
 from ..progress import Progress
 from ..sources import open_image
-from ..sources.sinks import docker_tar_stream
+from ..sources.docker_archive import docker_tar_stream
 from ..store import default_store
 from ..verbs import provided
 from .base import (LABEL_COMMAND, LABEL_PORTS, LABEL_REMOVE, LABEL_SESSION, SESSION,
