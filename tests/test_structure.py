@@ -62,15 +62,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]):
     tree = ast.parse(path.read_text(), str(path))
     is_package = path.name == "__init__.py"
     top = {id(n) for n in tree.body}
-    typing_only: set[int] = set()
     for n in tree.body:
-        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
-            typing_only |= {id(c) for c in ast.walk(n)}  # never executed: no dependency
-        elif isinstance(n, (ast.If, ast.Try)):
-            top |= {id(c) for c in ast.walk(n)}  # still run when the module is imported
+        if isinstance(n, (ast.If, ast.Try)):
+            # still run when the module is imported; a TYPE_CHECKING import is a dependency
+            # too (a type checker follows it), so it counts for cycles and layers
+            top |= {id(c) for c in ast.walk(n)}
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno, id(node) in top
