@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,15 +32,7 @@ from nbclient import NotebookClient  # noqa: E402
 from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
 
 import nbimages  # noqa: E402
-
-
-def median_time(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_seconds  # noqa: E402
 
 
 def kernel_round_trip(name: str) -> None:
@@ -80,15 +70,15 @@ def main() -> None:
              "import ipykernel.kernelapp"]
     rows = [
         ("kernel: start, `1 + 1`, shutdown", "local python3 kernelspec",
-         median_time(lambda: kernel_round_trip("python3"), a.runs)),
+         median_seconds(lambda: kernel_round_trip("python3"), a.runs)),
         ("", f"nbimages kernel of {a.image}",
-         median_time(lambda: kernel_round_trip(info.name), a.runs)),
+         median_seconds(lambda: kernel_round_trip(info.name), a.runs)),
         ("", "docker run … python3 -c 'import ipykernel.kernelapp' (floor)",
-         median_time(lambda: subprocess.run(floor, check=True, capture_output=True), a.runs)),
+         median_seconds(lambda: subprocess.run(floor, check=True, capture_output=True), a.runs)),
         ("notebook of 4 cells", "nbclient, local python3 kernel",
-         median_time(local_notebook, a.runs)),
+         median_seconds(local_notebook, a.runs)),
         ("", f"nbimages.execute in {a.image} (check, run, compare)",
-         median_time(image_notebook, a.runs)),
+         median_seconds(image_notebook, a.runs)),
     ]
     base = {0: rows[0][2], 3: rows[3][2]}
     print(f"| what | how | median s ({a.runs} runs) | × local |")

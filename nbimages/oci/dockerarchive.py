@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ImageNotFound, InvalidImage, InvalidReference
 from ..image import Image, Layer
-from ..reference import Reference
+from ..reference import Reference, is_reference
 from . import canonical, compression, digest as dg, imageconfig, mediatypes as mt
 from .archive import (BlobArchive, Entry, TarIndex, blob_entries, is_oci_archive, oci_manifest,
                       with_dirs)
@@ -88,7 +88,7 @@ class DockerArchive:
                 return self.entries[i]
             raise ImageNotFound(f"{self.path} holds {len(self.entries)} images; @{i} is past the "
                                 "end (they are numbered from @0).")
-        want = familiar(ref) if _looks_like_name(ref) else None
+        want = familiar(ref) if is_reference(ref) else None
         for e in self.entries:
             if want and any(familiar(t) == want for t in e.repo_tags):
                 return e
@@ -200,13 +200,6 @@ def _config_hex(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- names
-
-def _looks_like_name(ref: str) -> bool:
-    try:
-        Reference.parse(ref)
-    except InvalidReference:
-        return False
-    return True
 
 
 def familiar(ref: str) -> str:

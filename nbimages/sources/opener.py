@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import (AuthenticationError, ImageNotFound, InvalidImage, InvalidReference,
-                      NbimagesError, RegistryError)
+from ..errors import (AuthenticationError, ImageNotFound, InvalidImage, NbimagesError,
+                      RegistryError)
 from ..image import Image
 from ..oci.archive import OCIArchive
 from ..oci.dockerarchive import DockerArchive
 from ..oci.layout import OCILayout, is_layout
-from ..reference import Reference
+from ..reference import Reference, is_reference
 from ..store import default_store
 from .remote import open_remote as remote, push as push_to_registry
 from .daemon import engine_answers, open_daemon, write_daemon
@@ -107,7 +107,7 @@ def _open_auto(src: Source, platform, store, **registry_kw):
             return open_path(text, platform)
         except InvalidImage as e:
             # `busybox` may be a file in the working directory and an image name too.
-            if looks_like_path(text) or not _is_reference(text):
+            if looks_like_path(text) or not is_reference(text):
                 raise
             path_error = e
     elif looks_like_path(text):
@@ -141,14 +141,6 @@ def _open_auto(src: Source, platform, store, **registry_kw):
             raise RegistryError(f"{text!r} is not in {where}, and its registry could not be "
                                 f"asked: {e}") from None
         raise
-
-
-def _is_reference(text: str) -> bool:
-    try:
-        Reference.parse(text)
-    except InvalidReference:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- writing

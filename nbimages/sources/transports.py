@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidReference, UnknownTransport
-from ..reference import Reference
+from ..reference import is_reference
 
 TRANSPORTS: dict[str, str] = {
     "docker-daemon": "docker-daemon:REF (an image in the Docker engine)",
@@ -63,11 +63,7 @@ def _unknown(prefix: str, text: str) -> UnknownTransport:
 
 
 def _is_reference(text: str) -> bool:
-    try:
-        Reference.parse(text)
-    except InvalidReference:
-        return False
-    return "://" not in text
+    return is_reference(text) and "://" not in text
 
 
 def parse_source(text: str) -> Source:
