@@ -72,7 +72,6 @@ class Inspection:
     def __init__(self, image: Image):
         self.image = image
         self._walk: Walk | None = None
-        self._budget = Budget()
         self._cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ identity
@@ -108,9 +107,9 @@ class Inspection:
 
     def _ensure(self) -> Walk:
         if self._walk is None:
-            self._budget = Budget()
+            budget = Budget()  # per walk: a new walk starts from a full budget
             walk = Walk()
-            for lf in self._read_layers():
+            for lf in self._read_layers(budget):
                 walk.apply(lf)
             walk.finish()
             self._walk = walk
@@ -119,17 +118,17 @@ class Inspection:
                 self._cache.pop(key, None)
         return self._walk
 
-    def _read_layer(self, i: int) -> LayerFiles:
+    def _read_layer(self, i: int, budget: Budget) -> LayerFiles:
         layer = self.image.layers[i]
         try:
             with self.image.layer_tar(i) as stream:
-                lf = read_layer(stream, self._budget)
+                lf = read_layer(stream, budget)
             return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
                                f"{self.source or 'the image'}: {e}") from None
 
-    def _read_layers(self) -> Iterator[LayerFiles]:
+    def _read_layers(self, budget: Budget) -> Iterator[LayerFiles]:
         """The layers' file tables in order. Compressed or unverified layers are read two at a
         time in threads: the inflaters (isal, zstandard) and the hashes release the GIL, so
         one layer inflates or hashes while another is parsed; at most LOOKAHEAD tables wait
@@ -139,16 +138,16 @@ class Inspection:
         busy = sum(1 for layer in self.image.layers if layer.compression or not layer.verified)
         if n < 2 or not busy:
             for i in range(n):
-                yield self._read_layer(i)
+                yield self._read_layer(i, budget)
             return
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbimages-layer") as pool:
-            pending = [pool.submit(self._read_layer, i) for i in range(min(n, LOOKAHEAD))]
+            pending = [pool.submit(self._read_layer, i, budget) for i in range(min(n, LOOKAHEAD))]
             try:
                 for i in range(n):
                     lf = pending[i].result()
                     pending[i] = None  # type: ignore[call-overload]
                     if i + LOOKAHEAD < n:
-                        pending.append(pool.submit(self._read_layer, i + LOOKAHEAD))
+                        pending.append(pool.submit(self._read_layer, i + LOOKAHEAD, budget))
                     yield lf
             finally:
                 for f in pending:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from .steps import Step
+from .steps import Step, chown_flag, copy_flags
 
 
 def _dq(value: str) -> str:
@@ -41,7 +41,7 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
     a = step.args
     k = step.kind
     if k == "file":
-        chown = f" --chown={a['uid']}:{a['gid']}" if a["uid"] or a["gid"] else ""
+        chown = chown_flag(a)
         if files_dir is not None:
             return f"COPY{chown} {files_dir}/{_file_name(step, index)} {a['path']}"
         text = (step.content or b"").decode("utf-8", "replace")
@@ -51,9 +51,7 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
         return (f"COPY{chown} --chmod={a['mode']:o} <<'{marker}' {a['path']}\n"
                 f"{text.rstrip(chr(10))}\n{marker}")
     if k == "copy":
-        flags = f" --chown={a['uid']}:{a['gid']}" if a.get("uid") or a.get("gid") else ""
-        if a.get("chmod") is not None:
-            flags += f" --chmod={a['chmod']:o}"
+        flags = copy_flags(a)
         parts = a["src"] + [a["dest"]]
         instr = "ADD" if a.get("add") else "COPY"
         if any(" " in p for p in parts):

@@ -165,13 +165,17 @@ def write_daemon(image: Image, tag: str | None = None) -> str:
     The tar is generated on the fly and sent as a chunked request, never written to disk
     (except zstd layers, which are inflated to temporary files first).
     """
+    return load_streamed(client(timeout=600).api, image, tag)
+
+
+def load_streamed(api, image: Image, tag: str | None = None) -> str:
+    """`docker load` `image` (named `tag`, if given) through the low-level docker API client
+    `api`, the tar made on the fly; returns the image ID after checking the engine agrees."""
     import docker
-    c = client(timeout=600)
     stream = docker_tar_stream(image, tag)
     try:
-        loaded = c.api.load_image(stream)
         ids = []
-        for chunk in loaded:
+        for chunk in api.load_image(stream):
             if "error" in chunk:
                 raise InvalidImage(f"the Docker engine refused the image: {chunk['error']}")
             text = chunk.get("stream", "")
@@ -179,10 +183,15 @@ def write_daemon(image: Image, tag: str | None = None) -> str:
                 if text.startswith(prefix):
                     ids.append(text[len(prefix):].strip())
     except docker.errors.APIError as e:
-        raise InvalidImage(f"the Docker engine refused the image: {e.explanation or e}") from None
+        message = (getattr(e, "explanation", None) or str(e)).strip()
+        raise InvalidImage(f"the Docker engine refused the image: {message}") from None
     finally:
         stream.close()
-    engine_image = c.images.get(image.id if not ids else ids[-1])
-    if engine_image.id != image.id:  # the engine recomputes the config digest: must agree
-        raise DigestMismatch(f"the engine loaded image {engine_image.id}, expected {image.id}.")
-    return engine_image.id
+    try:
+        loaded = api.inspect_image(image.id if not ids else ids[-1])["Id"]
+    except docker.errors.NotFound:
+        raise DigestMismatch(f"the engine did not end up with image {image.id} after loading "
+                             "it.") from None
+    if loaded != image.id:  # the engine recomputes the config digest: must agree
+        raise DigestMismatch(f"the engine loaded image {loaded}, expected {image.id}.")
+    return loaded

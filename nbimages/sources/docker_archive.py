@@ -41,7 +41,7 @@ def write_docker_archive(image: Image, path: str | os.PathLike, tag: str | None 
     tag = tag or image.tag
     with writing(path) as dest:
         tar_file_destination(dest)
-        with _docker_ready(image, dest.parent, True) as ready:
+        with _docker_ready(image, dest.parent) as ready:
             write_atomic(dest, tar_stream(docker_archive_entries(ready, tag)))
     return dest
 
@@ -52,17 +52,17 @@ def docker_tar_stream(image, tag: str | None = None, workdir: str | os.PathLike 
     check_blob_sizes(image)
     image.verify()
     tag = tag or image.tag
-    with _docker_ready(image, Path(workdir or default_store().tmpdir()), True) as ready:
+    with _docker_ready(image, Path(workdir or default_store().tmpdir())) as ready:
         yield from tar_stream(docker_archive_entries(ready, tag))
 
 
 
 @contextlib.contextmanager
-def _docker_ready(image, workdir: Path, convert_zstd: bool):
-    """The image itself, or (docker format only) a copy whose zstd layers are inflated into
-    temporary plain tars in `workdir`, verified against their diff_ids."""
+def _docker_ready(image, workdir: Path):
+    """The image itself, or a copy whose zstd layers are inflated into temporary plain tars
+    in `workdir`, verified against their diff_ids."""
     zstd = [i for i, layer in enumerate(image.layers) if layer.compression == "zstd"]
-    if not convert_zstd or not zstd:
+    if not zstd:
         yield image
         return
     temps: list[str] = []

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ..errors import (AuthenticationError, ImageNotFound, InvalidImage, NbimagesError,
                       RegistryError)
 from ..image import Image
-from ..oci.archive import OCIArchive
+from ..oci.archive import OCIArchive, oci_manifest
 from ..oci.dockerarchive import DockerArchive
 from ..oci.layout import OCILayout, is_layout
 from ..reference import Reference, is_reference
@@ -77,11 +77,6 @@ def _open_registry(src: Source, platform, store, **registry_kw):
 
 def _open_store(src: Source, platform, store, **registry_kw):
     return open_stored(store or default_store(), src.target, platform)
-
-
-def open_remote(ref: str, platform=None):
-    """`docker://REF`: the registry-backed image (nbimages/sources/remote.py)."""
-    return remote(ref, platform=platform)
 
 
 def open_path(path: str, platform=None) -> Image:
@@ -174,21 +169,16 @@ def _write_docker_archive(image, dst: Source, **_) -> str:
     return image.id  # a docker-archive keeps no manifest: the image ID identifies it
 
 
-def _written_digest(dst: Source, path: str, tag: str | None, platform) -> str:
-    # The OCI writers may convert a Docker manifest to OCI media types: read back the digest.
-    return open_image(Source(dst.transport, path + (f":{tag}" if tag else "")), platform).digest
-
-
-def _write_oci_archive(image, dst: Source, *, platform, **_) -> str:
+def _write_oci_archive(image, dst: Source, **_) -> str:
     path, tag = split_path_ref(dst.target)
     write_oci_archive(image, path, tag)
-    return _written_digest(dst, path, tag, platform)
+    return oci_manifest(image).digest  # what the writer wrote: a Docker manifest as OCI
 
 
-def _write_oci(image, dst: Source, *, platform, **_) -> str:
+def _write_oci(image, dst: Source, **_) -> str:
     path, tag = split_path_ref(dst.target)
     write_oci_dir(image, path, tag)
-    return _written_digest(dst, path, tag, platform)
+    return oci_manifest(image).digest  # what the writer wrote: a Docker manifest as OCI
 
 
 @dataclass(frozen=True)

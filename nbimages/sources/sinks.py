@@ -19,7 +19,7 @@ from .oci_layout import write_oci_dir
 from .opener import open_image
 from .transports import TRANSPORTS
 
-__all__ = ["FORMATS", "save", "load_into_engine", "default_tag", "docker_tar_stream"]
+__all__ = ["FORMATS", "save", "load_into_engine", "docker_tar_stream"]
 
 FORMATS = {
     "docker": "a tar for `docker load` that is also an OCI archive (Docker 25 layout)",
@@ -28,11 +28,6 @@ FORMATS = {
 }
 
 _WRITERS = {"docker": write_docker_archive, "oci": write_oci_archive, "oci-dir": write_oci_dir}
-
-
-def default_tag(image) -> str | None:
-    """The first of the image's names that is a full reference with a tag (Image.tag)."""
-    return image.tag
 
 
 def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None = None) -> Path:

@@ -26,7 +26,6 @@ from typing import Any
 import json
 from ..builder.embedded import PIP_LABEL
 from ..sources import save
-from ..sources.sinks import default_tag
 from .notebook_recipe import build_notebook
 from .verify import image_epoch
 
@@ -63,7 +62,7 @@ def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
     """Build the notebook's image and write the handout files into `directory`."""
     nb = Path(notebook).expanduser().resolve()
     image = build_notebook(nb, tag, store=store, progress=progress)
-    name = tag or default_tag(image) or f"{_slug(nb.stem)}:handout"
+    name = tag or image.tag or f"{_slug(nb.stem)}:handout"
     out = Path(directory).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".nbimages-handout-", dir=out))
