@@ -24,7 +24,7 @@ from .commands.parsing import (BUILD_ARG, BUILD_ENGINE, COMPRESSION, CONTENT, DE
                                add_arguments, pairs, qualified)
 from .commands.summaries import SUMMARIES
 from .errors import NbimagesError, os_errors
-from .progress import Progress
+from .progress import step_progress
 from .verbs import provided
 
 PROG = "nbimages"
@@ -206,18 +206,22 @@ def cmd_build(a: argparse.Namespace) -> int:
     build_args = pairs(a.build_args, "build --build-arg", PROG)
     kw: dict[str, Any] = {k: v for k, v in (("platform", a.platform), ("engine", a.engine),
                                              ("compression", a.compression)) if v}
-    with Progress(f"build {a.tag or dockerfile}", unit="step", enabled=False if a.quiet else None) as p:
+    with step_progress(f"build {a.tag or dockerfile}", a.quiet) as p:
         image = nbimages.build(dockerfile, a.tag, context=a.context,
                                        build_args=build_args or None,
                                        progress=lambda row: p.update(1), **kw)
+    return _built(image, a)
+
+
+def _built(image: Any, a: argparse.Namespace) -> int:
+    """The end of `nbimages build` (a Dockerfile or a notebook): the build report on stderr
+    unless --quiet, the image saved to --output, then the digest (after the tag, if given)."""
     report = image.build_report
     if report is not None and not a.quiet:
         print(repr(report), file=sys.stderr)
     if a.output:
-        print(nbimages.save(image, a.output, format=a.format, tag=a.tag),
-              file=sys.stderr)
-    digest = image.digest
-    print(digest if a.quiet or not a.tag else f"{a.tag} {digest}")
+        print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
+    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
     return 0
 
 
@@ -232,10 +236,6 @@ COMMANDS.update({cli_name: (SUMMARIES[name], None, None) for cli_name, name in F
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
 
-def _progress_for(quiet: bool, what: str):
-    return Progress(what, unit="step", enabled=False if quiet else None)
-
-
 def cli_build_notebook(a: Any) -> int:
     """`nbimages build NOTEBOOK.ipynb -t TAG [-o FILE --format F]`."""
     path = a.file if a.file and str(a.file).endswith(".ipynb") else a.context
@@ -245,16 +245,10 @@ def cli_build_notebook(a: Any) -> int:
     if unsupported:
         raise CLIUsageError(f"nbimages build {path}: {', '.join(unsupported)} cannot be used "
                             "with a notebook; its %image cells say how to build it.")
-    with _progress_for(a.quiet, f"build {a.tag or path}") as p:
+    with step_progress(f"build {a.tag or path}", a.quiet) as p:
         image = nbimages.build_notebook(path, a.tag, compression=a.compression,
                                progress=lambda row: p.update(1))
-    report = image.build_report
-    if report is not None and not a.quiet:
-        print(repr(report), file=sys.stderr)
-    if a.output:
-        print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
-    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
-    return 0
+    return _built(image, a)
 
 
 SHELL_EPILOG = """\

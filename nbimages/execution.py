@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from . import kernel as kernels
 from .atomic import write_atomic
 from .errors import NbimagesError
-from .workflow.notebook_recipe import build_notebook, notebook_record, read_notebook
+from .workflow.notebook_recipe import (build_notebook, cell_source, notebook_text, read_notebook,
+                                       record_in)
 from .workflow.verify import Verification, verify
 
 if TYPE_CHECKING:
@@ -79,10 +80,6 @@ def normalise(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
 
 
-def _text(value: Any) -> str:
-    return "".join(value) if isinstance(value, list) else str(value or "")
-
-
 def comparable(outputs: Iterable[dict]) -> list[tuple[str, str]]:
     """A cell's outputs as (kind, normalised value) pairs, in the order they are compared."""
     streams: dict[str, str] = {}
@@ -91,18 +88,18 @@ def comparable(outputs: Iterable[dict]) -> list[tuple[str, str]]:
         kind = out.get("output_type")
         if kind == "stream":
             name = out.get("name", "stdout")
-            streams[name] = streams.get(name, "") + _text(out.get("text"))
+            streams[name] = streams.get(name, "") + notebook_text(out.get("text"))
         elif kind in ("execute_result", "display_data"):
             data = out.get("data") or {}
             for mime in IMAGE_TYPES:
                 if mime in data:
-                    raw = _text(data[mime])
+                    raw = notebook_text(data[mime])
                     blob = raw.encode() if mime == "image/svg+xml" else \
                         base64.b64decode("".join(raw.split()) or b"")
                     items.append((mime, "sha256:" + hashlib.sha256(blob).hexdigest()[:16]))
             if "text/plain" in data and not any(m in data for m in IMAGE_TYPES):
                 items.append(("result" if kind == "execute_result" else "display",
-                              normalise(_text(data["text/plain"]))))
+                              normalise(notebook_text(data["text/plain"]))))
         elif kind == "error":
             items.append(("error", normalise(f"{out.get('ename')}: {out.get('evalue')}")))
     head = [(name, normalise(text)) for name, text in sorted(streams.items())
@@ -224,12 +221,8 @@ class Execution:
                 f"{rows}</table>")
 
 
-def _source(cell: dict) -> str:
-    return _text(cell.get("source"))
-
-
 def _first_line(cell: dict) -> str:
-    line = next((l.strip() for l in _source(cell).splitlines() if l.strip()), "")
+    line = next((l.strip() for l in cell_source(cell).splitlines() if l.strip()), "")
     return line if len(line) <= 70 else line[:69] + "…"
 
 
@@ -256,8 +249,9 @@ def _ignored(nb: Any, ignore_cells: Iterable[Any], path: Path) -> set[int]:
     return out
 
 
-def _default_image(path: Path) -> str:
-    rec = notebook_record(path) or {}
+def _default_image(doc: dict, path: Path) -> str:
+    """The image the notebook's metadata records a build of (read_notebook's `doc`)."""
+    rec = record_in(doc) or {}
     image = rec.get("tag") or rec.get("digest")
     if not image:
         raise ExecuteError(f"execute {path.name}: in which image? Give it (--image REF, or "
@@ -284,20 +278,20 @@ def execute(notebook: str | os.PathLike, image: Any = None, *, output: str | os.
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     path = Path(notebook).expanduser().resolve()
-    read_notebook(path)  # its one-paragraph errors for a missing or malformed file
-    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    doc = read_notebook(path)  # read once; its one-paragraph errors for a missing or malformed file
+    nb = _as_node(doc)
     code = [i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"
-            and _source(c).strip()]
+            and cell_source(c).strip()]
     if not code:
         raise ExecuteError(f"{path.name} has no code cells: there is nothing to run and no output "
                            "to compare.")
-    tooling = {i for i in code if _TOOLING.search(_source(nb.cells[i]))}
+    tooling = {i for i in code if _TOOLING.search(cell_source(nb.cells[i]))}
     if not set(code) - tooling:
         raise ExecuteError(f"every code cell of {path.name} is an %image cell (they build the "
                            "image and are not run inside it): there is no analysis to compare.")
     ignored = _ignored(nb, ignore_cells, path)
     ignored |= {i for i in code if VOLATILE_TAG in (nb.cells[i].get("metadata") or {}).get("tags", [])}
-    image = image if image is not None else _default_image(path)
+    image = image if image is not None else _default_image(doc, path)
     saved = {i: [dict(o) for o in nb.cells[i].get("outputs", [])] for i in code}
     counts = {i: nb.cells[i].get("execution_count") for i in code}
 
@@ -327,6 +321,27 @@ def execute(notebook: str | os.PathLike, image: Any = None, *, output: str | os.
         result.output = Path(output).expanduser()
         write_atomic(result.output, nbformat.writes(nb).encode("utf-8"))
     return result
+
+
+def _as_node(doc: dict) -> Any:
+    """read_notebook's notebook as nbformat.reads(text, as_version=4) gives it, without reading
+    and parsing the file again. A v4 file's JSON goes through nbformat's own v4 reader (lines
+    joined: nbclient wants each source as one str; transient keys dropped) and is validated,
+    a problem only logged, as nbformat.reads does; older formats were converted and validated
+    by read_notebook (with nbformat.reads) already."""
+    import nbformat
+    if isinstance(doc, nbformat.NotebookNode):
+        return doc
+    try:
+        nb = nbformat.v4.to_notebook_json(doc)
+    except AttributeError as e:  # a missing key, as nbformat's reader reports it
+        raise nbformat.ValidationError(
+            f"The notebook is invalid and is missing an expected key: {e}") from None
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as e:
+        nbformat.get_logger().error("Notebook JSON is invalid: %s", e)
+    return nb
 
 
 def _tail(log: Path, n: int = 600) -> str:

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Iterator, TextIO
 
-__all__ = ["Progress", "Bar", "progress", "format_bytes", "waiting", "note"]
+__all__ = ["Progress", "Bar", "progress", "step_progress", "format_bytes", "waiting", "note"]
 
 # The Progress whose `with` block the running code is in (copied into a pull's worker threads).
 _current: contextvars.ContextVar["Progress | None"] = contextvars.ContextVar(
@@ -347,3 +347,9 @@ def progress(desc: str, total: int | None = None, *, unit: str = "B",
              enabled: bool | None = None) -> Progress:
     """Start a Progress (use it as a context manager)."""
     return Progress(desc, total, unit=unit, enabled=enabled)
+
+
+def step_progress(desc: str, quiet: bool = False) -> Progress:
+    """A Progress counting build steps, as `nbimages build` and `handout` show it: off with
+    --quiet, else as NBIMAGES_PROGRESS and the stream decide."""
+    return Progress(desc, unit="step", enabled=False if quiet else None)

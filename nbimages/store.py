@@ -428,3 +428,10 @@ def default_store() -> Store:
     if _default is None or _default.home != home:
         _default = Store(home)
     return _default
+
+
+def existing_store() -> Store | None:
+    """The default store if one is there already (its index.json), else None: for readers
+    (completion, verify's expected image) that must not create a store where there is none."""
+    home = default_home()
+    return default_store() if (home / "oci" / "index.json").exists() else None

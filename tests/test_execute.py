@@ -16,8 +16,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 import nbimages
 from kernel_image import KERNEL_TAG, MARKER, ONLY_IN_IMAGE
-from nbimages.execution import ExecuteError, comparable, normalise
+from nbimages.execution import ExecuteError, _as_node, comparable, normalise
 from nbimages.kernel import KernelError
+from nbimages.workflow.notebook_recipe import read_notebook
 
 
 def write(path: Path, *cells) -> Path:
@@ -82,6 +83,16 @@ def test_comparable_merges_streams_and_hashes_images():
     # the same picture split over lines in the JSON is the same picture
     split = [new_output("display_data", data={"image/png": png[:4] + "\n" + png[4:]})]
     assert comparable(split)[0] == items[2]
+
+
+def test_the_notebook_read_once_is_the_one_nbformat_reads(tmp_path):
+    # execute reads the file once (read_notebook) and makes of it what nbformat.reads gives:
+    # the sources saved as lists of lines become one str each, as nbclient wants them.
+    nb = write(tmp_path / "a.ipynb", "x = 1\nprint(x)", cell("print(2)", stream("2\n"), count=1))
+    assert json.loads(nb.read_text())["cells"][0]["source"] == ["x = 1\n", "print(x)"]
+    node = _as_node(read_notebook(nb))
+    assert node == nbformat.reads(nb.read_text(), as_version=4)
+    assert node.cells[0].source == "x = 1\nprint(x)"
 
 
 def test_a_notebook_with_no_code_cells_is_refused(tmp_path):

@@ -237,22 +237,20 @@ class Call:
 
     command: Command | None            # None: the help was asked for and printed
     args: argparse.Namespace | None = None
-    rest: list[str] = field(default_factory=list)
     raw: str = ""
 
 
-def prepare(table: CommandTable, line: str, cell: str | None = None,
-            help_out: Callable[[str], None] = print) -> Call:
+def prepare(table: CommandTable, line: str, cell: str | None = None) -> Call:
     """Split and parse one `%image` call as the magic reads it (used by the magics and by the
     notebook replay alike): help, unknown subcommands, cell-body rules, options."""
     prog = CELL_MAGIC if cell is not None else MAGIC
     words = split_line(line, prog)
     if not words or words[0] in ("-h", "--help"):
-        help_out(table.help_text())
+        print(table.help_text())
         return Call(None)
     if words[0] == "help":
         if len(words) == 1:
-            help_out(table.help_text())
+            print(table.help_text())
             return Call(None)
         words = [words[1], "--help"]
     if words[0].startswith("-"):
@@ -275,4 +273,4 @@ def prepare(table: CommandTable, line: str, cell: str | None = None,
         ns = cmd.parser(cell is not None).parse_args(rest)
     except HelpShown:
         return Call(None)
-    return Call(cmd, ns, rest, raw)
+    return Call(cmd, ns, raw)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import analysis, engines, execution, kernel as kernels, maintenance, registry, sources
 from ..image import Image
-from ..progress import Progress
+from ..progress import step_progress
 from ..sources import copy as copy_transports, remote
 from ..verbs import provided
 from ..workflow import freeze as freezing, handout as handing_out, verify as verifying
@@ -34,7 +34,6 @@ command = TABLE.add
 TABLE.commands.update(STEPS.commands)  # the build steps (steps.py), shared with notebook replay
 
 
-
 def _image_or_source(inv: Invocation, source: str) -> Any:
     """An Image/Inspection held in a notebook variable of that name, else the source string."""
     value = inv.user_ns.get(source) if source.isidentifier() else None
@@ -44,6 +43,8 @@ def _image_or_source(inv: Invocation, source: str) -> Any:
 
 
 def _image_types() -> tuple[type, ...]:
+    # A function, not a constant: it reads analysis.Inspection when called, so a stand-in
+    # put there (tests/test_magics.py fakes one) is honoured by the magics and completion.
     return (Image, analysis.Inspection)
 
 
@@ -485,7 +486,7 @@ def handout(inv: Invocation) -> Any:
     the image as an OCI tar and a docker tar, its Dockerfile and a README saying how to load,
     run and verify it (nbimages.handout). Returns the Handout, or with -q its digest."""
     a = inv.args
-    with Progress(f"handout {a.notebook}", unit="step", enabled=False if a.quiet else None) as p:
+    with step_progress(f"handout {a.notebook}", a.quiet) as p:
         h = handing_out.handout(a.notebook, a.output, tag=a.tag, progress=lambda row: p.update(1))
     return h.digest if a.quiet else h
 
