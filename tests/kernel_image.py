@@ -22,7 +22,7 @@ MARKER = "this file exists only in the kernel image\n"
 def kernel_containers(docker_client, name: str) -> list:
     """Containers (running or not) of the nbimages kernel `name`."""
     from nbimages.kernel import LABEL_KERNEL
-    return docker_client.containers.list(all=True, filters={"label": f"{LABEL_KERNEL}={name}"})
+    return docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL_KERNEL}={name}"})
 
 
 @pytest.fixture(scope="session")

@@ -314,7 +314,7 @@ def test_handout_image_opens_the_notebook_in_jupyterlab_with_the_readme_docker_r
         try:
             server.wait(timeout=30)
         finally:
-            for c in docker_client.containers.list(all=True, filters={"ancestor": tag}):
+            for c in docker_client.containers.list(all=True, ignore_removed=True, filters={"ancestor": tag}):
                 c.remove(force=True)
             subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
-    assert docker_client.containers.list(all=True, filters={"ancestor": tag}) == []
+    assert docker_client.containers.list(all=True, ignore_removed=True, filters={"ancestor": tag}) == []
