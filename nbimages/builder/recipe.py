@@ -24,7 +24,7 @@ from ..oci.descriptor import Descriptor
 from ..reference import Reference
 from ..store import default_store
 from ..verbs import provided
-from .dockerfile_writer import recipe_to_dockerfile, write_context
+from .dockerfile_writer import dockerfile_text, write_context
 from .embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL, build_recipe, open_base
 from .pip import check_requirements
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
@@ -264,13 +264,14 @@ class Recipe:
         With the image a build made (`built`), the base is pinned by digest (`FROM
         name@sha256:…`) and the pip packages by the versions the build installed."""
         if built is None:
-            return recipe_to_dockerfile(self, files_dir=files_dir)
+            return dockerfile_text(self.base, self.steps, files_dir=files_dir)
         try:
             pins = json.loads(built.labels.get(PIP_LABEL) or "[]")
         except ValueError:
             pins = []
         digest = (built.manifest.annotations or {}).get(BASE_DIGEST_ANNOTATION)
-        return recipe_to_dockerfile(self, files_dir=files_dir, base_digest=digest, pins=pins)
+        return dockerfile_text(self.base, self.steps, files_dir=files_dir, base_digest=digest,
+                               pins=pins)
 
     def write_context(self, directory: str | os.PathLike, files_dir: str = ".nbimages-files"
                       ) -> Path:
@@ -278,7 +279,7 @@ class Recipe:
 
         COPY sources are expected in `directory` too (pass the recipe's own context).
         """
-        return write_context(self, Path(directory), files_dir)
+        return write_context(self.base, self.steps, Path(directory), files_dir)
 
     def to_frame(self):
         import pandas as pd
