@@ -21,7 +21,7 @@ import nbimages  # the facade: the API loads on first use, so `nbimages --help` 
 from . import __version__
 from .commands.parsing import (BUILD_ARG, BUILD_ENGINE, COMPRESSION, CONTENT, DEPTH, FINAL, LAYER,
                                PLATFORM, SAVE_FORMAT, SOURCE, HelpShown, Invocation, UsageError,
-                               add_arguments, pairs, qualified)
+                               add_arguments, did_you_mean, pairs, qualified)
 from .commands.summaries import SUMMARIES
 from .errors import NbimagesError, os_errors
 from .progress import step_progress
@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one paragraph naming the subcommand and its --help."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise CLIUsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise CLIUsageError(f"{self.prog}: {message}{did_you_mean(self, message)} "
+                            f"(see {self.prog} --help)")
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -197,6 +198,19 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="also write the image to FILE")
     add_arguments(p, qualified(SAVE_FORMAT, "of --output"))
     p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = BUILD_EPILOG
+
+
+BUILD_EPILOG = """\
+examples:
+  nbimages build . -t app:1                 the Dockerfile in . (COPY reads from .)
+  nbimages build analysis.ipynb -t app:1    a notebook: its saved %image cells (from, file, pip,
+                                            copy, env, ...) in order, as Run All would build them
+
+A notebook build records the digest in analysis.nbimages.lock beside it and in its metadata,
+which `nbimages verify analysis.ipynb` checks and `nbimages handout` ships; --build-arg,
+--platform and --engine do not apply to a notebook (its %image cells say how to build it)."""
 
 
 def cmd_build(a: argparse.Namespace) -> int:
@@ -266,6 +280,7 @@ def build_parser() -> _Parser:
                      epilog=SHELL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nbimages {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.subcommands = sub.choices  # type: ignore[attr-defined]  # for main's did-you-mean
     for name, (summary, configure, _func) in COMMANDS.items():
         p = sub.add_parser(name, help=summary.replace("%", "%%"), description=summary)  # help is %-formatted
         if configure:  # None: a %image subcommand, parsed by run_table_command
@@ -364,9 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_table_command(argv)
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
         except SystemExit as e:  # --help and --version print and exit 0
             return int(e.code or 0)
+        if extra:  # named by the subcommand's parser, which knows its options
+            parser_of = parser.subcommands.get(args.command, parser)
+            parser_of.error(f"unrecognized arguments: {' '.join(extra)}")
         if not args.command:
             parser.print_help()
             return 2

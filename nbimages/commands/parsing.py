@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import shlex
 import textwrap
 from dataclasses import dataclass, field
@@ -51,7 +52,8 @@ class MagicArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kw)
 
     def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UsageError(f"{self.prog}: {message}{did_you_mean(self, message)} "
+                         f"(see {self.prog} --help)")
 
     def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
         if status:
@@ -59,6 +61,21 @@ class MagicArgumentParser(argparse.ArgumentParser):
         if message:
             print(message, end="")
         raise HelpShown()
+
+
+def did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """For argparse's "unrecognized arguments: --depht 3", the options meant ("; did you mean
+    --depth?"), found with difflib (argparse suggests only from Python 3.14 on)."""
+    m = re.match(r"unrecognized arguments: (.*)", message)
+    if not m:
+        return ""
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    meant = []
+    for word in m.group(1).split():
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6)
+            meant += [c for c in close if c not in meant]
+    return f"; did you mean {' / '.join(meant)}?" if meant else ""
 
 
 def arg(*flags: str, **kw: Any) -> tuple[tuple[str, ...], dict[str, Any]]:

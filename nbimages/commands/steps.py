@@ -48,6 +48,12 @@ def _command_form(inv: Invocation, what: str) -> Any:
     return text
 
 
+def _add_step(inv: Invocation, kind: str, *args: Any, **kwargs: Any) -> None:
+    """Add the cell's step to the notebook's recipe. It returns nothing, so a step cell shows
+    no `<Step …>` echo; `%image recipe` lists the steps with their cells."""
+    _session().add(kind, *args, **kwargs, **cell_of(inv))
+
+
 def _build_progress(tag: str | None, steps: int) -> Any:
     return Progress(f"build {tag or 'image'}", total=steps, unit="step")
 
@@ -86,7 +92,7 @@ def file(inv: Invocation) -> Any:
     Re-running the cell with new text rebuilds that layer and the ones after it only.
     """
     a = inv.args
-    return _session().add("file", a.path, inv.cell or "", mode=a.mode, owner=a.owner, **cell_of(inv))
+    _add_step(inv, "file", a.path, inv.cell or "", mode=a.mode, owner=a.owner)
 
 
 @command("pip", "a layer of Python packages for the image's Python",
@@ -98,35 +104,34 @@ def file(inv: Invocation) -> Any:
 def pip(inv: Invocation) -> Any:
     """Install wheels built for the image's own Python and platform, in one layer, no container."""
     a = inv.args
-    return _session().add("pip", *a.requirements, index_url=a.index_url, find_links=a.find_links,
-                          **cell_of(inv))
+    _add_step(inv, "pip", *a.requirements, index_url=a.index_url, find_links=a.find_links)
 
 
 @command("env", "set environment variables K=V",
          arg("pairs", nargs="+", metavar="K=V"), group="build", cell=CELL_ARGS)
 def env(inv: Invocation) -> Any:
     """Environment variables of the image (Dockerfile ENV)."""
-    return _session().add("env", pairs(inv.args.pairs, "env"), **cell_of(inv))
+    _add_step(inv, "env", pairs(inv.args.pairs, "env"))
 
 
 @command("label", "add labels K=V",
          arg("pairs", nargs="+", metavar="K=V"), group="build", cell=CELL_ARGS)
 def label(inv: Invocation) -> Any:
     """Labels of the image (Dockerfile LABEL)."""
-    return _session().add("label", pairs(inv.args.pairs, "label"), **cell_of(inv))
+    _add_step(inv, "label", pairs(inv.args.pairs, "label"))
 
 
 @command("workdir", "set the working directory", arg("path", metavar="PATH"),
          group="build")
 def workdir(inv: Invocation) -> Any:
     """The working directory of the image (Dockerfile WORKDIR)."""
-    return _session().add("workdir", inv.args.path, **cell_of(inv))
+    _add_step(inv, "workdir", inv.args.path)
 
 
 @command("user", "set the user", arg("user", metavar="USER[:GROUP]"), group="build")
 def user(inv: Invocation) -> Any:
     """The user the image runs as (Dockerfile USER)."""
-    return _session().add("user", inv.args.user, **cell_of(inv))
+    _add_step(inv, "user", inv.args.user)
 
 
 @command("cmd", "set the default command", arg("command", nargs="...", metavar="COMMAND"),
@@ -135,7 +140,7 @@ def user(inv: Invocation) -> Any:
                 "any other text runs with /bin/sh -c.")
 def cmd(inv: Invocation) -> Any:
     """The default command of the image (Dockerfile CMD)."""
-    return _session().add("cmd", _command_form(inv, "cmd"), **cell_of(inv))
+    _add_step(inv, "cmd", _command_form(inv, "cmd"))
 
 
 @command("entrypoint", "set the entrypoint", arg("command", nargs="...", metavar="COMMAND"),
@@ -143,21 +148,21 @@ def cmd(inv: Invocation) -> Any:
          epilog="As in a Dockerfile: a JSON array is the exec form, any other text runs with /bin/sh -c.")
 def entrypoint(inv: Invocation) -> Any:
     """The entrypoint of the image (Dockerfile ENTRYPOINT)."""
-    return _session().add("entrypoint", _command_form(inv, "entrypoint"), **cell_of(inv))
+    _add_step(inv, "entrypoint", _command_form(inv, "entrypoint"))
 
 
 @command("expose", "declare ports", arg("ports", nargs="+", metavar="PORT[/PROTO]"),
          group="build")
 def expose(inv: Invocation) -> Any:
     """Ports the image serves on (Dockerfile EXPOSE)."""
-    return _session().add("expose", *inv.args.ports, **cell_of(inv))
+    _add_step(inv, "expose", *inv.args.ports)
 
 
 @command("remove", "remove paths (a whiteout layer)", arg("paths", nargs="+", metavar="PATH"),
          group="build")
 def remove(inv: Invocation) -> Any:
     """A layer that deletes PATHs (and what is under them) from the image."""
-    return _session().add("remove", *inv.args.paths, **cell_of(inv))
+    _add_step(inv, "remove", *inv.args.paths)
 
 
 @command("copy", "copy local files into a layer",
@@ -172,7 +177,7 @@ def copy(inv: Invocation) -> Any:
     To copy a whole image between transports use `%image copy-image`.
     """
     a = inv.args
-    return _session().add("copy", a.src, a.dest, chown=a.chown, chmod=a.chmod, **cell_of(inv))
+    _add_step(inv, "copy", a.src, a.dest, chown=a.chown, chmod=a.chmod)
 
 
 @command("build", "build this notebook's recipe",
