@@ -132,7 +132,7 @@ class Progress:
     """
 
     def __init__(self, desc: str, total: int | None = None, *, unit: str = "B",
-                 enabled: bool | None = None, file: TextIO | None = None):
+                 enabled: bool | None = None, file: TextIO | None = None, delay: float = 0.0):
         self.desc = desc
         self.unit = unit
         self.total = total
@@ -153,6 +153,8 @@ class Progress:
         # Nothing is drawn until there is something to show: a pull refused at its first
         # request ends in its error alone, not in an empty bar or "stopped after 0 B".
         self._shown = False
+        # A transfer that is over within `delay` seconds shows nothing at all.
+        self._delay = delay
 
     # -- public -----------------------------------------------------------------------------
     def bar(self, name: str, total: int | None = None) -> Bar:
@@ -175,6 +177,15 @@ class Progress:
         """Advance the total alone (work not tied to an item)."""
         if n:
             self._advance(None, n)
+
+    def set_total(self, total: int) -> None:
+        """The real total, once known (it was an estimate, or unknown)."""
+        with self._lock:
+            self.total = total
+            self._fixed_total = True
+            if self._total_tq is not None:
+                self._total_tq.total = total
+                self._total_tq.refresh()
 
     def note(self, text: str) -> None:
         """Say something about the transfer as a whole ("asking again", "waiting for …"):
@@ -222,7 +233,7 @@ class Progress:
         for b in open_bars:
             self._finish(b, None)
         with self._lock:
-            if failed and not self._shown:
+            if (failed or self._delay) and not self._shown:
                 return
             self._show()
             items = len(self._bars)
@@ -265,9 +276,13 @@ class Progress:
 
     def _show(self) -> None:
         """Draw the total bar (in 'bars' mode) on first use; call with the lock held."""
+        if self._delay and not self._shown and time.monotonic() - self._started < self._delay:
+            return
         self._shown = True
         if self.mode == "bars" and self._total_tq is None:
             self._total_tq = self._tqdm(self.desc, self.total, leave=True)
+            if self.n:  # what went by during the delay
+                self._total_tq.update(self.n)
 
     def _advance(self, bar: Bar | None, n: int) -> None:
         with self._lock:
@@ -350,9 +365,10 @@ def note(text: str) -> bool:
 
 
 def progress(desc: str, total: int | None = None, *, unit: str = "B",
-             enabled: bool | None = None) -> Progress:
-    """Start a Progress (use it as a context manager)."""
-    return Progress(desc, total, unit=unit, enabled=enabled)
+             enabled: bool | None = None, delay: float = 0.0) -> Progress:
+    """Start a Progress (use it as a context manager); with `delay`, shown only once the work
+    lasts that many seconds."""
+    return Progress(desc, total, unit=unit, enabled=enabled, delay=delay)
 
 
 def step_progress(desc: str, quiet: bool = False) -> Progress:

@@ -405,11 +405,31 @@ def test_consecutive_opens_of_one_engine_image_export_it_once(built, monkeypatch
     daemon._cache.pop(built, None)
     calls = []
     real = daemon._save_to_tmp
-    monkeypatch.setattr(daemon, "_save_to_tmp", lambda c, i: calls.append(i) or real(c, i))
+    monkeypatch.setattr(daemon, "_save_to_tmp", lambda c, i, *a: calls.append(i) or real(c, i, *a))
     for _ in range(3):  # as `%image layers`, then `files`, then `waste` would
         assert len(open_image(f"docker-daemon:{TAG}").layers) > 1
         gc.collect()
     assert calls == [built]
+
+
+def test_reading_from_the_engine_shows_progress(built, monkeypatch, capsys, docker_client):
+    """The docker save stream is counted against the image's size and ends in a summary;
+    a quick export shows nothing unless it lasts (PROGRESS_AFTER)."""
+    from nbimages.sources import daemon
+    monkeypatch.setenv("NBIMAGES_PROGRESS", "lines")
+    for after in (60.0, 0.0):
+        daemon._recent.clear()
+        daemon._cache.pop(built, None)
+        monkeypatch.setattr(daemon, "PROGRESS_AFTER", after)
+        open_image(f"docker-daemon:{TAG}")
+        err = capsys.readouterr().err
+        if after:
+            assert "from the engine" not in err
+    size = docker_client.images.get(TAG).attrs["Size"]
+    line = [x for x in err.splitlines() if x.startswith(f"read {TAG} from the engine: done, ")]
+    assert line, err
+    amount = float(line[0].split("done, ")[1].split()[0])  # "1.4 MB in 0.0 s"
+    assert abs(amount - size / 1e6) / (size / 1e6) < 0.2
 
 
 def test_malformed_manifest_json_is_reported(tmp_path):

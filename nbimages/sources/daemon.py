@@ -20,6 +20,7 @@ from ..errors import (DigestMismatch, EngineUnavailable, ImageNotFound, InvalidI
 from ..oci.archive import TarIndex
 from ..oci.dockerarchive import DockerArchive, familiar
 from ..image import Image
+from ..progress import progress
 from ..reference import Reference
 from ..store import default_store
 from .docker_archive import docker_tar_stream
@@ -97,7 +98,7 @@ def open_daemon(ref: str, platform=None, *, source: str | None = None):
     if archive is not None and not os.path.exists(archive.tar.path):
         archive = None  # exported into a store that is gone (verify's clean store, in this process)
     if archive is None:
-        archive = _save_to_tmp(c, image_id)
+        archive = _save_to_tmp(c, image_id, ref, engine_image.attrs.get("Size"))
         with _cache_lock:
             _cache[image_id] = archive
     with _cache_lock:
@@ -117,12 +118,23 @@ def _names_first(ref: str, tags: list[str]) -> list[str]:
     return [asked] + [t for t in tags if t != asked] if asked in tags else tags
 
 
-def _save_to_tmp(c, image_id: str) -> DockerArchive:
+# Reading an image from the engine shows progress once it lasts this long (a small image is
+# exported in a blink and shows nothing).
+PROGRESS_AFTER = 1.0
+
+
+def _save_to_tmp(c, image_id: str, ref: str = "", size: int | None = None) -> DockerArchive:
+    """The engine's `docker save` stream of the image into a temporary tar, with progress
+    against the image's size (the tar is about that, plus headers)."""
     fd, tmp = default_store().tmpfile(f"daemon-{image_id.split(':')[-1][:12]}-", ".tar")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f, \
+                progress(f"read {ref or image_id} from the engine", size or None,
+                         delay=PROGRESS_AFTER) as p:
             for chunk in c.api.get_image(image_id, chunk_size=1 << 20):
                 f.write(chunk)
+                p.update(len(chunk))
+            p.set_total(p.n)
         index = TarIndex(tmp)
         archive = DockerArchive(tmp, index)
     except Exception as e:
