@@ -91,7 +91,7 @@ def test_file_list_filters_by_change_and_path_and_sorts_by_size(images):
     app.sort.value = "size"
     assert app.visible_files()["path"].iloc[0] == "/app/lib/util.sh"
     labels = [label for label, _ in app.change.options]
-    assert labels == ["all (3)", "added (2)", "modified (1)", "deleted (0)"]
+    assert labels == ["all (3)", "added (2)", "modified (1)", "deleted (0)", "wasted (0)"]
 
 
 def test_selecting_a_layer_that_does_not_exist_is_a_clear_error(images):
@@ -262,7 +262,7 @@ def test_switching_images_in_a_diff_drops_the_file_counts_of_the_other_image(ima
     assert labels[0].startswith("all (")
     app.change.value = "added"
     app.which.value = 1
-    assert list(app.change.options) == ["all", "added", "modified", "deleted"]
+    assert list(app.change.options) == ["all", "added", "modified", "deleted", "wasted"]
     assert app.change.value == "added"
     app.buttons[1].click()
     assert app.change.options[0][0].startswith("all (")
@@ -281,3 +281,110 @@ def test_the_chosen_change_stays_chosen_when_another_layer_is_clicked(images):
     assert "/data/big.csv" in app.files_html.value
     app.buttons[2].click()
     assert app.change.value == "deleted" and "no files here" in app.files_html.value
+
+
+# -- issue 19: diffs that follow A/B, wasted files marked, the diff's order and counts -----------
+
+def test_every_tab_of_a_diff_follows_the_image_toggle_and_says_which(images):
+    app = explore(images[0], diff=images[1]).app
+    assert "Waste of A: explorer:wasteful" in app.labels[2].value
+    assert "nbimages-cause-table" in app.waste.value            # A wastes 300 kB
+    a_chart = app.chart.value
+    app.which.value = 1
+    assert [label.value.count("B: explorer:slim") for label in app.labels] == [1, 1, 1]
+    assert "Sizes of B" in app.labels[1].value
+    assert "no wasted space" in app.waste.value                 # B wastes nothing
+    assert app.chart.value != a_chart and "/data" not in app.chart.value
+    app.size_mode.value = "layers"
+    assert app.chart.value.count("class=\"nbimages-bar\"") == 2 or \
+        len(re.findall(r"nbimages-bar", app.chart.value)) >= 2
+
+
+def test_wasted_files_are_marked_and_filtered_in_the_layer_file_list(images):
+    insp = images[0]
+    assert insp.lost_files(0) == {"/data/big.csv": "overwritten in layer 1"}
+    assert insp.lost_files(1) == {"/data/big.csv": "deleted in layer 4"}
+    app = Explorer(insp).app
+    app.select(0)
+    assert "wasted: overwritten in layer 1" in app.files_html.value
+    assert "nbimages-lost" in app.files_html.value
+    labels = dict((v, k) for k, v in app.change.options)
+    assert labels["wasted"] == "wasted (1)"
+    app.change.value = "wasted"
+    assert list(app.visible_files()["path"]) == ["/data/big.csv"]
+    page = Explorer(insp).to_html()
+    assert page.count("wasted: ") == 2                          # the static lists mark them too
+
+
+def test_diff_sorts_by_impact_with_mtime_only_changes_last_and_counts_its_filters(images):
+    import pandas as pd
+    diff = pd.DataFrame({
+        "path": ["/a", "/b", "/c", "/d"], "change": ["modified", "added", "modified", "removed"],
+        "what": ["mtime", "", "size", ""], "size_a": pd.array([0, None, 10, 500], "Int64"),
+        "size_b": pd.array([0, 20, 5000, None], "Int64")})
+    assert list(explorer_mod.sort_diff(diff)["path"]) == ["/c", "/d", "/b", "/a"]
+    assert list(explorer_mod.sort_diff(diff, "size")["path"]) == ["/c", "/b", "/a", "/d"]
+    assert list(explorer_mod.sort_diff(diff, "path")["path"]) == ["/a", "/b", "/c", "/d"]
+    app = explore(images[0], diff=images[1]).app
+    labels = [label for label, _ in app.diff_change.options]
+    n = len(app.ex.diff)
+    assert labels[0] == f"all ({n})" and [x.split(" (")[0] for x in labels] == \
+        ["all", "added", "modified", "removed"]
+    assert sum(int(x.split("(")[1].rstrip(")")) for x in labels[1:]) == n
+    app.diff_sort.value = "size"
+    sizes = app.visible_diff()["size_b"].fillna(0).tolist()
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_in_a_kernel_the_static_copy_is_an_output_of_its_own_before_the_widget(images,
+                                                                               monkeypatch):
+    """JupyterLab shows "model not found" for a widget view after a restart, never the same
+    bundle's text/html: so the static HTML is a separate output the CSS hides while live."""
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(explorer_mod, "_widgets_live", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: shown.append((a, k)))
+    ex = Explorer(images[0])
+    ex._ipython_display_()
+    (static, raw), (widget, _) = shown
+    assert raw == {"raw": True} and set(static[0]) == {"text/plain", "text/html"}
+    fallback = "class='nbimages-explorer nbimages-static nbimages-static-fallback'"
+    assert fallback in static[0]["text/html"]
+    assert ":has(.nbimages-static-fallback)" in static[0]["text/html"]  # the hiding rules
+    assert widget[0] is ex.widget and "nbimages-live" in ex.widget._dom_classes
+    shown.clear()
+    monkeypatch.setattr(explorer_mod, "_widgets_live", lambda: False)
+    ex._ipython_display_()
+    assert len(shown) == 1 and fallback not in shown[0][0][0]["text/html"]
+
+
+def test_tables_show_sizes_with_units_and_modes_in_octal_but_keep_raw_values(images):
+    files = images[0].files()
+    page = files._repr_html_()
+    assert "195.3 kB" not in page and "200.0 kB" in page and "<td>0755</td>" in page
+    assert files["mode"].dtype.kind == "i" and 0o755 in set(files["mode"])
+    assert files["size"].max() == 200_000
+    layers = images[0].layers._repr_html_()
+    assert "300.0 kB" in layers or "200.0 kB" in layers
+    diff = images[0].diff(images[1])._repr_html_()
+    assert "&lt;NA&gt;" not in diff
+
+
+def test_a_layer_without_a_recorded_command_says_so(images):
+    from nbimages.notebook.charts import layer_commands
+
+    class Entry:
+        created_by, comment = "", "Imported from -"
+
+    class Image:
+        def layer_history(self):
+            return [Entry(), None]
+
+    class Insp:
+        image = Image()
+        layers = __import__("pandas").DataFrame({"created_by": ["", ""]})
+
+    assert layer_commands(Insp()) == ["(no command recorded: Imported from -)",
+                                      "(no command recorded in the image's history)"]
+    Entry.comment = ""
+    assert layer_commands(Insp())[0] == "(the base layer: no command recorded)"

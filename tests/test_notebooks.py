@@ -133,9 +133,11 @@ def test_quickstart_builds_three_layers_and_shows_them_in_the_explorer(executed)
     assert report.count("rebuilt") == 3
     layers = html_of(cell_outputs(nb, "%image layers"))
     assert layers.split("<tbody>")[1].count("<tr>") == 3   # one row per layer
+    # two outputs: the static HTML (what shows once the kernel is gone), then the widget
     explorer = cell_outputs(nb, "%image explore")
-    assert len(explorer) == 1 and WIDGET in explorer[0].data
+    assert len(explorer) == 2 and WIDGET in explorer[1].data and WIDGET not in explorer[0].data
     static = explorer[0].data["text/html"]
+    assert "nbimages-static-fallback" in static
     assert layer_rows(static) == 3
     assert "/data/measurements.csv" in static and "/app/report.sh" in static
     assert "nbimages-file-row" in static and "<svg" in static
@@ -177,8 +179,9 @@ def test_layer_analysis_finds_the_waste_and_the_diff(executed):
     assert re.search(r"/tmp\s+removed", diff)
     slim = text_of(cell_outputs(nb, "slim = nbimages.Recipe"))
     assert re.search(r"^slim:  67 bytes in 2 layers, 0 wasted$", slim, re.M)
-    explorer = cell_outputs(nb, "nbimages.explore(insp, diff=slim_insp)")[0].data
-    assert WIDGET in explorer
+    static, live = (o.data for o in cell_outputs(nb, "nbimages.explore(insp, diff=slim_insp)"))
+    assert WIDGET in live
+    explorer = static
     assert "nbimages-diff-row" in explorer["text/html"]
     assert explorer["text/html"].count("nbimages-layer-row nbimages-wasteful") >= 3
 

@@ -30,7 +30,7 @@ from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED,
 from .packages import packages
 from .table import printable, table
 from .walk import Budget, LayerFiles, Walk, read_layer
-from .waste import waste_groups
+from .waste import lost_by_layer, waste_groups
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -505,6 +505,14 @@ class Inspection:
             made = [(h.created_by if h else "") for h in hist]
             return waste_groups(walk.layers, made)
         return self._frame("waste_by_cause", lambda: self._columns("waste_by_cause", build))
+
+    def lost_files(self, layer: int) -> dict[str, str]:
+        """The files of `layer` whose bytes are wasted, path -> what a later layer did to them
+        ("deleted in layer 3", "overwritten in layer 2"): what the explorer marks."""
+        if "lost" not in self._cache:
+            self._cache["lost"] = lost_by_layer(self._ensure().layers)
+        lost = self._cache["lost"]
+        return lost[layer] if 0 <= layer < len(lost) else {}
 
     @property
     def unsafe(self) -> pd.DataFrame:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+from ..progress import format_bytes
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -46,6 +48,38 @@ class _Escaped:
         return printable(super().__repr__())
 
 
+# Columns shown for people in a notebook: byte counts with units ("5.0 kB"), permission bits
+# in octal ("0755"). Only the display changes: the values stay the raw integers.
+SIZE_COLUMNS = frozenset({"size", "compressed_size", "wasted_bytes", "total_bytes", "size_a",
+                          "size_b", "declared_size", "bytes"})
+MODE_COLUMNS = frozenset({"mode", "mode_a", "mode_b"})
+
+
+def _human(fmt: Any) -> Any:
+    """A formatter that leaves missing values blank (the nullable Int64 of a diff)."""
+    return lambda v: "" if v is None or v != v or str(v) == "<NA>" else fmt(int(v))
+
+
+def _nullable_integers(frame: "pd.DataFrame") -> list[Any]:
+    """The columns of pandas' nullable integer types (Int64: a diff's sizes and modes)."""
+    return [c for c in frame.columns  # numpy dtypes have no na_value, pandas' own ones do
+            if frame[c].dtype.kind in "iu" and hasattr(frame[c].dtype, "na_value")]
+
+
+def _display_formatters(frame: "pd.DataFrame") -> dict[str, Any]:
+    """to_html formatters for the size and mode columns of `frame` (integer ones only), and
+    for the other nullable integer columns (shown as floats, see _repr_html_)."""
+    out: dict[str, Any] = {c: _human(str) for c in _nullable_integers(frame)}
+    for col in frame.columns:
+        if not isinstance(col, str) or frame[col].dtype.kind not in "iu":
+            continue
+        if col in SIZE_COLUMNS:
+            out[col] = _human(format_bytes)
+        elif col in MODE_COLUMNS:
+            out[col] = _human(lambda m: f"{m:04o}")
+    return out
+
+
 @functools.cache
 def _classes() -> tuple[type, type]:
     import pandas as pd
@@ -62,7 +96,22 @@ def _classes() -> tuple[type, type]:
         _constructor_sliced = property(lambda self: Column)
 
         def _repr_html_(self) -> str | None:
-            shown = super()._repr_html_()
+            formatters = _display_formatters(self)
+            if not formatters or self._info_repr() or not pd.get_option(
+                    "display.notebook_repr_html"):
+                shown = super()._repr_html_()
+            else:  # as pandas shows it (truncated the same way), sizes and modes for people
+                rows, most = len(self), pd.get_option("display.max_rows")
+                # nullable integers print <NA> whatever na_rep says; as floats they are blank
+                # where missing, and their formatters print them as integers again
+                view = self.astype({c: "float64" for c in _nullable_integers(self)})
+                shown = view.to_html(
+                    formatters=formatters, notebook=True, max_cols=pd.get_option(
+                        "display.max_columns"),
+                    max_rows=most if most is None or rows <= most else pd.get_option(
+                        "display.min_rows"),
+                    show_dimensions=pd.get_option("display.show_dimensions"),
+                    float_format=pd.get_option("display.float_format"), na_rep="")
             return None if shown is None else printable(shown)
 
     for cls in (Column, Table):

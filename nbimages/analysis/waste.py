@@ -9,7 +9,7 @@ and bytes, the cause in words (with the steps that wrote and removed them) and t
 from __future__ import annotations
 
 import posixpath
-from typing import Any
+from typing import Any, Iterator
 
 from ..progress import format_bytes
 from .codes import (BY_OPAQUE, BY_PARENT_WHITEOUT, BY_REPLACED_DIR, BY_WHITEOUT, DIR, MASK,
@@ -50,14 +50,46 @@ def _cause_and_fix(how: int, directory: str, i: int, j: int, created_by: list[st
             "--no-cache-dir for pip, `apt-get clean` in the apt step)")
 
 
+def lost_copies(layers: list[LayerFiles]) -> Iterator[tuple[int, int, int, int]]:
+    """Every lost copy as (layer i, its entry index there, layer j that removed or wrote it
+    again, how); directories (no bytes) and unsafe entries (their own table) left out."""
+    def lost(i: int, idx: int) -> bool:
+        owner = layers[i]
+        return owner.kinds[idx] != DIR and owner.changes[idx] < UNSAFE
+
+    removed: set[int] = set()
+    for j, lf in enumerate(layers):
+        for code, how in zip(lf.deleted, lf.deleted_how):
+            removed.add(code)
+            if lost(code >> SHIFT, code & MASK):
+                yield code >> SHIFT, code & MASK, j, how
+    # a copy no layer removed but a later layer wrote again was overwritten by that layer
+    seen: dict[str, int] = {}
+    for j, lf in enumerate(layers):
+        base = j << SHIFT
+        for idx, p in enumerate(lf.paths):
+            before = seen.get(p)
+            if before is not None and before not in removed and lost(before >> SHIFT,
+                                                                     before & MASK):
+                yield before >> SHIFT, before & MASK, j, OVERWRITTEN
+            seen[p] = base | idx
+
+
+def lost_by_layer(layers: list[LayerFiles]) -> list[dict[str, str]]:
+    """For each layer, its files whose bytes are wasted: path -> what happened ("deleted in
+    layer 3", "overwritten in layer 2"), for marking them in a file list."""
+    out: list[dict[str, str]] = [{} for _ in layers]
+    for i, idx, j, how in lost_copies(layers):
+        out[i]["/" + layers[i].paths[idx]] = f"{REASON[how]} in layer {j}"
+    return out
+
+
 def waste_groups(layers: list[LayerFiles], created_by: list[str]) -> dict[str, list[Any]]:
     """Columns of the grouped waste table, largest group first."""
     groups: dict[tuple[str, int, int, int], list[Any]] = {}
 
     def lose(i: int, idx: int, j: int, how: int) -> None:
         owner = layers[i]
-        if owner.kinds[idx] == DIR or owner.changes[idx] >= UNSAFE:
-            return  # a directory holds no bytes; unsafe entries are their own table
         path = "/" + owner.paths[idx]
         key = (_directory(path), i, j, BY_WHITEOUT if how == BY_PARENT_WHITEOUT else how)
         g = groups.get(key)
@@ -68,20 +100,8 @@ def waste_groups(layers: list[LayerFiles], created_by: list[str]) -> dict[str, l
         if owner.sizes[idx] > g[3]:
             g[2], g[3] = path, owner.sizes[idx]
 
-    removed: set[int] = set()
-    for j, lf in enumerate(layers):
-        for code, how in zip(lf.deleted, lf.deleted_how):
-            removed.add(code)
-            lose(code >> SHIFT, code & MASK, j, how)
-    # a copy no layer removed but a later layer wrote again was overwritten by that layer
-    seen: dict[str, int] = {}
-    for j, lf in enumerate(layers):
-        base = j << SHIFT
-        for idx, p in enumerate(lf.paths):
-            before = seen.get(p)
-            if before is not None and before not in removed:
-                lose(before >> SHIFT, before & MASK, j, OVERWRITTEN)
-            seen[p] = base | idx
+    for lost in lost_copies(layers):
+        lose(*lost)
     rows = sorted(groups.items(), key=lambda kv: (-kv[1][1], kv[0]))
     cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     for (directory, i, j, how), (files, size, example, _) in rows:

@@ -17,6 +17,8 @@ from ..progress import format_bytes
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..analysis.inspection import Inspection
+
 # Okabe-Ito and Tableau-like hues that stay apart for colour-blind readers; layer i gets
 # PALETTE[i % len(PALETTE)]. Wasted bytes are always drawn in WASTE with a hatch.
 PALETTE = ["#4e79a7", "#59a14f", "#9c755f", "#b07aa1", "#76b7b2", "#edc948", "#bab0ac",
@@ -148,14 +150,33 @@ def directory_bars(final_files: "pd.DataFrame", depth: int = 2, limit: int = 15)
     return bars
 
 
-def layer_bars(layers: "pd.DataFrame") -> list[Bar]:
+def layer_commands(insp: "Inspection") -> list[str]:
+    """What made each layer, in words: its history command; for a layer whose history names
+    none (a base made by `docker import` or from a tar, an image without history), the
+    history's comment, else that nothing was recorded."""
+    hist = insp.image.layer_history()
+    out = []
+    for i, made in enumerate(insp.layers["created_by"]):
+        made = " ".join(str(made or "").split())
+        if not made:
+            entry = hist[i] if i < len(hist) else None
+            comment = " ".join(((entry.comment if entry else "") or "").split())
+            made = (f"(no command recorded: {comment})" if comment else
+                    "(the base layer: no command recorded)" if i == 0 else
+                    "(no command recorded in the image's history)")
+        out.append(made)
+    return out
+
+
+def layer_bars(insp: "Inspection") -> list[Bar]:
     """One bar per layer: the bytes that stay in the image, then (hatched) the wasted ones."""
     bars = []
-    for row in layers.itertuples(index=False):
+    commands = layer_commands(insp)
+    for row in insp.layers.itertuples(index=False):
         i = int(row.index)
         wasted = int(row.wasted_bytes)
         kept = int(row.size) - wasted
-        made = " ".join(str(row.created_by or "").split())
+        made = commands[i]
         segs = [Segment(kept, layer_color(i), f"layer {i}: {format_bytes(kept)} kept")]
         if wasted:
             segs.append(Segment(wasted, WASTE, f"layer {i}: {format_bytes(wasted)} wasted "
@@ -192,5 +213,6 @@ def _prefix(path: str, depth: int) -> str:
     return "/" + "/".join(parts)
 
 
-__all__ = ["Bar", "Segment", "hbar_chart", "directory_bars", "layer_bars", "layer_color",
+__all__ = ["Bar", "Segment", "hbar_chart", "directory_bars", "layer_bars", "layer_commands",
+           "layer_color",
            "short_command", "PALETTE", "WASTE"]

@@ -22,7 +22,8 @@ from ..analysis import inspect
 from ..analysis.table import printable
 from ..errors import NbimagesError
 from ..progress import format_bytes
-from .charts import WASTE, directory_bars, hbar_chart, layer_bars, layer_color, short_command
+from .charts import (WASTE, directory_bars, hbar_chart, layer_bars, layer_color, layer_commands,
+                     short_command)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +37,9 @@ WASTE_ROWS = 50
 DIFF_ROWS = 300
 CHANGES = ("added", "modified", "deleted")
 SORTS = {"path": "path", "size": "size (largest first)", "change": "change"}
+DIFF_CHANGES = ("added", "modified", "removed")
+DIFF_SORTS = {"impact": "biggest change first", "path": "path",
+              "size": "size after (largest first)"}
 
 CSS = """
 .nbimages-explorer { font-size: 13px; }
@@ -73,6 +77,17 @@ CSS = """
 .nbimages-explorer .nbimages-scroll { max-height: 26em; overflow: auto; }
 .nbimages-explorer .nbimages-scroll thead th { position: sticky; top: 0;
   background: var(--jp-layout-color1, #fff); }
+.nbimages-explorer tr.nbimages-lost { background: rgba(225,87,89,.10); }
+.nbimages-explorer .nbimages-lost-note { color: var(--jp-error-color1, #c62828);
+  font-size: 11px; margin-left: 6px; }
+.nbimages-explorer .nbimages-image-label { margin: 4px 0; font-weight: bold; }
+/* The static copy shown before the live widget (see Explorer._ipython_display_): hidden while
+   the widget is drawn next to it; after a kernel restart the widget's "model not found" line
+   is hidden instead and the static copy stays. */
+.jp-OutputArea-child:has(.nbimages-static-fallback):has(+ .jp-OutputArea-child .nbimages-live)
+  { display: none; }
+.jp-OutputArea-child:has(.nbimages-static-fallback) + .jp-OutputArea-child:not(:has(.nbimages-live))
+  { display: none; }
 """
 
 
@@ -88,11 +103,14 @@ def explore(source: Any, diff: Any = None, *, platform: str | None = None) -> "E
 
 
 def filter_files(files: "pd.DataFrame", change: str | None = None, text: str = "",
-                 sort: str = "path") -> "pd.DataFrame":
-    """The rows of a file table the explorer shows: one `change` (or all), paths containing
-    `text` (case-insensitive), sorted by path, by size (largest first) or by change."""
+                 sort: str = "path", lost: Any = ()) -> "pd.DataFrame":
+    """The rows of a file table the explorer shows: one `change` (or all, or "wasted": the
+    paths in `lost`), paths containing `text` (case-insensitive), sorted by path, by size
+    (largest first) or by change."""
     frame = files
-    if change and change != "all":
+    if change == "wasted":
+        frame = frame[frame["path"].isin(list(lost))]
+    elif change and change != "all":
         frame = frame[frame["change"].astype(str) == change]
     if text:
         frame = frame[frame["path"].str.contains(text, case=False, regex=False)]
@@ -167,27 +185,44 @@ class Explorer:
                     data[key] = value
         return data
 
+    def _ipython_display_(self) -> None:
+        """In a live kernel: two outputs, the static HTML and then the widget. JupyterLab
+        draws a widget view whenever the output has one, and after a kernel restart that is
+        "Error displaying widget: model not found", never the bundle's text/html. So the
+        static copy is an output of its own, hidden by CSS while the widget is drawn after it
+        and shown (the error line hidden) once the widget's model is gone. Elsewhere (a
+        terminal, nbconvert of a static bundle) one output: text and the static HTML."""
+        from IPython.display import display
+        if not _widgets_live():
+            display(self._repr_mimebundle_(), raw=True)
+            return
+        display({"text/plain": repr(self), "text/html": self.to_html(fallback=True)}, raw=True)
+        display(self.widget)
+
     # ---------------------------------------------------------------- static views
-    def to_html(self) -> str:
+    def to_html(self, fallback: bool = False) -> str:
         """The whole explorer as static HTML (no scripts, no network): what nbconvert and
-        GitHub's viewer show."""
+        GitHub's viewer show, and (`fallback`) what a notebook shows once the live widget's
+        kernel is gone. With a second image, its layers, sizes and waste follow A's, each
+        labelled."""
         a, b = self.inspection, self.other
-        parts = [f"<div class='nbimages-explorer nbimages-static'><style>{CSS}</style>",
-                 summary_html(a, b)]
+        cls = "nbimages-explorer nbimages-static" + (" nbimages-static-fallback" if fallback
+                                                     else "")
+        parts = [f"<div class='{cls}'><style>{CSS}</style>", summary_html(a, b)]
+        if b is not None:
+            parts.append(diff_summary_html(a, b, self.diff))
+            parts.append(diff_table_html(sort_diff(self.diff), limit=DIFF_ROWS))
         images = [(a, 0)] + ([(b, 1)] if b is not None else [])
         for insp, which in images:
             if b is not None:
-                parts.append(f"<h4>Layers of {html.escape(_name(insp))}</h4>")
+                parts.append(image_label(insp, which, "Layers, sizes and waste of"))
             parts.append(layers_table_html(insp))
             parts.append(self._static_layer_files(insp, which))
-        parts.append("<div class='nbimages-charts'>")
-        parts.append(directory_chart(a))
-        parts.append(layer_chart(a))
-        parts.append("</div>")
-        parts.append(waste_html(a))
-        if b is not None:
-            parts.append(diff_summary_html(a, b, self.diff))
-            parts.append(diff_table_html(self.diff, limit=DIFF_ROWS))
+            parts.append("<div class='nbimages-charts'>")
+            parts.append(directory_chart(insp))
+            parts.append(layer_chart(insp))
+            parts.append("</div>")
+            parts.append(waste_html(insp))
         parts.append("</div>")
         return "".join(parts)
 
@@ -203,7 +238,8 @@ class Explorer:
             summary = (f"Layer {i}: {len(files):,} entries (+{counts.get('added', 0)} "
                        f"~{counts.get('modified', 0)} -{counts.get('deleted', 0)})")
             out.append(f"<details class='nbimages-layer-files' data-layer='{i}'>"
-                       f"<summary>{html.escape(summary)}</summary>{files_table_html(shown)}")
+                       f"<summary>{html.escape(summary)}</summary>"
+                       f"{files_table_html(shown, insp.lost_files(i))}")
             if more:
                 out.append(f"<p class='nbimages-muted'>… {more:,} more: "
                            f"<code>inspect(...).files(layer={i})</code></p>")
@@ -266,11 +302,12 @@ def summary_html(a: "Inspection", b: "Inspection | None" = None) -> str:
 def layers_table_html(insp: "Inspection") -> str:
     """Every layer as a table row: index, size, compressed, files changed, wasted, command."""
     rows = []
+    commands = layer_commands(insp)
     for r in insp.layers.itertuples(index=False):
         i = int(r.index)
         wasteful = int(r.wasted_bytes) > 0
         cls = "nbimages-layer-row" + (" nbimages-wasteful" if wasteful else "")
-        made = " ".join(str(r.created_by or "").split())
+        made = commands[i]
         waste = (f"<span class='nbimages-waste'>{format_bytes(int(r.wasted_bytes))}</span>"
                  if wasteful else "<span class='nbimages-muted'>0 B</span>")
         rows.append(
@@ -301,17 +338,29 @@ def _mode(value: Any) -> str:
         return ""
 
 
-def files_table_html(files: "pd.DataFrame") -> str:
-    """Rows of a file table (already filtered and cut) as HTML."""
+def image_label(insp: "Inspection", which: int, what: str) -> str:
+    """"Sizes of B: name": which image of a diff a view shows."""
+    return (f"<p class='nbimages-image-label' data-image='{'AB'[which]}'>{_e(what)} "
+            f"{'AB'[which]}: {_e(_name(insp))}</p>")
+
+
+def files_table_html(files: "pd.DataFrame", lost: dict[str, str] | None = None) -> str:
+    """Rows of a file table (already filtered and cut) as HTML; the files in `lost` (path ->
+    what a later layer did to them) are marked as wasted."""
     if files.empty:
         return "<p class='nbimages-muted'>no files here</p>"
     rows = []
+    lost = lost or {}
     for r in files.itertuples(index=False):
         change = str(r.change)
         link = f" → {_e(r.linkname)}" if getattr(r, "linkname", "") else ""
-        rows.append(f"<tr class='nbimages-file-row nbimages-{change}'>"
+        fate = lost.get(r.path)
+        mark = (f"<span class='nbimages-lost-note' title='these bytes still ship in this "
+                f"layer'>wasted: {_e(fate)}</span>" if fate else "")
+        rows.append(f"<tr class='nbimages-file-row nbimages-{change}"
+                    f"{' nbimages-lost' if fate else ''}'>"
                     f"<td class='nbimages-{change}'>{change}</td>"
-                    f"<td class='nbimages-path'>{_e(r.path)}{link}</td>"
+                    f"<td class='nbimages-path'>{_e(r.path)}{link}{mark}</td>"
                     f"<td>{_e(r.kind)}</td>"
                     f"<td class='nbimages-num'>{format_bytes(int(r.size))}</td>"
                     f"<td>{_mode(r.mode)}</td><td>{int(r.uid)}:{int(r.gid)}</td></tr>")
@@ -331,7 +380,7 @@ def directory_chart(insp: "Inspection", depth: int = 2) -> str:
 
 def layer_chart(insp: "Inspection") -> str:
     legend = [("wasted (overwritten or deleted later)", WASTE)] if insp.wasted_bytes else []
-    return hbar_chart(layer_bars(insp.layers), title="Bytes by layer",
+    return hbar_chart(layer_bars(insp), title="Bytes by layer",
                       css_class="nbimages-chart nbimages-chart-layers", legend=legend,
                       label_width=300, cut="end")
 
@@ -414,6 +463,25 @@ def _delta(n: int) -> str:
     return ("+" if n >= 0 else "−") + format_bytes(abs(n))
 
 
+def sort_diff(diff: "pd.DataFrame | None", sort: str = "impact") -> "pd.DataFrame | None":
+    """The diff in the order people read it: by default the biggest size change first and
+    paths whose only change is their mtime (directories touched by a later step) last; or by
+    path, or by the size in B."""
+    if diff is None or diff.empty:
+        return diff
+    if sort == "path":
+        return diff.sort_values("path", kind="stable")
+    after = diff["size_b"].fillna(0).astype("int64")
+    if sort == "size":
+        return diff.assign(_s=after).sort_values(["_s", "path"], ascending=[False, True],
+                                                 kind="stable").drop(columns="_s")
+    change = (after - diff["size_a"].fillna(0).astype("int64")).abs()
+    mtime_only = diff["what"].astype(str) == "mtime"
+    return diff.assign(_m=mtime_only, _c=change).sort_values(
+        ["_m", "_c", "path"], ascending=[True, False, True], kind="stable").drop(
+        columns=["_m", "_c"])
+
+
 def diff_table_html(diff: "pd.DataFrame | None", limit: int = DIFF_ROWS) -> str:
     if diff is None or diff.empty:
         return "<p class='nbimages-muted'>The two filesystems are the same.</p>"
@@ -468,17 +536,20 @@ class _App:
 
         self.summary = W.HTML(f"<style>{CSS}</style>" + summary_html(explorer.inspection,
                                                                      explorer.other))
-        # layers + files
+        # which image the Layers, Sizes and Waste tabs show (with a second image)
         self.which = W.ToggleButtons(options=[(f"A: {_name(explorer.inspection)}", 0)] + (
             [(f"B: {_name(explorer.other)}", 1)] if explorer.other is not None else []),
-            description="layers of", layout=W.Layout(
+            description="image", layout=W.Layout(
                 display="flex" if explorer.other is not None else "none"))
+        self.which.add_class("nbimages-which")
         self.which.observe(lambda ch: self.show_image(ch["new"]), "value")
+        self.labels = [W.HTML("") for _ in range(3)]  # "Layers of B: name", one per tab
+        # layers + files
         self.layer_box = W.VBox([])
         self.layer_box.add_class("nbimages-layers")
         self.files_title = W.HTML("<p class='nbimages-muted'>Click a layer number to list its "
                                   "files.</p>")
-        self.change = W.ToggleButtons(options=["all", *CHANGES], value="all",
+        self.change = W.ToggleButtons(options=["all", *CHANGES, "wasted"], value="all",
                                       style={"button_width": "auto"})
         self.filter = W.Text(placeholder="filter paths (substring)", continuous_update=True,
                              layout=W.Layout(width="24em"))
@@ -499,7 +570,7 @@ class _App:
             "<span class='nbimages-cell nbimages-c-waste'>wasted</span>"
             "<span class='nbimages-cell nbimages-c-cmd'>created by</span></div>",
             layout=W.Layout(width="auto"))
-        layers_tab = W.VBox([self.which, header, self.layer_box, self.files_panel])
+        layers_tab = W.VBox([self.labels[0], header, self.layer_box, self.files_panel])
         # sizes
         self.size_mode = W.ToggleButtons(options=[("by directory", "dirs"), ("by layer", "layers")],
                                          value="dirs")
@@ -509,31 +580,41 @@ class _App:
         self.chart.add_class("nbimages-chart-view")
         for control in (self.size_mode, self.depth):
             control.observe(lambda _ch: self.show_chart(), "value")
-        sizes_tab = W.VBox([W.HBox([self.size_mode, self.depth]), self.chart])
+        sizes_tab = W.VBox([self.labels[1], W.HBox([self.size_mode, self.depth]), self.chart])
         # waste
-        waste_tab = W.HTML(waste_html(explorer.inspection))
+        self.waste = W.HTML("")
+        self.waste.add_class("nbimages-waste-view")
+        waste_tab = W.VBox([self.labels[2], self.waste])
         children, titles = [layers_tab, sizes_tab, waste_tab], ["Layers", "Sizes", "Waste"]
         # diff
         if explorer.other is not None:
-            self.diff_change = W.ToggleButtons(options=["all", "added", "modified", "removed"],
-                                               value="all", style={"button_width": "auto"})
+            diff = explorer.diff
+            assert diff is not None
+            counts = diff["change"].astype(str).value_counts()
+            self.diff_change = W.ToggleButtons(
+                options=[(f"all ({len(diff):,})", "all")] + [
+                    (f"{c} ({counts.get(c, 0):,})", c) for c in DIFF_CHANGES],
+                value="all", style={"button_width": "auto"})
             self.diff_filter = W.Text(placeholder="filter paths (substring)",
                                       continuous_update=True, layout=W.Layout(width="24em"))
+            self.diff_sort = W.Dropdown(options=[(v, k) for k, v in DIFF_SORTS.items()],
+                                        value="impact", description="sort",
+                                        layout=W.Layout(width="22em"))
             self.diff_html = W.HTML("")
             self.diff_html.add_class("nbimages-diff-view")
-            for control in (self.diff_change, self.diff_filter):
+            for control in (self.diff_change, self.diff_filter, self.diff_sort):
                 control.observe(lambda _ch: self.show_diff(), "value")
             diff_tab = W.VBox([
-                W.HTML(diff_summary_html(explorer.inspection, explorer.other, explorer.diff)),
-                W.HBox([self.diff_change, self.diff_filter]), self.diff_html])
+                W.HTML(diff_summary_html(explorer.inspection, explorer.other, diff)),
+                W.HBox([self.diff_change, self.diff_filter, self.diff_sort]), self.diff_html])
             children.insert(0, diff_tab)
             titles.insert(0, "Diff")
             self.show_diff()
         self.tabs = W.Tab(children=children, titles=titles)
-        self.root = W.VBox([self.summary, self.tabs])
+        self.root = W.VBox([self.summary, self.which, self.tabs])
         self.root.add_class("nbimages-explorer")
+        self.root.add_class("nbimages-live")
         self.show_image(0)
-        self.show_chart()
 
     # ------------------------------------------------------------ layers and files
     @property
@@ -542,14 +623,20 @@ class _App:
         return ex.other if self.image and ex.other is not None else ex.inspection
 
     def show_image(self, which: int) -> None:
-        """List the layers of image A (0) or B (1)."""
+        """Show image A (0) or B (1) in the Layers, Sizes and Waste tabs, each labelled."""
         W = self.W
         self.image = which
+        if self.ex.other is not None:
+            for label, what in zip(self.labels, ("Layers of", "Sizes of", "Waste of")):
+                label.value = image_label(self.insp, which, what)
+        self.waste.value = waste_html(self.insp)
+        self.show_chart()
         self.rows, self.buttons = [], []
+        commands = layer_commands(self.insp)
         for r in self.insp.layers.itertuples(index=False):
             i = int(r.index)
             wasted = int(r.wasted_bytes)
-            made = " ".join(str(r.created_by or "").split())
+            made = commands[i]
             button = W.Button(description=str(i), tooltip=f"list the files of layer {i}",
                               layout=W.Layout(width="3.6em"))
             button.add_class("nbimages-layer-select")
@@ -575,7 +662,7 @@ class _App:
         self.selected = None
         self.files_html.value = ""
         # no layer selected: the change buttons must not keep the other image's counts
-        self._relabel_changes(["all", *CHANGES])
+        self._relabel_changes(["all", *CHANGES, "wasted"])
         self.files_title.value = ("<p class='nbimages-muted'>Click a layer number to list its "
                                   "files.</p>")
 
@@ -613,7 +700,7 @@ class _App:
                                          "change", "linkname"])
         files = self.ex.files(self.selected, self.image)
         return filter_files(files, self.change.value, self.filter.value.strip(),
-                            self.sort.value)
+                            self.sort.value, lost=self.insp.lost_files(self.selected))
 
     def show_files(self) -> None:
         if self.selected is None:
@@ -622,13 +709,15 @@ class _App:
         all_files = self.ex.files(layer, self.image)
         shown = self.visible_files()
         row = self.insp.layers.iloc[layer]
-        made = " ".join(str(row["created_by"] or "").split())
+        made = layer_commands(self.insp)[layer]
+        lost = self.insp.lost_files(layer)
         counts = all_files["change"].astype(str).value_counts()
-        labels = {"all": f"all ({len(all_files):,})"}
+        labels = {"all": f"all ({len(all_files):,})", "wasted": f"wasted ({len(lost):,})"}
         labels.update({c: f"{c} ({counts.get(c, 0):,})" for c in CHANGES})
+        keys = ("all", *CHANGES, "wasted")
         if [o[0] if isinstance(o, tuple) else o for o in self.change.options] != \
-                [labels[k] for k in ("all", *CHANGES)]:
-            self._relabel_changes([(labels[k], k) for k in ("all", *CHANGES)])
+                [labels[k] for k in keys]:
+            self._relabel_changes([(labels[k], k) for k in keys])
         self.files_title.value = (
             f"<p class='nbimages-files-title'><b>Layer {layer}</b> · "
             f"{format_bytes(int(row['size']))} · <code>{_e(short_command(made, 100))}</code>"
@@ -642,11 +731,11 @@ class _App:
             count += (f" · showing {FILE_ROWS:,} of {len(shown):,}: filter by path to see "
                       "others")
         self.files_html.value = (count + "</p><div class='nbimages-scroll'>"
-                                 + files_table_html(shown.head(FILE_ROWS)) + "</div>")
+                                 + files_table_html(shown.head(FILE_ROWS), lost) + "</div>")
 
     # ------------------------------------------------------------ sizes, diff
     def show_chart(self) -> None:
-        insp = self.ex.inspection
+        insp = self.insp
         if self.size_mode.value == "layers":
             self.depth.disabled = True
             self.chart.value = layer_chart(insp)
@@ -657,10 +746,11 @@ class _App:
     def visible_diff(self) -> "pd.DataFrame":
         d = self.ex.diff
         assert d is not None
-        return filter_files(d, self.diff_change.value, self.diff_filter.value.strip(), "path")
+        return sort_diff(filter_files(d, self.diff_change.value, self.diff_filter.value.strip(),
+                                      "path"), self.diff_sort.value)
 
     def show_diff(self) -> None:
         self.diff_html.value = diff_table_html(self.visible_diff())
 
 
-__all__ = ["explore", "Explorer", "filter_files"]
+__all__ = ["explore", "Explorer", "filter_files", "sort_diff"]
