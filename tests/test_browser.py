@@ -165,6 +165,12 @@ def wait_for_kernel(page, timeout_ms: int = 60_000) -> None:
         }""", timeout=timeout_ms)
 
 
+def visible_count(page, selector: str) -> int:
+    """How many elements matching `selector` are drawn (not hidden by CSS)."""
+    return page.evaluate("(s) => [...document.querySelectorAll(s)].filter("
+                         "(el) => el.getClientRects().length > 0).length", selector)
+
+
 def run_all(page) -> None:
     """Run > Run All Cells, through the command the menu item runs (clicking the menu races
     with the menu bar's own layout and is not what is being tested)."""
@@ -192,7 +198,7 @@ def quickstart_page(browser, lab):
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             wait_for_kernel(page)
             run_all(page)
-            page.wait_for_selector(".nbimages-explorer .nbimages-layer-row", timeout=120_000)
+            page.wait_for_selector(".nbimages-live .nbimages-layer-row", timeout=120_000)
             # the last cell prints the digest: every cell ran
             page.get_by_text("handout: quickstart.tar").wait_for(timeout=60_000)
             yield page
@@ -208,20 +214,22 @@ def test_quickstart_runs_all_cells_without_errors(quickstart_page):
 
 
 def test_explorer_widget_lists_one_row_per_layer(quickstart_page):
-    explorer = quickstart_page.locator(".nbimages-explorer").first
+    explorer = quickstart_page.locator(".nbimages-live").first
     rows = explorer.locator(".nbimages-layer-row")
     assert rows.count() == 3
     texts = [rows.nth(i).inner_text() for i in range(3)]
     assert "/app/report.sh" in texts[0]
     assert "/data/" in texts[1]
     assert "/bin/" in texts[2]
-    # the static fallback is not drawn next to the live widget
-    assert quickstart_page.locator("tr.nbimages-layer-row").count() == 0
+    # the static fallback (an output of its own, for after a restart) is hidden next to the
+    # live widget
+    assert quickstart_page.locator("tr.nbimages-layer-row").count() == 3
+    assert visible_count(quickstart_page, "tr.nbimages-layer-row") == 0
 
 
 def test_clicking_a_layer_lists_its_files(quickstart_page):
     page = quickstart_page
-    explorer = page.locator(".nbimages-explorer").first
+    explorer = page.locator(".nbimages-live").first
     explorer.scroll_into_view_if_needed()
     explorer.locator(".nbimages-layer-row").nth(1).locator(".nbimages-layer-select").click()
     files = explorer.locator(".nbimages-file-row")
@@ -239,7 +247,7 @@ def test_clicking_a_layer_lists_its_files(quickstart_page):
 
 
 def test_sizes_tab_draws_the_directory_chart(quickstart_page):
-    explorer = quickstart_page.locator(".nbimages-explorer").first
+    explorer = quickstart_page.locator(".nbimages-live").first
     explorer.get_by_role("tab", name="Sizes").click()
     chart = explorer.locator("svg.nbimages-chart-dirs")
     chart.wait_for(timeout=30_000)
@@ -282,13 +290,13 @@ def test_static_html_export_with_widget_state_renders_the_widget_offline(browser
     page = context.new_page()
     try:
         page.goto(page_file.as_uri())
-        page.wait_for_selector(".nbimages-explorer .nbimages-layer-row", timeout=30_000)
-        rows = page.locator(".nbimages-explorer .nbimages-layer-row")
+        page.wait_for_selector(".nbimages-live .nbimages-layer-row", timeout=30_000)
+        rows = page.locator(".nbimages-live .nbimages-layer-row")
         assert rows.count() == 3                         # widget rows, not the static table
-        assert page.locator("tr.nbimages-layer-row").count() == 0
+        assert visible_count(page, "tr.nbimages-layer-row") == 0
         assert "/data/" in rows.nth(1).inner_text()
         ARTIFACTS.mkdir(exist_ok=True)
-        page.locator(".nbimages-explorer").first.screenshot(
+        page.locator(".nbimages-live").first.screenshot(
             path=str(ARTIFACTS / "static-widget-explorer.png"))
     finally:
         context.close()
@@ -311,6 +319,8 @@ def test_static_html_export_shows_layer_rows_without_widgets(browser, tmp_path):
         rows = page.locator("tr.nbimages-layer-row")
         assert rows.count() == 3
         assert rows.first.is_visible()
+        # the widget's own output (no state to draw it from) shows no repr text beside it
+        assert page.get_by_text("VBox(").count() == 0 or not page.get_by_text("VBox(").first.is_visible()
         details = page.locator("details.nbimages-layer-files").nth(1)
         details.locator("summary").click()
         assert details.locator(".nbimages-file-row .nbimages-path").get_by_text(

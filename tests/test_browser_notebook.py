@@ -115,7 +115,7 @@ CONTRAST_JS = """() => {
     const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
                               return (x + 0.05) / (y + 0.05); };
     const bg = getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor;
-    const texts = [...document.querySelectorAll('.nbimages-explorer svg text')];
+    const texts = [...document.querySelectorAll('.nbimages-live svg text')];
     return {bg, n: texts.length,
             worst: Math.min(...texts.map((t) => ratio(getComputedStyle(t).fill, bg)))};
 }"""
@@ -126,7 +126,7 @@ def test_charts_follow_the_dark_theme_with_readable_text(browser, lab):
                 "%%image file /data/a.txt\n" + "a" * 5000, "%image build nbtest/lab-dark:1",
                 "%image explore nbtest/lab-dark:1", shot="browser-explorer-dark-theme.png") as page:
         run_all(page)
-        page.wait_for_selector(".nbimages-explorer svg text", state="attached", timeout=120_000)
+        page.wait_for_selector(".nbimages-live svg text", state="attached", timeout=120_000)
         light = page.evaluate(CONTRAST_JS)
         page.evaluate("() => { window.jupyterapp.commands.execute('apputils:change-theme', "
                       "{theme: 'JupyterLab Dark'}); }")
@@ -137,3 +137,75 @@ def test_charts_follow_the_dark_theme_with_readable_text(browser, lab):
     assert light["n"] > 0 and dark["n"] == light["n"]
     assert dark["bg"] != light["bg"]  # the theme really changed
     assert light["worst"] >= 4.5 and dark["worst"] >= 4.5, (light, dark)  # WCAG AA
+
+
+DIFF_CELL = ('import nbimages\n'
+             'a = nbimages.Recipe("scratch").file("/data/a.txt", "a" * 5000)'
+             '.file("/data/a.txt", "b" * 10).build("nbtest/lab19-a:1")\n'
+             'b = nbimages.Recipe("scratch").file("/srv/b.txt", "c" * 3000).build("nbtest/lab19-b:1")\n'
+             'nbimages.explore(a, diff=b)')
+
+
+def visible_text(locator) -> str:
+    return " ".join(t for t in locator.all_inner_texts() if t.strip())
+
+
+def test_every_tab_of_a_diff_follows_the_image_toggle(browser, lab):
+    with opened(browser, lab, "diff19.ipynb", DIFF_CELL, shot="browser-diff-follows-toggle.png") \
+            as page:
+        run_all(page)
+        explorer = page.locator(".nbimages-explorer.nbimages-live")
+        explorer.wait_for(timeout=120_000)
+        explorer.get_by_role("tab", name="Waste").click()
+        label = explorer.locator(".nbimages-image-label")
+        explorer.get_by_text("Waste of A: nbtest/lab19-a:1", exact=True).wait_for(timeout=30_000)
+        assert explorer.locator(".nbimages-waste-view .nbimages-cause-table").is_visible()
+        explorer.locator(".nbimages-which button", has_text="B: nbtest/lab19-b:1").click()
+        explorer.get_by_text("Waste of B: nbtest/lab19-b:1", exact=True).wait_for(timeout=30_000)
+        explorer.locator(".nbimages-waste-view", has_text="no wasted space").wait_for(
+            timeout=30_000)
+        assert explorer.locator(".nbimages-waste-view .nbimages-cause-table").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "browser-diff-waste-of-b.png"), full_page=True)
+        explorer.get_by_role("tab", name="Sizes").click()
+        explorer.get_by_text("Sizes of B: nbtest/lab19-b:1", exact=True).wait_for(timeout=30_000)
+        bars = explorer.locator("svg.nbimages-chart-dirs .nbimages-bar").evaluate_all(
+            "bars => bars.filter(b => b.getBoundingClientRect().width > 0)"
+            ".map(b => b.getAttribute('data-label'))")
+        assert "/srv" in bars and "/data" not in bars
+        explorer.get_by_role("tab", name="Layers").click()
+        assert "Layers of B: nbtest/lab19-b:1" in visible_text(label)
+        explorer.locator(".nbimages-which button", has_text="A: nbtest/lab19-a:1").click()
+        explorer.get_by_role("tab", name="Sizes").click()
+        explorer.get_by_text("Sizes of A: nbtest/lab19-a:1", exact=True).wait_for(timeout=30_000)
+
+
+STATIC_SHOWN_JS = """() => {
+    const shown = (el) => !!el && el.getClientRects().length > 0;
+    const errors = [...document.querySelectorAll('.jp-OutputArea-output')].filter(
+        (el) => el.textContent.includes('Error displaying widget') && shown(el));
+    return {static: shown(document.querySelector('.nbimages-static-fallback tr.nbimages-layer-row')),
+            live: shown(document.querySelector('.nbimages-live .nbimages-layer-row')),
+            errors: errors.length};
+}"""
+
+
+def test_after_a_kernel_restart_the_explorer_is_its_static_html(browser, lab):
+    cells = ("%load_ext nbimages", "%image from scratch", "%%image file /data/a.txt\n" + "a" * 900,
+             "%image build nbtest/lab19-restart:1", "%image explore nbtest/lab19-restart:1")
+    with opened(browser, lab, "restart19.ipynb", *cells,
+                shot="browser-explorer-after-restart.png") as page:
+        run_all(page)
+        page.locator(".nbimages-live .nbimages-layer-row").first.wait_for(timeout=120_000)
+        assert page.evaluate(STATIC_SHOWN_JS) == {"static": False, "live": True, "errors": 0}
+        save(page)
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
+                      ".kernel.restart()")
+        wait_for_kernel(page)
+        page.reload()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        wait_for_kernel(page)
+        page.wait_for_function(STATIC_SHOWN_JS.replace("return {", "const r = {").replace(
+            "errors: errors.length};", "errors: errors.length}; return r.static;"),
+            timeout=60_000)
+        page.wait_for_timeout(1500)  # the widget manager gives up on the model meanwhile
+        assert page.evaluate(STATIC_SHOWN_JS) == {"static": True, "live": False, "errors": 0}
