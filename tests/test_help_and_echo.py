@@ -44,3 +44,14 @@ def test_step_cells_show_no_step_repr(ip, capsys):
     assert "<Step" not in out
     assert [s.describe() for s in ip.run_line_magic("image", "recipe").steps][1:] == \
         ["ENV A=1", "WORKDIR /app", 'CMD ["/bin/true"]']
+
+
+def test_the_build_report_names_cells_as_the_notebook_does(ip, capsys):
+    ip.run_cell("%image from scratch", store_history=True, cell_id="r1")
+    ip.run_cell("%%image file /a.txt\nhello\n", store_history=True, cell_id="r2")
+    count = ip.execution_count - 1  # the In [n] of the file cell
+    img = cell(ip, "%image build nbt19/report:1", "r3")
+    text = repr(img.build_report)
+    assert text.splitlines()[0].split()[:3] == ["#", "cell", "cache"]
+    assert f"In [{count}]" in text and "# sha256:" not in text  # no content hash in the text
+    assert "COPY --chmod=644 <cell> /a.txt" in text and " B " in text + " "

@@ -45,7 +45,7 @@ from .cache import BuildCache
 from .context import Context, file_digest
 from .lower import LowerView, chain_id, view_of_layers
 from .pip import install_layer_tree
-from .steps import CONFIG_KINDS, EMBEDDED_KINDS, Step
+from .steps import CONFIG_KINDS, EMBEDDED_KINDS, Step, cell_name
 
 PIP_LABEL = "org.nbimages.pip"
 BASE_DIGEST_ANNOTATION = "org.opencontainers.image.base.digest"
@@ -85,7 +85,7 @@ class BuildReport(list):
         rows = []
         for r in self:
             instr = r["instruction"] or ""
-            cell = f"In [{r['origin']}]" if isinstance(r["origin"], int) else (r["origin"] or "")
+            cell = cell_name(r["origin"])
             layer = (f"<code title='{html.escape(r['layer'])}' style='user-select:all'>"
                      f"{dg.short(r['layer'])}</code>") if r["layer"] else ""
             size = format_bytes(r["size"]) if r["size"] is not None else ""
@@ -98,13 +98,13 @@ class BuildReport(list):
                 f"<tbody>{''.join(rows)}</tbody></table>")
 
     def __repr__(self) -> str:
-        lines = [f"{'#':>3} {'origin':>7} {'cache':8} {'layer':14} {'compressed':>11} {'s':>6}  step"]
+        lines = [f"{'#':>3} {'cell':>8} {'cache':8} {'layer':14} {'compressed':>11} {'s':>6}  step"]
         for r in self:
             layer = dg.short(r["layer"]) if r["layer"] else ""
-            size = f"{r['size']:,}" if r["size"] is not None else ""
-            origin = "" if r["origin"] is None else str(r["origin"])
-            lines.append(f"{r['step']:>3} {origin:>7} {r['cache']:8} {layer:14} {size:>11} "
-                         f"{r['seconds']:6.2f}  {r['instruction'][:70]}")
+            size = format_bytes(r["size"]) if r["size"] is not None else ""
+            instr = (r["instruction"] or "").split(" # ")[0]  # no content hash, as the HTML
+            lines.append(f"{r['step']:>3} {cell_name(r['origin']):>8} {r['cache']:8} {layer:14} "
+                         f"{size:>11} {r['seconds']:6.2f}  {instr[:70]}")
         return "\n".join(lines)
 
 

@@ -88,13 +88,19 @@ class Step:
     def cell(self) -> str:
         """Where the step was written, as people name it: `In [n]` for a notebook cell (the
         number the notebook shows), `line n` for a Dockerfile, '' when unknown."""
-        if isinstance(self.origin, int):
-            return f"In [{self.origin}]"
-        return "" if self.origin is None else str(self.origin)
+        return cell_name(self.origin)
 
     def __repr__(self) -> str:
         where = f" from {self.cell}" if self.cell else ""
         return f"<Step {self.describe()}{where}>"
+
+
+def cell_name(origin: Any) -> str:
+    """A step's origin as people name it: `In [n]` for a notebook cell's execution count, the
+    text as is otherwise (`line 3` of a Dockerfile), '' when unknown."""
+    if isinstance(origin, int) and not isinstance(origin, bool):
+        return f"In [{origin}]"
+    return "" if origin is None else str(origin)
 
 
 def _q(text: str) -> str:
