@@ -24,16 +24,23 @@ from ..reference import Reference
 from ..verbs import provided
 from .dockerfile_writer import dockerfile_text, write_context
 from .embedded import build_recipe, open_base
+from .platforms import build_platforms, parse_platforms
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
                     parse_owner, port)
 
 
 class Recipe:
     """A base image plus steps. The base is `"scratch"`, any source nbimages.open_image
-    accepts (`python:3.12-slim`, `oci:DIR:TAG`, `docker-daemon:REF`, ...) or an Image."""
+    accepts (`python:3.12-slim`, `oci:DIR:TAG`, `docker-daemon:REF`, ...) or an Image.
+
+    `platforms=["linux/amd64", "linux/arm64"]` (or `"all"`: every platform of the base's
+    index) builds an image per platform on that platform's base, and an OCI index over them;
+    `platform="linux/amd64,linux/arm64"` (a list, or "all") means the same.
+    """
 
     def __init__(self, base: "str | Any" = "scratch", *, context: str | os.PathLike = ".",
-                 platform: str | None = None, compression: str | None = None):
+                 platform: str | None = None, compression: str | None = None,
+                 platforms: "str | list[str] | None" = None):
         base_image = None
         if isinstance(base, Image):
             base_image = base
@@ -43,11 +50,19 @@ class Recipe:
                              "python:3.12-slim, a source such as oci:DIR:TAG, or 'scratch'.")
         self.base = base.strip()
         self.context = Path(os.path.abspath(os.fspath(context)))
+        if platforms is None and isinstance(platform, str) and (
+                "," in platform or platform.strip().lower() == "all"):
+            platform, platforms = None, platform  # `--platform linux/amd64,linux/arm64`
         self.platform = platform
+        self.platforms = parse_platforms(platforms)
+        if self.platforms is not None and platform is not None:
+            raise BuildError(f"give platform={platform!r} (one image) or platforms= (an image "
+                             "per platform and an index over them), not both.")
         self.compression = compression
         self.steps: list[Step] = []
         self.report = None
         self._base_image = base_image
+        self._bases: dict[str, Any] = {}  # a multi-platform build's base per platform
 
     # ---- steps by key (notebook cells)
     @staticmethod
@@ -207,6 +222,8 @@ class Recipe:
         """
         if tag is not None:
             _check_tag(tag)
+        if self.platforms is not None:
+            return self._build_platforms(tag, engine, store, compression, progress)
         if engine is None and any(step.kind == "run" for step in self.steps):
             # RUN needs a container: use the Docker engine when one answers (its absence
             # gives the builder's own error naming the engine).
@@ -225,24 +242,48 @@ class Recipe:
                              "(engine=None) without RUN steps.")
         return builder(self, tag, store=store, progress=progress)
 
+    def _build_platforms(self, tag, engine, store, compression, progress):
+        runs = [i + 1 for i, s in enumerate(self.steps) if s.kind == "run"]
+        if runs:
+            raise BuildError(
+                f"step {runs[0]} ({self.steps[runs[0] - 1].describe()}) runs a command in a "
+                "container, and a multi-platform build makes every platform without one (no "
+                "emulation). Replace the RUN by steps that need no container (file, copy, pip, "
+                "remove), or build each platform on its own with platform='linux/arm64' and "
+                "engine='docker' on an engine that runs that platform (natively, or through "
+                "binfmt/QEMU).")
+        if engine not in (None, "embedded"):
+            raise BuildError(f"a multi-platform build (platforms={self.platforms!r}) is made by "
+                             f"the embedded builder; leave engine= out (got {engine!r}).")
+        return build_platforms(self, tag, self.platforms, store=store, compression=compression,
+                               progress=progress)
+
     def refresh_base(self) -> None:
         """Open the base again at the next build (it is otherwise resolved once per recipe)."""
         self._base_image = None
+        self._bases = {}
 
-    def _open_base(self, store):
+    def _open_base(self, store, platform=None):
+        if platform is not None:  # one platform of a multi-platform build
+            if str(platform) not in self._bases:
+                self._bases[str(platform)] = open_base(self.base, platform, store)
+            return self._bases[str(platform)]
         if self._base_image is None:
             self._base_image = open_base(self.base, self.platform, store)
         return self._base_image
 
-    def _pin_base(self, store, base) -> None:
+    def _pin_base(self, store, base, platform=None) -> None:
         """After a build the base's blobs are in the store: later builds read them there."""
         desc = Descriptor(base.manifest.media_type, base.digest, len(base.manifest.raw))
         try:
             img = store.image(desc, source=base.source)
             img.names = list(base.names)
-            self._base_image = img
         except Exception:  # noqa: BLE001 - keep the original source if the store copy fails
-            pass
+            return
+        if platform is not None:
+            self._bases[str(platform)] = img
+        else:
+            self._base_image = img
 
     # ---- showing
     def to_dockerfile(self, files_dir: str | None = None) -> str:
