@@ -144,3 +144,27 @@ def test_numpy_image_for_amd64_and_arm64_runs_on_the_engine(
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [machine, NUMPY.split("==")[1], "6"]
     docker_client.images.remove(ref, force=True)
+
+
+def test_verify_checks_the_index_digest_and_every_platform(tmp_path, monkeypatch):
+    built = _scratch_recipe(platforms=TWO).build("multi12:6")  # the user's store
+    v = nbimages.verify(_scratch_recipe(platforms=TWO), built.index.digest)
+    assert v.ok and v.matched == "index digest"
+    assert [n.split(":")[0] for n in v.notes] == TWO
+    other = _scratch_recipe(platforms=TWO)
+    other.env(APP="2")
+    bad = nbimages.verify(other, built.index.digest)
+    assert not bad.ok and sum("DIFFERS" in n for n in bad.notes) == 2
+
+
+def test_inspect_and_diff_two_platforms_of_one_image(tmp_path):
+    store = Store(tmp_path)
+    r = _scratch_recipe(platforms=TWO)
+    r.label(arch="same")
+    img = r.build("multi12:7", store=store)
+    arm = nbimages.inspect(img, platform="linux/arm64")
+    assert arm.image.platform.architecture == "arm64"
+    amd = nbimages.inspect(img, platform="linux/amd64")
+    assert amd.diff(arm).empty  # the same files: only the config's architecture differs
+    ex = nbimages.explore(img, platform="linux/amd64", diff_platform="linux/arm64")
+    assert ex.other.image.platform.architecture == "arm64" and ex.diff.empty
