@@ -168,3 +168,37 @@ def test_inspect_and_diff_two_platforms_of_one_image(tmp_path):
     assert amd.diff(arm).empty  # the same files: only the config's architecture differs
     ex = nbimages.explore(img, platform="linux/amd64", diff_platform="linux/arm64")
     assert ex.other.image.platform.architecture == "arm64" and ex.diff.empty
+
+
+def test_run_step_for_a_foreign_platform_needs_the_engine_asked_for(
+        multiplatform_python_base, tmp_path, docker_client):
+    r = nbimages.Recipe(multiplatform_python_base, platform="linux/arm64")
+    r.run("uname -m > /arch")
+    with pytest.raises(BuildError, match="not this machine's platform .* engine='docker'"):
+        r.build("multi12:run", store=Store(tmp_path))
+    # Asked for: the engine runs the arm64 RUN through binfmt/QEMU.
+    img = r.build("nbtest12/run-arm64:1", engine="docker", store=Store(tmp_path))
+    try:
+        assert img.platform.architecture == "arm64"
+        out = docker_client.containers.run("nbtest12/run-arm64:1", ["cat", "/arch"],
+                                           remove=True, network_mode="none")
+        assert out.decode().strip() == "aarch64"
+    finally:
+        docker_client.images.remove("nbtest12/run-arm64:1", force=True)
+
+
+def test_magic_from_platform_list_builds_an_index(ip, capsys):
+    from nbimages.workflow import session
+    session.reset()
+    try:
+        for source, cell_id in (("%image from scratch --platform linux/amd64,linux/arm64", "p1"),
+                                ("%%image file /app/hello.txt\nhello\n", "p2"),
+                                ("%image build magic12/multi:1", "p3")):
+            result = ip.run_cell(source, store_history=True, cell_id=cell_id)
+            assert result.error_in_exec is None, result.error_in_exec
+        img = result.result
+        assert [str(p) for p in img.index.platforms] == TWO
+        out = capsys.readouterr().out
+        assert "linux/arm64" in out and "shared" in out  # the report, a column per platform
+    finally:
+        session.reset()

@@ -89,18 +89,18 @@ class PlatformsReport(list):
 
     def __repr__(self) -> str:
         names = list(self.platforms)
-        width = 37
-        lines = [f"{'#':>3} {'step':34} " + " ".join(f"{n:{width}}" for n in names)]
-        lines.append(f"{'':>3} {'':34} " + " ".join(
-            f"{'cache':8} {'layer':14} {'compressed':>10} {'s':>1}".ljust(width) for _ in names))
+        cell = "{:8} {:12} {:>10} {:>5}"
+        lines = [f"{'':>3} {'':34}  " + "  ".join(f"{n:41}" for n in names),
+                 f"{'#':>3} {'step':34}  " + "  ".join(
+                     cell.format("cache", "layer", "compressed", "s") for _ in names)]
         for r in self:
             cells = []
             for n in names:
                 p = r[n]
                 layer = dg.short(p["layer"]) if p["layer"] else ""
                 size = f"{p['size']:,}" if p["size"] is not None else ""
-                cells.append(f"{p['cache']:8} {layer:14} {size:>10} {p['seconds']:.2f}".ljust(width))
-            lines.append(f"{r['step']:>3} {r['instruction'][:34]:34} " + " ".join(cells))
+                cells.append(cell.format(p["cache"], layer, size, f"{p['seconds']:.2f}"))
+            lines.append(f"{r['step']:>3} {r['instruction'][:34]:34}  " + "  ".join(cells))
         return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import html
 from ..errors import BuildError, InvalidReference
 from ..image import Image
-from ..oci.descriptor import Descriptor
+from ..oci.descriptor import Descriptor, Platform
 from ..reference import Reference
 from ..verbs import provided
 from .dockerfile_writer import dockerfile_text, write_context
@@ -224,6 +224,8 @@ class Recipe:
             _check_tag(tag)
         if self.platforms is not None:
             return self._build_platforms(tag, engine, store, compression, progress)
+        if engine is None:
+            self._refuse_foreign_run()
         if engine is None and any(step.kind == "run" for step in self.steps):
             # RUN needs a container: use the Docker engine when one answers (its absence
             # gives the builder's own error naming the engine).
@@ -241,6 +243,22 @@ class Recipe:
             raise BuildError(f"the engine {engine!r} cannot build recipes yet; build embedded "
                              "(engine=None) without RUN steps.")
         return builder(self, tag, store=store, progress=progress)
+
+    def _refuse_foreign_run(self) -> None:
+        """A RUN step for another platform than this machine's runs only when asked for."""
+        runs = [i + 1 for i, s in enumerate(self.steps) if s.kind == "run"]
+        if not runs or self.platform is None:
+            return
+        want, host = Platform.parse(self.platform), Platform.host()
+        if host.matches(want):
+            return
+        raise BuildError(
+            f"step {runs[0]} ({self.steps[runs[0] - 1].describe()}) runs a command in a "
+            f"container, and {want} is not this machine's platform ({host}): it would run "
+            "emulated. Ask for it explicitly with engine='docker' (the Docker engine runs "
+            f"{want} containers through binfmt/QEMU when the handler is registered, e.g. "
+            "Debian's qemu-user-static), or replace the RUN by steps that need no container "
+            "(file, copy, pip, remove), which the embedded builder makes for any platform.")
 
     def _build_platforms(self, tag, engine, store, compression, progress):
         runs = [i + 1 for i, s in enumerate(self.steps) if s.kind == "run"]
