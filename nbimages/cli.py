@@ -221,7 +221,8 @@ def _built(image: Any, a: argparse.Namespace) -> int:
         print(repr(report), file=sys.stderr)
     if a.output:
         print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
-    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
+    digest = (image.index or image).digest  # a multi-platform build: its index
+    print(digest if a.quiet or not a.tag else f"{a.tag} {digest}")
     return 0
 
 

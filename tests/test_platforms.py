@@ -202,3 +202,46 @@ def test_magic_from_platform_list_builds_an_index(ip, capsys):
         assert "linux/arm64" in out and "shared" in out  # the report, a column per platform
     finally:
         session.reset()
+
+
+def test_a_notebook_builds_records_and_verifies_its_index(tmp_path):
+    from test_notebook_build import write_notebook
+    nb = write_notebook(tmp_path / "multi.ipynb", "%load_ext nbimages",
+                        "%image from scratch --platform linux/amd64,linux/arm64",
+                        "%%image file /app/hello.txt\nhello",
+                        "img = %image build nbtest12/notebook:1")
+    img = nbimages.build_notebook(nb)
+    record = json.loads(nb.read_text())["metadata"]["nbimages"]
+    assert record["digest"] == img.index.digest
+    assert set(record["platforms"]) == set(TWO)
+    assert nbimages.open_image("store:nbtest12/notebook:1", platform="linux/arm64").index
+    v = nbimages.verify(nb)
+    assert v.ok and v.matched == "index digest"
+
+
+def test_every_platform_keeps_the_image_contract_through_save_and_push(tmp_path, registry):
+    img = _scratch_recipe(platforms=TWO).build("multi12:8", store=Store(tmp_path / "s"))
+    oci = img.save(tmp_path / "multi.tar", format="oci")
+    layout = img.save(tmp_path / "layout", format="oci-dir")
+    ref = f"{registry}/nbtest12/contract:1"
+    assert nbimages.push(img, ref, progress=False) == img.index.digest
+    for plat, built in zip(TWO, img.index.images):
+        nbimages.validate_image(built)
+        for source in (f"oci-archive:{oci}", f"oci:{layout}", f"docker://{ref}"):
+            opened = nbimages.open_image(source, platform=plat)
+            nbimages.validate_image(opened)
+            assert opened.digest == built.digest, (source, plat)
+
+
+def test_platforms_all_takes_every_platform_of_the_base(tmp_path):
+    store = Store(tmp_path / "s")
+    base = _scratch_recipe(platforms=TWO).build("multi12:base", store=store)
+    layout = base.save(tmp_path / "base", format="oci-dir", tag="base")
+    r = nbimages.Recipe(f"oci:{layout}:base", platforms="all")
+    r.file("/app/more.txt", "more\n")
+    img = r.build("multi12:on-top", store=store)
+    assert [str(p) for p in img.index.platforms] == TWO
+    for below, above in zip(base.index.images, img.index.images):
+        assert above.diff_ids[:1] == below.diff_ids and above.platform == below.platform
+    with pytest.raises(BuildError, match="scratch"):
+        _scratch_recipe(platforms="all").build("multi12:x", store=store)
