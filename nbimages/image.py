@@ -345,8 +345,10 @@ class Image:
 
     def __repr__(self) -> str:
         name = self.names[0] if self.names else self.source
+        among = (f" of {', '.join(str(p) for p in self.index.platforms)}"
+                 if self.index is not None else "")
         return (f"<Image {name} {dg.short(self.id)} {len(self.layers)} layers "
-                f"{self.platform}>")
+                f"{self.platform}{among}>")
 
 
 @dataclass(eq=False)

@@ -245,3 +245,14 @@ def test_platforms_all_takes_every_platform_of_the_base(tmp_path):
         assert above.diff_ids[:1] == below.diff_ids and above.platform == below.platform
     with pytest.raises(BuildError, match="scratch"):
         _scratch_recipe(platforms="all").build("multi12:x", store=store)
+
+
+def test_a_platform_the_base_lacks_is_one_clear_error(tmp_path):
+    store = Store(tmp_path / "s")
+    single = _scratch_recipe(platform="linux/amd64").build("multi12:single", store=store)
+    layout = single.save(tmp_path / "single", format="oci-dir", tag="one")
+    r = nbimages.Recipe(f"oci:{layout}:one", platforms=TWO)
+    r.file("/x", "x")
+    with pytest.raises(BuildError, match="cannot be built for linux/arm64"):
+        r.build("multi12:y", store=store)
+    assert "multi12:y" not in store.names()

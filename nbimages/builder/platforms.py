@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import BuildError
+from ..errors import BuildError, PlatformNotFound
 from ..image import Image
 from ..oci import digest as dg
 from ..oci.descriptor import Descriptor, Platform
@@ -130,7 +130,12 @@ def build_platforms(recipe, tag: str | None, platforms: "list[Platform] | str", 
                         progress({**row, "platform": name})
                 build = _Build(recipe, store, compression, tell,
                                shared=builds[0] if builds else None)
-                base = recipe._open_base(store, plat)  # noqa: SLF001
+                try:
+                    base = recipe._open_base(store, plat)  # noqa: SLF001
+                except PlatformNotFound as e:
+                    raise BuildError(f"the base {recipe.base} cannot be built for {plat}: {e} "
+                                     "List only the base's platforms in platforms= (or "
+                                     "platforms='all').") from None
                 reports[str(plat)] = build.report
                 build.steps(base, plat)
                 builds.append(build)

@@ -323,7 +323,10 @@ class Recipe:
                             columns=["step", "kind", "instruction", "origin", "key"])
 
     def __repr__(self) -> str:
-        lines = [f"<Recipe from {self.base}: {len(self.steps)} steps>"]
+        plats = self.platforms if self.platforms is not None else None
+        where = (" for " + (plats if isinstance(plats, str) else ", ".join(map(str, plats)))
+                 if plats is not None else "")
+        lines = [f"<Recipe from {self.base}{where}: {len(self.steps)} steps>"]
         lines += [f"  {i + 1:>2}. {s.describe()}" for i, s in enumerate(self.steps)]
         return "\n".join(lines)
 
