@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 import nbimages  # the facade: the API loads on first use, so `nbimages --help` stays fast
 
 from . import __version__
-from .commands.parsing import (BUILD_ARG, BUILD_ENGINE, COMPRESSION, CONTENT, DEPTH, FINAL, LAYER,
-                               PLATFORM, SAVE_FORMAT, SOURCE, HelpShown, Invocation, UsageError,
-                               add_arguments, did_you_mean, pairs, qualified)
+from .commands.parsing import (BUILD_ARG, BUILD_ENGINE, BUILD_PLATFORM, COMPRESSION, CONTENT, DEPTH,
+                               FINAL, LAYER, PLATFORM, SAVE_FORMAT, SOURCE, HelpShown, Invocation,
+                               UsageError, add_arguments, did_you_mean, pairs, qualified)
 from .commands.summaries import SUMMARIES
 from .errors import NbimagesError, os_errors
 from .progress import step_progress
@@ -194,7 +194,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", metavar="DOCKERFILE",
                    help="the Dockerfile (default: CONTEXT/Dockerfile)")
     p.add_argument("-t", "--tag", metavar="NAME[:TAG]", help="the name in the local store")
-    add_arguments(p, BUILD_ARG, PLATFORM, BUILD_ENGINE, COMPRESSION)
+    add_arguments(p, BUILD_ARG, BUILD_PLATFORM, BUILD_ENGINE, COMPRESSION)
     p.add_argument("-o", "--output", metavar="FILE", help="also write the image to FILE")
     add_arguments(p, qualified(SAVE_FORMAT, "of --output"))
     p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
@@ -235,7 +235,8 @@ def _built(image: Any, a: argparse.Namespace) -> int:
         print(repr(report), file=sys.stderr)
     if a.output:
         print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
-    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
+    digest = (image.index or image).digest  # a multi-platform build: its index
+    print(digest if a.quiet or not a.tag else f"{a.tag} {digest}")
     return 0
 
 

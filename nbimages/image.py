@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable
 from .errors import DigestMismatch, NbimagesError, StoreDamaged
 from .oci import compression, digest as dg, imageconfig, mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
-from .oci.manifest import Manifest
+from .oci.manifest import Index, Manifest
 from .reference import Reference
 from .verbs import provided
 
@@ -239,6 +239,10 @@ class Image:
     build_report: Any = field(default=None, repr=False, compare=False)
     recipe: Any = field(default=None, repr=False, compare=False)
     notebook_build: Any = field(default=None, repr=False, compare=False)
+    # The multi-platform image this one is a platform of, when every platform is at hand (a
+    # multi-platform build, or the store holding an index under the tag): push, save and
+    # verify then cover every platform.
+    index: "ImageIndex | None" = field(default=None, repr=False, compare=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -324,9 +328,11 @@ class Image:
         """Layer, file, size and waste tables of this image (see nbimages.inspect)."""
         return provided("inspect")(self)
 
-    def save(self, path, format: str = "docker", *, tag: str | None = None):
-        """Write a `docker load`-able tar (format='docker'), an OCI tar ('oci') or layout ('oci-dir')."""
-        return provided("save")(self, path, format=format, tag=tag)
+    def save(self, path, format: str = "docker", *, tag: str | None = None,
+             platform: str | None = None):
+        """Write a `docker load`-able tar (format='docker'), an OCI tar ('oci') or layout
+        ('oci-dir'); a multi-platform image's docker tar holds `platform` (default: host's)."""
+        return provided("save")(self, path, format=format, tag=tag, platform=platform)
 
     def push(self, ref: str | None = None, **kw):
         """Push to a registry without going through an engine (digests are kept); `ref`
@@ -339,5 +345,48 @@ class Image:
 
     def __repr__(self) -> str:
         name = self.names[0] if self.names else self.source
+        among = (f" of {', '.join(str(p) for p in self.index.platforms)}"
+                 if self.index is not None else "")
         return (f"<Image {name} {dg.short(self.id)} {len(self.layers)} layers "
-                f"{self.platform}>")
+                f"{self.platform}{among}>")
+
+
+@dataclass(eq=False)
+class ImageIndex:
+    """A multi-platform image: an OCI image index (its exact bytes) over one Image per platform,
+    in the index's order. `digest` is what a registry and `docker pull` name it by."""
+
+    raw: bytes
+    images: list[Image]
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def parsed(self) -> Index:
+        return Index.parse(self.raw)
+
+    @property
+    def media_type(self) -> str:
+        return self.parsed.media_type
+
+    @property
+    def digest(self) -> str:
+        return dg.of_bytes(self.raw)
+
+    @property
+    def platforms(self) -> list[Platform]:
+        return [image.platform for image in self.images]
+
+    def image(self, platform: "str | Platform | None" = None) -> Image:
+        """The image of `platform` (default: the host's), chosen as a registry client would."""
+        want = self.parsed.select(platform).digest
+        return next(i for i in self.images if i.digest == want)
+
+    def verify(self) -> None:
+        """Every platform's layers against their digests and diff_ids (see Image.verify)."""
+        for image in self.images:
+            image.verify()
+
+    def __repr__(self) -> str:
+        name = self.names[0] if self.names else dg.short(self.digest)
+        return (f"<ImageIndex {name} {dg.short(self.digest)} "
+                f"{', '.join(str(p) for p in self.platforms)}>")

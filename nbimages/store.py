@@ -27,10 +27,11 @@ import platformdirs
 from .atomic import write_atomic
 from .errors import (DigestMismatch, ImageNotFound, InvalidImage, NbimagesError, StoreDamaged,
                      os_errors)
-from .image import Layer
-from .oci import compression, digest as dg
+from .image import ImageIndex, Layer
+from .oci import compression, digest as dg, mediatypes as mt
 from .oci.descriptor import Descriptor, Platform
 from .oci.layout import OCILayout
+from .oci.manifest import Index
 from .reference import Reference
 
 try:  # POSIX advisory locks give the shared/exclusive pair prune needs
@@ -187,11 +188,45 @@ class Store(OCILayout):
         return self.rehash(digest) != digest
 
     def image(self, tag=None, platform=None, source=None):
-        """A stored image whose layers are verified as they are read (see open_blob)."""
-        img = super().image(tag, platform, source)
+        """A stored image whose layers are verified as they are read (see open_blob).
+
+        A tag naming an image index gives the image of `platform` (default: the host's), with
+        `.index` holding every platform when the store has all their blobs.
+        """
+        desc = tag if isinstance(tag, Descriptor) else self.resolve(tag)
+        img = self._one(desc, platform, source)
+        if mt.is_index(desc.media_type):
+            index = self._index_of(desc, img.source, img.names)
+            if index is not None:
+                img = next((i for i in index.images if i.digest == img.digest), img)
+                img.index = index
+        return img
+
+    def _one(self, desc: Descriptor, platform, source):
+        img = super().image(desc, platform, source)
         label = lambda: img.names[0] if img.names else (img.source or img.digest)  # noqa: E731
         img.layers = [self._stored_layer(layer, i, label) for i, layer in enumerate(img.layers)]
         return img
+
+    def _index_of(self, desc: Descriptor, source: str, names: list[str]) -> ImageIndex | None:
+        """The stored index `desc` with an Image per platform, or None when a platform's
+        blobs are not all here (an index copied in for one platform only)."""
+        raw = self.read_blob(desc.digest)
+        entries = [d for d in Index.parse(raw, desc.media_type or None).manifests
+                   if mt.is_manifest(d.media_type) and d.platform is not None]
+        if not entries or not all(self.has_blob(d.digest) for d in entries):
+            return None
+        images = []
+        for d in entries:
+            one = self._one(d, None, source)
+            if not all(self.has_blob(x.digest) for x in [one.manifest.config] + one.manifest.layers):
+                return None
+            one.names = list(names)
+            images.append(one)
+        index = ImageIndex(raw, images, names=list(names))
+        for one in images:
+            one.index = index
+        return index
 
     def _stored_layer(self, layer: Layer, index: int, label: Callable[[], str]) -> Layer:
         d = layer.descriptor
@@ -277,6 +312,15 @@ class Store(OCILayout):
                                    f"the manifest or config of {name}", image=name) from None
         raise ImageNotFound(f"no image {name!r} in the local store ({self.path}). Build it, pull it "
                             "(nbimages.pull), or list what is there with nbimages.images().")
+
+    def platforms_of(self, name: str) -> list[Platform]:
+        """The platforms of the stored image `name` (every one of an index)."""
+        for candidate in _name_forms(name):
+            try:
+                return self.platforms(candidate)
+            except ImageNotFound:
+                continue
+        raise ImageNotFound(f"no image {name!r} in the local store ({self.path}).")
 
     def names(self) -> dict[str, Descriptor]:
         return self.refs()

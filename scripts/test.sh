@@ -7,6 +7,7 @@ bash scripts/setup.sh test
 if [ "$(id -u)" = 0 ]; then
   bash scripts/services.sh start
   bash scripts/browser-deps.sh          # chromium, fonts, playwright, a local widget manager
+  bash scripts/binfmt.sh start || true  # arm64 through QEMU; without it the arm64 tests fail, saying why
 else
   bash scripts/services.sh status || true
   bash scripts/browser-deps.sh || true  # without root the browser test says what is missing

@@ -52,11 +52,13 @@ def inspect(source: Any, platform: str | None = None) -> Inspection:
 
     Sources are those of `nbimages.open_image`: docker-daemon:REF, docker-archive:PATH,
     oci:DIR[:TAG], oci-archive:PATH, docker://REF, a store name, a bare path or reference.
+    `platform` picks one image of a multi-platform image (default: this machine's).
     """
     if isinstance(source, Inspection):
         return source
     if isinstance(source, Image):
-        image = source
+        # One platform of a multi-platform image: `platform` picks it (default: this one).
+        image = source.index.image(platform) if source.index and platform else source
     else:
         image = open_image(source, platform=platform)
     insp = Inspection(image)

@@ -375,7 +375,7 @@ def _intermediate(cfg: dict, layers: list[Layer], history: list[dict]) -> Image:
 class _Build:
     """One run of the embedded builder over a recipe (state kept between steps)."""
 
-    def __init__(self, recipe, store, compression, progress):
+    def __init__(self, recipe, store, compression, progress, *, shared: "_Build | None" = None):
         self.recipe = recipe
         self.store = store
         self.comp = cz.get(compression if compression is not None else recipe.compression)
@@ -383,8 +383,11 @@ class _Build:
         self.created = rfc3339(self.epoch)
         self.progress = progress
         self.cache = BuildCache(store)
-        self.staged: list[_Staged] = []
-        self.records: dict[str, dict] = {}
+        # A multi-platform build's platforms share the new layers: a layer whose key an
+        # earlier platform made (a cell file, a copy) is the same blob, built once.
+        self.shared = shared is not None
+        self.staged: list[_Staged] = shared.staged if shared else []
+        self.records: dict[str, dict] = shared.records if shared else {}
         self.pins: list[dict] = []
         self.report = BuildReport()
         self._ctx: Context | None = None
@@ -399,23 +402,8 @@ class _Build:
         _check_embedded(self.recipe.steps)
         store = self.store
         base = self.recipe._open_base(store)  # noqa: SLF001
-        self.base = base
-        if base is not None:  # the embedded builder cannot change a base's platform
-            check_platform(base.platform, self.recipe.platform, f"the base image {self.recipe.base}")
-        platform = base.platform if base is not None else Platform.parse(self.recipe.platform)
-        cfg = self.cfg = _start_config(base, platform)
-        self.state = _ConfigState(cfg)
-        self.history: list[dict] = list(cfg.get("history") or [])
-        self.layers: list[Layer] = []
-        if base is not None:
-            for l in base.layers:
-                d = l.descriptor
-                d = Descriptor(_TO_OCI.get(d.media_type, d.media_type), d.digest, d.size,
-                               dict(d.annotations), urls=d.urls)
-                self.layers.append(Layer(d, l.diff_id, l.open_blob))
         try:
-            for i, step in enumerate(self.recipe.steps):
-                self._step(i, step)
+            platform = self.steps(base, self.recipe.platform)
             desc, manifest = self._finish(platform, tag)
         finally:
             for s in self.staged:
@@ -428,6 +416,27 @@ class _Build:
         image.build_report = self.report
         image.recipe = self.recipe
         return image
+
+    def steps(self, base: Image | None, want: "str | Platform | None") -> Platform:
+        """Run every step on `base` (for the platform `want`); the platform built."""
+        self.base = base
+        if base is not None:  # the embedded builder cannot change a base's platform
+            check_platform(base.platform, want, f"the base image {self.recipe.base}")
+        platform = base.platform if base is not None else Platform.parse(want)
+        self.platform = platform
+        cfg = self.cfg = _start_config(base, platform)
+        self.state = _ConfigState(cfg)
+        self.history: list[dict] = list(cfg.get("history") or [])
+        self.layers: list[Layer] = []
+        if base is not None:
+            for l in base.layers:
+                d = l.descriptor
+                d = Descriptor(_TO_OCI.get(d.media_type, d.media_type), d.digest, d.size,
+                               dict(d.annotations), urls=d.urls)
+                self.layers.append(Layer(d, l.diff_id, l.open_blob))
+        for i, step in enumerate(self.recipe.steps):
+            self._step(i, step)
+        return platform
 
     def _step(self, i: int, step: Step) -> None:
         t0 = time.perf_counter()
@@ -448,13 +457,13 @@ class _Build:
             self.layers.append(layer)
             self.history.append({"created": self.created, "created_by": step.describe()})
             row.update(layer=layer.digest, size=layer.size, diff_id=layer.diff_id,
-                       cache="hit" if hit else "rebuilt")
+                       cache=hit if isinstance(hit, str) else "hit" if hit else "rebuilt")
         row["seconds"] = round(time.perf_counter() - t0, 4)
         self.report.append(row)
         if self.progress:
             self.progress(row)
 
-    def _layer(self, step: Step) -> tuple[Layer, bool]:
+    def _layer(self, step: Step) -> tuple[Layer, "bool | str"]:
         view, state = self.view, self.state
         assert view is not None
         if step.kind == "pip":
@@ -468,10 +477,12 @@ class _Build:
         tree = _resolve_entries(view, raw, keep_lower_dirs=False)
         entries = tree.entries(parent_meta=view.dir_meta)
         key = _layer_key(entries, self.comp, self.epoch)
-        rec = self.cache.get(key) or self.records.get(key)
+        rec = self.cache.get(key)
         view.apply(entries)
         if rec:
             return self._cached_layer(rec), True
+        if key in self.records:
+            return self._cached_layer(self.records[key]), "shared" if self.shared else True
         return self._new_layer(key, entries, {}), False
 
     def _pip(self, step: Step) -> tuple[Layer, bool]:
@@ -523,7 +534,18 @@ class _Build:
         return Layer(Descriptor(r.media_type, r.digest, r.size), r.diff_id, s.open)
 
     def _finish(self, platform: Platform, tag: str | None) -> tuple[Descriptor, Manifest]:
-        cfg, store, base = self.cfg, self.store, self.base
+        config_bytes, manifest = self.compose()
+        self.commit_blobs(config_bytes, manifest)
+        self.cache.put_many(self.records)
+        desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw),
+                          platform=platform)
+        with self.store.locked():
+            self.store.set_ref(tag, desc)
+        return desc, manifest
+
+    def compose(self) -> tuple[bytes, Manifest]:
+        """The config and manifest of what the steps made (nothing written yet)."""
+        cfg, base = self.cfg, self.base
         if self.pins:
             labels = dict(cfg["config"].get("Labels") or {})
             labels[PIP_LABEL] = canonical.dumps(self.pins).decode("utf-8")
@@ -538,8 +560,11 @@ class _Build:
         manifest = Manifest.build(
             Descriptor(mt.OCI_CONFIG, dg.of_bytes(config_bytes), len(config_bytes)),
             [l.descriptor for l in self.layers], annotations=annotations)
+        return config_bytes, manifest
 
-        # Every step succeeded: make it visible. Blobs first, then manifest, cache, tag.
+    def commit_blobs(self, config_bytes: bytes, manifest: Manifest) -> None:
+        """Every step succeeded: make it visible. Blobs first, then the manifest."""
+        store, base = self.store, self.base
         if base is not None:
             for l in base.layers:
                 if not store.has_blob(l.digest):
@@ -554,12 +579,6 @@ class _Build:
         store.write_blob(manifest.raw, manifest.digest)
         if base is not None:  # its base layers can be fetched again from where the base came
             store.note_origin(manifest.digest, base.source)
-        self.cache.put_many(self.records)
-        desc = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw),
-                          platform=platform)
-        with store.locked():
-            store.set_ref(tag, desc)
-        return desc, manifest
 
 
 def build_recipe(recipe, tag: str | None = None, *, store=None, compression=None,

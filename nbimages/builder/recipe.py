@@ -20,23 +20,30 @@ from typing import Any
 import html
 from ..errors import BuildError, InvalidReference
 from ..image import Image
-from ..oci.descriptor import Descriptor
+from ..oci.descriptor import Descriptor, Platform
 from ..reference import Reference
 from ..store import default_store
 from ..verbs import provided
 from .dockerfile_writer import dockerfile_text, write_context
 from .embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL, build_recipe, open_base
 from .pip import check_requirements
+from .platforms import build_platforms, parse_platforms
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
                     parse_owner, port)
 
 
 class Recipe:
     """A base image plus steps. The base is `"scratch"`, any source nbimages.open_image
-    accepts (`python:3.12-slim`, `oci:DIR:TAG`, `docker-daemon:REF`, ...) or an Image."""
+    accepts (`python:3.12-slim`, `oci:DIR:TAG`, `docker-daemon:REF`, ...) or an Image.
+
+    `platforms=["linux/amd64", "linux/arm64"]` (or `"all"`: every platform of the base's
+    index) builds an image per platform on that platform's base, and an OCI index over them;
+    `platform="linux/amd64,linux/arm64"` (a list, or "all") means the same.
+    """
 
     def __init__(self, base: "str | Any" = "scratch", *, context: str | os.PathLike = ".",
-                 platform: str | None = None, compression: str | None = None):
+                 platform: str | None = None, compression: str | None = None,
+                 platforms: "str | list[str] | None" = None):
         base_image = None
         if isinstance(base, Image):
             base_image = base
@@ -46,11 +53,19 @@ class Recipe:
                              "python:3.12-slim, a source such as oci:DIR:TAG, or 'scratch'.")
         self.base = base.strip()
         self.context = Path(os.path.abspath(os.fspath(context)))
+        if platforms is None and isinstance(platform, str) and (
+                "," in platform or platform.strip().lower() == "all"):
+            platform, platforms = None, platform  # `--platform linux/amd64,linux/arm64`
         self.platform = platform
+        self.platforms = parse_platforms(platforms)
+        if self.platforms is not None and platform is not None:
+            raise BuildError(f"give platform={platform!r} (one image) or platforms= (an image "
+                             "per platform and an index over them), not both.")
         self.compression = compression
         self.steps: list[Step] = []
         self.report = None
         self._base_image = base_image
+        self._bases: dict[str, Any] = {}  # a multi-platform build's base per platform
 
     # ---- steps by key (notebook cells)
     @staticmethod
@@ -210,6 +225,10 @@ class Recipe:
         """
         if tag is not None:
             _check_tag(tag)
+        if self.platforms is not None:
+            return self._build_platforms(tag, engine, store, compression, progress)
+        if engine is None:
+            self._refuse_foreign_run()
         if engine is None and any(step.kind == "run" for step in self.steps):
             # RUN needs a container: use the Docker engine when one answers (its absence
             # gives the builder's own error naming the engine).
@@ -238,24 +257,64 @@ class Recipe:
                                index_url=step.args.get("index_url"),
                                find_links=step.args.get("find_links"), store=from_store)
 
+    def _refuse_foreign_run(self) -> None:
+        """A RUN step for another platform than this machine's runs only when asked for."""
+        runs = [i + 1 for i, s in enumerate(self.steps) if s.kind == "run"]
+        if not runs or self.platform is None:
+            return
+        want, host = Platform.parse(self.platform), Platform.host()
+        if host.matches(want):
+            return
+        raise BuildError(
+            f"step {runs[0]} ({self.steps[runs[0] - 1].describe()}) runs a command in a "
+            f"container, and {want} is not this machine's platform ({host}): it would run "
+            "emulated. Ask for it explicitly with engine='docker' (the Docker engine runs "
+            f"{want} containers through binfmt/QEMU when the handler is registered, e.g. "
+            "Debian's qemu-user-static), or replace the RUN by steps that need no container "
+            "(file, copy, pip, remove), which the embedded builder makes for any platform.")
+
+    def _build_platforms(self, tag, engine, store, compression, progress):
+        runs = [i + 1 for i, s in enumerate(self.steps) if s.kind == "run"]
+        if runs:
+            raise BuildError(
+                f"step {runs[0]} ({self.steps[runs[0] - 1].describe()}) runs a command in a "
+                "container, and a multi-platform build makes every platform without one (no "
+                "emulation). Replace the RUN by steps that need no container (file, copy, pip, "
+                "remove), or build each platform on its own with platform='linux/arm64' and "
+                "engine='docker' on an engine that runs that platform (natively, or through "
+                "binfmt/QEMU).")
+        if engine not in (None, "embedded"):
+            raise BuildError(f"a multi-platform build (platforms={self.platforms!r}) is made by "
+                             f"the embedded builder; leave engine= out (got {engine!r}).")
+        return build_platforms(self, tag, self.platforms, store=store, compression=compression,
+                               progress=progress)
+
     def refresh_base(self) -> None:
         """Open the base again at the next build (it is otherwise resolved once per recipe)."""
         self._base_image = None
+        self._bases = {}
 
-    def _open_base(self, store):
+    def _open_base(self, store, platform=None):
+        if platform is not None:  # one platform of a multi-platform build
+            if str(platform) not in self._bases:
+                self._bases[str(platform)] = open_base(self.base, platform, store)
+            return self._bases[str(platform)]
         if self._base_image is None:
             self._base_image = open_base(self.base, self.platform, store)
         return self._base_image
 
-    def _pin_base(self, store, base) -> None:
+    def _pin_base(self, store, base, platform=None) -> None:
         """After a build the base's blobs are in the store: later builds read them there."""
         desc = Descriptor(base.manifest.media_type, base.digest, len(base.manifest.raw))
         try:
             img = store.image(desc, source=base.source)
             img.names = list(base.names)
-            self._base_image = img
         except Exception:  # noqa: BLE001 - keep the original source if the store copy fails
-            pass
+            return
+        if platform is not None:
+            self._bases[str(platform)] = img
+        else:
+            self._base_image = img
 
     # ---- showing
     def to_dockerfile(self, files_dir: str | None = None, *, built: Image | None = None) -> str:
@@ -289,7 +348,10 @@ class Recipe:
                             columns=["step", "cell", "kind", "instruction", "origin", "key"])
 
     def __repr__(self) -> str:
-        lines = [f"<Recipe from {self.base}: {len(self.steps)} steps>"]
+        plats = self.platforms if self.platforms is not None else None
+        where = (" for " + (plats if isinstance(plats, str) else ", ".join(map(str, plats)))
+                 if plats is not None else "")
+        lines = [f"<Recipe from {self.base}{where}: {len(self.steps)} steps>"]
         lines += [f"  {i + 1:>2}. {s.cell:>9}  {s.describe()}" for i, s in enumerate(self.steps)]
         return "\n".join(lines)
 

@@ -99,6 +99,12 @@ SOURCE = arg("source", metavar="SOURCE",
              help="the image: transport:reference, a store name, or a variable holding an Image")
 PLATFORM = arg("--platform", metavar="OS/ARCH[/VARIANT]", default=None,
                help="which image of a multi-platform index (default: this machine's)")
+# What a build makes: one platform, or an image per platform and an OCI index over them.
+BUILD_PLATFORM = arg("--platform", metavar="OS/ARCH[,OS/ARCH...]|all", default=None,
+                     help="the platform to build, or several separated by commas (an image per "
+                          "platform on that platform's base and an OCI index over them, no "
+                          "emulation), or all (every platform of the base); default: this "
+                          "machine's")
 # Options of the views of an image (`%image files|sizes|diff`, `nbimages inspect --files ...`).
 LAYER = arg("--layer", type=int, default=None, metavar="N", help="only layer N (0 is the base)")
 FINAL = arg("--final", action="store_true", help="the final filesystem instead: one row per path")

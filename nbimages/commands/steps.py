@@ -12,8 +12,8 @@ from typing import Any
 
 from ..progress import Progress
 from ..workflow import session
-from .parsing import (BUILD_ARG, BUILD_ENGINE as ENGINE_ARG, CELL_ARGS, CELL_TEXT, COMPRESSION,
-                      PLATFORM, CommandTable, Invocation, UsageError, arg, pairs)
+from .parsing import (BUILD_ARG, BUILD_ENGINE as ENGINE_ARG, BUILD_PLATFORM, CELL_ARGS, CELL_TEXT,
+                      COMPRESSION, CommandTable, Invocation, UsageError, arg, pairs)
 
 STEPS = CommandTable([("build", "Build an image from cells (no Docker needed)")])
 command = STEPS.add
@@ -66,7 +66,7 @@ def _show_report(inv: Invocation, image: Any) -> None:
 
 @command("from", "start a recipe on a base image (or scratch)",
          arg("base", metavar="REF", help="the base: a reference, any SOURCE, or scratch"),
-         PLATFORM, arg("--context", metavar="DIR", default=None,
+         BUILD_PLATFORM, arg("--context", metavar="DIR", default=None,
                        help="directory that copy steps read from (default: the current directory)"),
          COMPRESSION,
          group="build")

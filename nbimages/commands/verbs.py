@@ -241,9 +241,7 @@ def save(inv: Invocation) -> Any:
     """
     a = inv.args
     image = _image_or_source(inv, a.source)
-    if a.platform or isinstance(image, str):
-        image = sources.open_image(image, platform=a.platform)
-    return sources.save(image, a.path, format=a.format, tag=a.tag)
+    return sources.save(image, a.path, format=a.format, tag=a.tag, platform=a.platform)
 
 
 # -- engine --------------------------------------------------------------------------------------

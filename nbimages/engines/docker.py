@@ -711,7 +711,7 @@ class DockerEngine(Engine):
                 events = self.api.build(
                     fileobj=job.context, custom_context=True, dockerfile=DOCKERFILE, tag=tag,
                     network_mode=net, rm=True, forcerm=True, decode=True, nocache=nocache,
-                    buildargs=build_args)
+                    buildargs=build_args, platform=recipe.platform or None)
                 image_id = BuildLog(stream, step_names=job.step_names).follow(events)
             except _sdk().errors.APIError as e:
                 raise BuildError(f"the Docker engine refused the build: {_engine_message(e)}") from None
@@ -725,8 +725,8 @@ class DockerEngine(Engine):
         if base == "scratch":
             return base
         plain = base[len("docker-daemon:"):] if base.startswith("docker-daemon:") else base
-        if self.has_image(plain) is not None:
-            return plain
+        if recipe.platform is None and self.has_image(plain) is not None:
+            return plain  # (for a named platform, the base of that platform is loaded below)
         image = recipe._open_base(store or default_store())  # noqa: SLF001 - the recipe's own resolution
         if self.has_image(image.id) is None:
             self._load_image_object(image)

@@ -91,14 +91,18 @@ CSS = """
 """
 
 
-def explore(source: Any, diff: Any = None, *, platform: str | None = None) -> "Explorer":
+def explore(source: Any, diff: Any = None, *, platform: str | None = None,
+            diff_platform: str | None = None) -> "Explorer":
     """Open an explorer on `source` (any source string, Image or Inspection).
 
     With `diff=OTHER` it also compares the two images path by path (a Diff tab, and the
-    layer table of either image).
+    layer table of either image). `diff_platform` compares two platforms of one
+    multi-platform image: `explore(img, platform="linux/amd64", diff_platform="linux/arm64")`.
     """
+    if diff is None and diff_platform is not None:
+        diff = source
     a = inspect(source, platform=platform)
-    b = inspect(diff, platform=platform) if diff is not None else None
+    b = inspect(diff, platform=diff_platform or platform) if diff is not None else None
     return Explorer(a, b)
 
 

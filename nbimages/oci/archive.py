@@ -407,6 +407,22 @@ def oci_archive_entries(image, ref_name: str | None = None,
     return with_dirs(files)
 
 
+def oci_index_entries(index, ref_name: str | None = None) -> list[Entry]:
+    """The members of an OCI layout tar holding a multi-platform image (an ImageIndex): every
+    platform's blobs and manifest, the index blob, and index.json naming it `ref_name`."""
+    files: dict[str, Entry] = {}
+    for image in index.images:
+        check_blob_sizes(image)
+        for entry in blob_entries(image, image.manifest):
+            files.setdefault(entry.name, entry)
+    files.setdefault(BlobArchive.blob_name(index.digest),
+                     Entry.file(BlobArchive.blob_name(index.digest), index.raw))
+    ann = {REF_NAME: ref_name} if ref_name else {}
+    top = Index.build([Descriptor(index.media_type, index.digest, len(index.raw), ann)])
+    return with_dirs(list(files.values()) + [Entry.file("index.json", top.raw),
+                                             Entry.file(LAYOUT_FILE, LAYOUT_VERSION)])
+
+
 def check_blob_sizes(image) -> None:
     """Descriptor sizes are what tar headers get: refuse an image whose config disagrees."""
     if len(image.config_bytes) != image.manifest.config.size:

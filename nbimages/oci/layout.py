@@ -216,8 +216,22 @@ class OCILayout:
         return image_from_blobs(self.read_blob, self.open_blob, desc, platform,
                                 source=source or f"oci:{self.path}", names=[name] if name else [])
 
+    def platforms(self, tag: str | None = None) -> list[Platform]:
+        """The platforms of the image `tag`: every one its index lists, or its config's."""
+        desc = self.resolve(tag)
+        if mt.is_index(desc.media_type):
+            return index_platforms(Index.parse(self.read_blob(desc.digest), desc.media_type))
+        return [self.image(desc).platform]
+
     def _write_atomic(self, target: Path, data: bytes) -> None:
         write_atomic(target, data)
+
+
+def index_platforms(index: Index) -> list[Platform]:
+    """The platforms of an index's image entries (attestations and unlabelled entries left out)."""
+    return [d.platform for d in index.manifests
+            if d.platform is not None and "vnd.docker.reference.type" not in d.annotations
+            and (mt.is_manifest(d.media_type) or mt.is_index(d.media_type))]
 
 
 def select_entry(entries: list[Descriptor], tag: str | None, where: str, source: str) -> Descriptor:

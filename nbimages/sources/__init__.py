@@ -17,10 +17,10 @@ Sinks: `save(image, path, format="docker"|"oci"|"oci-dir")` and `load_into_engin
 
 from __future__ import annotations
 
-from .opener import open_image, write_image
+from .opener import open_image, platforms_of, write_image
 from .remote import open_remote
 from .sinks import FORMATS, docker_tar_stream, load_into_engine, save
 from .transports import TRANSPORTS, Source, parse_destination, parse_source
 
-__all__ = ["open_image", "open_remote", "write_image", "save", "load_into_engine", "docker_tar_stream", "parse_source", "parse_destination",
+__all__ = ["open_image", "platforms_of", "open_remote", "write_image", "save", "load_into_engine", "docker_tar_stream", "parse_source", "parse_destination",
            "Source", "TRANSPORTS", "FORMATS"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..image import Image
-from ..oci.archive import OCIArchive, check_blob_sizes, oci_archive_entries, tar_stream
+from ..oci.archive import (OCIArchive, check_blob_sizes, oci_archive_entries, oci_index_entries,
+                           tar_stream)
 from .files import tar_file_destination, tar_index, writing
 
 
@@ -21,12 +22,18 @@ def open_oci_archive(path: str, tag: str | None = None, platform=None, *, source
 def write_oci_archive(image: Image, path: str | os.PathLike, tag: str | None = None) -> Path:
     """Write `image` as an OCI archive tar at `path` (atomically) and return the path.
 
-    A Docker schema 2 manifest is translated to OCI media types, as `skopeo copy` does.
+    A Docker schema 2 manifest is translated to OCI media types, as `skopeo copy` does. A
+    multi-platform image (`image.index`) is written whole: its index and every platform.
     """
     check_blob_sizes(image)
-    image.verify()
     tag = tag or image.tag
+    if image.index is not None:
+        image.index.verify()
+        entries = oci_index_entries(image.index, tag)
+    else:
+        image.verify()
+        entries = oci_archive_entries(image, tag)
     with writing(path) as dest:
         tar_file_destination(dest)
-        write_atomic(dest, tar_stream(oci_archive_entries(image, tag)))
+        write_atomic(dest, tar_stream(entries))
     return dest

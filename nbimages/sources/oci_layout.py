@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import InvalidImage
 from ..image import Image
 from ..oci.archive import check_blob_sizes, oci_manifest
+from ..oci.descriptor import Descriptor
 from ..oci.layout import OCILayout, is_layout
 from .files import missing, writing
 
@@ -32,7 +33,7 @@ def open_oci_dir(path: str, tag: str | None = None, platform=None, *, source: st
 def write_oci_dir(image: Image, path: str | os.PathLike, tag: str | None = None) -> Path:
     """Write `image` into the OCI layout directory `path` (new, empty or an existing layout)."""
     check_blob_sizes(image)
-    image.verify()
+    (image.index or image).verify()
     tag = tag or image.tag
     with writing(path) as dest:
         return _save_layout(image, dest, tag)
@@ -63,7 +64,19 @@ def _save_layout(image, dest: Path, tag: str | None) -> Path:
 
 
 def _fill_layout(layout: OCILayout, image, tag: str | None) -> None:
+    if image.index is not None:  # a multi-platform image: every platform, then its index
+        for one in image.index.images:
+            _fill_blobs(layout, one, one.manifest)
+        index = image.index
+        layout.write_blob(index.raw, index.digest)
+        layout.set_ref(tag, Descriptor(index.media_type, index.digest, len(index.raw)))
+        return
     manifest = oci_manifest(image)
+    _fill_blobs(layout, image, manifest)
+    layout.set_ref(tag, manifest.descriptor())
+
+
+def _fill_blobs(layout: OCILayout, image, manifest) -> None:
     for desc, layer in zip(manifest.layers, image.layers):
         if not layout.has_blob(desc.digest):
             with layer.open_blob() as f:
@@ -73,5 +86,4 @@ def _fill_layout(layout: OCILayout, image, tag: str | None) -> None:
                                    f"descriptor says {desc.size:,}; the source is damaged.")
     layout.write_blob(image.config_bytes, manifest.config.digest)
     layout.write_blob(manifest.raw, manifest.digest)
-    layout.set_ref(tag, manifest.descriptor())
 

@@ -19,10 +19,11 @@ from ..errors import (AuthenticationError, ImageNotFound, InvalidImage, Nbimages
 from ..image import Image
 from ..oci.archive import OCIArchive, oci_manifest
 from ..oci.dockerarchive import DockerArchive
+from ..oci.descriptor import Platform
 from ..oci.layout import OCILayout, is_layout
 from ..reference import Reference, is_reference
 from ..store import default_store
-from .remote import open_remote as remote, push as push_to_registry
+from .remote import open_remote as remote, push as push_to_registry, remote_platforms
 from .daemon import engine_answers, open_daemon, write_daemon
 from .docker_archive import open_docker_archive, write_docker_archive
 from .files import tar_index, tar_kind
@@ -50,6 +51,35 @@ def open_image(source, platform=None, *, store=None, **registry_kw):
     # Files, layouts and the engine need no store: reading them works with a store that is
     # missing, full or someone else's. Registry and store sources open it when they need it.
     return opener(src, platform, store, **registry_kw)
+
+
+def platforms_of(source, *, store=None, **registry_kw) -> list[Platform]:
+    """Every platform `source` has: those its image index lists, or the one of a single image
+    (what `platforms="all"` of a multi-platform build means)."""
+    if isinstance(source, Image):
+        return source.index.platforms if source.index is not None else [source.platform]
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    src = source if isinstance(source, Source) else parse_source(source)
+    store = store or default_store()
+    if src.transport == "docker":
+        return remote_platforms(src.target, **registry_kw)
+    if src.transport == "store":
+        return store.platforms_of(src.target)
+    if src.transport == "oci":
+        path, tag = split_path_ref(src.target)
+        return OCILayout(path).platforms(tag)
+    if src.transport == "auto" and not os.path.exists(os.path.expanduser(src.target)) \
+            and is_reference(src.target):
+        try:
+            return store.platforms_of(src.target)
+        except ImageNotFound:
+            pass
+        try:
+            return remote_platforms(src.target, **registry_kw)
+        except NbimagesError:
+            pass  # the engine, perhaps: it holds one platform
+    return [open_image(src, store=store, **registry_kw).platform]
 
 
 def _open_daemon(src: Source, platform, store, **registry_kw):

@@ -9,6 +9,7 @@ registry instead of uploading them again.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidReference, NbimagesError, OSFailure, RegistryError
-from ..image import Image, Layer
+from ..image import Image, ImageIndex, Layer
 from ..oci import digest as dg, imageconfig, mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform, check_platform
+from ..oci.layout import index_platforms
 from ..oci.manifest import Index, Manifest
 from ..progress import format_bytes, progress as make
 from ..reference import Reference
@@ -68,6 +70,18 @@ def resolve(client: RegistryClient, ref: Reference, platform: str | Platform | N
         desc = index.select(platform)
         raw, mtype, digest = client.get_manifest(ref.repository, desc.digest)
     return raw, mtype, digest, index
+
+
+def remote_platforms(ref: str | Reference, **registry_kw: Any) -> list[Platform]:
+    """The platforms of `ref` in its registry: every one its index lists, or its config's."""
+    ref = Reference.parse(ref)
+    client = client_for(ref, **registry_kw)
+    raw, mtype, _digest = client.get_manifest(ref.repository, ref.identifier)
+    if mt.is_index(mtype):
+        return index_platforms(Index.parse(raw, mtype))
+    manifest = Manifest.parse(raw, mtype)
+    cfg = imageconfig.parse(client.read_blob(ref.repository, manifest.config.digest))
+    return [Platform(cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant"))]
 
 
 def open_remote(ref: str | Reference, platform: str | Platform | None = None, *,
@@ -247,6 +261,10 @@ def push(image: Image, ref: str | Reference | None = None, *, progress: bool = T
         if ref is None:
             raise InvalidReference(f"{image!r} has no tagged name to push to; name the "
                                    "destination, e.g. push(image, '127.0.0.1:5000/team/app:1').")
+    if image.index is not None:
+        return _push_index(image.index, Reference.parse(ref), progress=progress,
+                           insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
+                           chunk_size=chunk_size, timeout=timeout)
     image.verify()  # the config's diff_ids, before a byte is sent
     ref = Reference.parse(ref)
     client = client_for(ref, insecure=insecure, ca_bundle=ca_bundle, credentials=credentials,
@@ -295,6 +313,22 @@ def push(image: Image, ref: str | Reference | None = None, *, progress: bool = T
         raise RegistryError(f"the image's digest is {digest}, not the {ref.digest} named in the "
                             "reference; push it to a tag instead.")
     _remember(client.registry, repo, list(seen))
+    return digest
+
+
+def _push_index(index: ImageIndex, ref: Reference, **kw: Any) -> str:
+    """A multi-platform image: every platform's blobs and manifest (by digest), then the index
+    under the tag; returns the index digest."""
+    for image in index.images:
+        one = dataclasses.replace(image, index=None)
+        push(one, ref.with_digest(image.digest), **kw)
+    client = client_for(ref, insecure=kw.get("insecure"), ca_bundle=kw.get("ca_bundle"),
+                        credentials=kw.get("credentials"), timeout=kw.get("timeout"))
+    digest = client.put_manifest(ref.repository, ref.tag or ref.identifier, index.raw,
+                                 index.media_type)
+    if ref.digest and ref.digest != digest:
+        raise RegistryError(f"the index's digest is {digest}, not the {ref.digest} named in the "
+                            "reference; push it to a tag instead.")
     return digest
 
 

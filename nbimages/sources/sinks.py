@@ -7,7 +7,9 @@ The public front of the writers: each format is written by its transport's modul
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from ..errors import UnknownTransport
@@ -30,19 +32,33 @@ FORMATS = {
 _WRITERS = {"docker": write_docker_archive, "oci": write_oci_archive, "oci-dir": write_oci_dir}
 
 
-def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None = None) -> Path:
+def save(image, path: str | os.PathLike, format: str = "docker", tag: str | None = None,
+         platform: str | None = None) -> Path:
     """Write `image` (an Image or any source string) to `path` and return the path.
 
     format: "docker" (docker load / docker-archive / oci-archive), "oci" (oci-archive tar) or
     "oci-dir" (OCI layout directory; an existing layout gets the image added). `tag` names
     the image inside (RepoTags / ref name); default: the image's own tagged name, if any.
+    A multi-platform image is written whole (its index) by "oci" and "oci-dir"; `docker load`
+    takes one platform, so "docker" writes `platform` (default: the host's) and says so.
     """
     if format not in FORMATS:
         raise UnknownTransport(f"unknown save format {format!r}; use one of: "
                                + "; ".join(f"{k!r} ({v})" for k, v in FORMATS.items()) + ".")
     _refuse_transport_path(path)
     if not isinstance(image, Image):  # a source string
-        image = open_image(image)
+        image = open_image(image, platform)
+    if image.index is not None:
+        if format == "docker":
+            one = image.index.image(platform)
+            sys.stderr.write(
+                f"save: {image.index.names[0] if image.index.names else image.index.digest} has "
+                f"{len(image.index.images)} platforms ({', '.join(map(str, image.index.platforms))});"
+                f" the docker tar holds {one.platform} only (platform= picks another; "
+                "format='oci' keeps every platform).\n")
+            image = dataclasses.replace(one, index=None)
+        elif platform is not None:  # one platform asked for: that image alone
+            image = dataclasses.replace(image.index.image(platform), index=None)
     return _WRITERS[format](image, path, tag)
 
 

@@ -356,8 +356,11 @@ def _named(err: NbimagesError, path: Path, calls: list[ImageCall], session: Any,
 
 def _tag(image: Any, tag: str, store: Any) -> None:
     s = store or default_store()
-    s.tag(tag, Descriptor(image.manifest.media_type, image.digest, len(image.manifest.raw),
-                          platform=image.platform))
+    if image.index is not None:  # a multi-platform image: the tag names its index
+        s.tag(tag, Descriptor(image.index.media_type, image.index.digest, len(image.index.raw)))
+    else:
+        s.tag(tag, Descriptor(image.manifest.media_type, image.digest, len(image.manifest.raw),
+                              platform=image.platform))
     if tag not in image.names:
         image.names.insert(0, tag)
 
@@ -467,10 +470,17 @@ def build_record(image: Any, tag: str | None = None) -> dict[str, Any]:
                         media_type=media.get(r["layer"]))
         steps.append(step)
     names = [n for n in image.names if ":" in n.rsplit("/", 1)[-1]]
+    extra = {}
+    if image.index is not None:  # a multi-platform image is named by its index
+        extra["platforms"] = {str(i.platform): i.digest for i in image.index.images}
+        with contextlib.suppress(ValueError, TypeError):  # each platform's own wheels
+            extra["platform_pins"] = {str(i.platform): json.loads(i.labels.get(PIP_LABEL) or "[]")
+                                      for i in image.index.images}
     return {
         "version": 1,
         "tag": tag or (names[0] if names else None),
-        "digest": image.digest,
+        "digest": (image.index or image).digest,
+        **extra,
         "image_id": image.id,
         "base": getattr(recipe, "base", None),
         "base_digest": (annotations or {}).get(BASE_DIGEST_ANNOTATION),

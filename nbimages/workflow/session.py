@@ -72,7 +72,8 @@ class Session:
             old = self._recipe
             assert old is not None
             recipe.steps = old.steps
-            if old.base == recipe.base and old.platform == recipe.platform:
+            if old.base == recipe.base and old.platform == recipe.platform \
+                    and old.platforms == recipe.platforms:
                 recipe._base_image = old._base_image  # noqa: SLF001 - same base, keep it open
         self._recipe = recipe
         self._from_cell = cell_id

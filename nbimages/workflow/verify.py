@@ -33,6 +33,7 @@ from ..image import Layer
 from ..oci import digest as dg, mediatypes as mt
 from ..oci.compressor import COMPRESSOR_ANNOTATION
 from ..oci.descriptor import Descriptor
+from ..oci.manifest import Index
 from ..sources import open_image
 from ..store import Store, existing_store
 from .notebook_recipe import build_notebook, find_record
@@ -163,7 +164,7 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
         s = current()
         recipe = s.recipe
         if digest is None and s.last_image is not None:
-            digest = s.last_image.digest
+            digest = (s.last_image.index or s.last_image).digest  # a multi-platform: its index
         label = "this notebook's recipe"
     elif isinstance(source, Recipe):
         recipe = source
@@ -194,6 +195,7 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
             else:
                 fresh = copy.copy(recipe)
                 fresh._base_image = None  # open the base again, as a stranger would
+                fresh._bases = {}
                 fresh.report = None
                 rebuilt = fresh.build(None, store=clean)
         except NbimagesError as e:
@@ -205,6 +207,11 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
             v.record = found.source if digest == found.record.get("digest") or \
                 digest == found.record.get("image_id") else None
             v.notes += found.notes
+        if rebuilt.index is not None:
+            noted = len(v.notes)
+            _check_platforms(v, rebuilt.index, user_store)
+            if v.matched or len(v.notes) > noted:
+                return v
         if digest == rebuilt.digest:
             v.matched = "manifest digest"
         elif digest == rebuilt.id:
@@ -213,6 +220,29 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
         else:
             _explain(v, rebuilt, expected_image, compared_with, record, user_store)
     return v
+
+
+def _check_platforms(v: Verification, index, user_store) -> None:
+    """A multi-platform image: the index digest, then every platform's manifest digest (the
+    expected ones from the index of that digest in the user's store, when it is there)."""
+    rebuilt = {str(i.platform): i.digest for i in index.images}
+    if v.digest == index.digest:
+        v.matched = "index digest"
+        v.notes += [f"{p}: manifest digest {d}" for p, d in rebuilt.items()]
+        return
+    expected: dict[str, str] = {}
+    with contextlib.suppress(NbimagesError, OSError, ValueError):
+        if user_store is not None and user_store.has_blob(v.digest):
+            expected = {str(d.platform): d.digest for d in
+                        Index.parse(user_store.read_blob(v.digest)).manifests if d.platform}
+    if not expected:
+        return
+    v.rebuilt_digest = index.digest
+    for p in sorted(set(expected) | set(rebuilt)):
+        want, got = expected.get(p), rebuilt.get(p)
+        state = "same" if want == got else "DIFFERS"
+        v.notes.append(f"{p}: {state} (expected {want or '(no such platform)'}, rebuilt "
+                       f"{got or '(no such platform)'})")
 
 
 def _digest(text: Any) -> str:
