@@ -139,6 +139,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         view = insp.packages()
     elif a.unsafe:
         view = insp.unsafe
+    elif a.advice:
+        view = insp.advice()
     elif a.diff:
         view = insp.diff(inspect(a.diff, **kw), content=a.content)
     else:
@@ -173,6 +175,9 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
                            "through a symlink, or hard-link a missing path (in Python the "
                            "property inspect(SOURCE).unsafe, like .waste)")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
+    view.add_argument("--advice", action="store_true",
+                      help="what to change to make the image smaller, the bytes each change "
+                           "saves, the layer and step it concerns (inspect(SOURCE).advice())")
     add_arguments(p, qualified(LAYER, "with --files"), qualified(FINAL, "with --files"),
                   qualified(CONTENT, "with --diff"), qualified(DEPTH, "with --sizes"))
     p.add_argument("--json", action="store_true",
@@ -254,8 +259,9 @@ def cli_build_notebook(a: Any) -> int:
 SHELL_EPILOG = """\
 The %image subcommands that look at, move or run images work here too, spelled as in the
 notebook, with --json or --full for their tables:
-  nbimages layers|history|waste|packages|unsafe SOURCE    nbimages files SOURCE [--layer N]
+  nbimages layers|history|waste|packages|unsafe|advice SOURCE    nbimages files SOURCE [--layer N]
   nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
+  nbimages squash SOURCE TAG [--from-layer N]    nbimages slim SOURCE TAG --remove PATTERN ...
   nbimages images|ps|stop|logs|rm|tag|load|store ...    nbimages run IMAGE [COMMAND...]
 `nbimages store df|prune|check` keeps the local store; nbimages SUBCOMMAND --help explains one."""
 

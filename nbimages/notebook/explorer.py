@@ -181,6 +181,7 @@ class Explorer:
         parts.append(layer_chart(a))
         parts.append("</div>")
         parts.append(waste_html(a))
+        parts.append(advice_html(a))
         if b is not None:
             parts.append(diff_summary_html(a, b, self.diff))
             parts.append(diff_table_html(self.diff, limit=DIFF_ROWS))
@@ -362,6 +363,32 @@ def waste_html(insp: "Inspection", limit: int = WASTE_ROWS) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>{more}{notes_html}")
 
 
+def advice_html(insp: "Inspection", limit: int = WASTE_ROWS) -> str:
+    """The Advice panel: what to change, the bytes it saves, the layer and step it concerns."""
+    advice = insp.advice()
+    total = int(advice["saves"].sum()) if len(advice) else 0
+    head = (f"<h4>Advice</h4><p>These changes together would save "
+            f"<span class='{'nbimages-waste' if total else ''}'>{format_bytes(total)}</span> of "
+            f"{format_bytes(insp.size)}; <code>nbimages.squash</code> and <code>nbimages.slim"
+            "</code> make the smaller image without a daemon.</p>")
+    if advice.empty:
+        return head + "<p class='nbimages-muted'>Nothing to advise: no cache, duplicate, " \
+                      "deleted or rewritten file found.</p>"
+    rows = []
+    for r in advice.head(limit).itertuples(index=False):
+        paths = "<br>".join(_e(p) for p in r.paths[:3])
+        rows.append(f"<tr class='nbimages-advice-row'><td>{_e(r.kind)}</td>"
+                    f"<td class='nbimages-num nbimages-waste'>{format_bytes(int(r.saves))}</td>"
+                    f"<td class='nbimages-num'>{int(r.layer)}</td><td>{_e(r.change)}</td>"
+                    f"<td class='nbimages-path'>{paths}</td></tr>")
+    more = (f"<p class='nbimages-muted'>… {len(advice) - limit:,} more: "
+            "<code>inspect(...).advice()</code></p>") if len(advice) > limit else ""
+    return (head + "<table class='nbimages-advice-table'><thead><tr><th>kind</th>"
+            "<th class='nbimages-num'>saves</th><th class='nbimages-num'>layer</th>"
+            "<th>change to make</th><th>paths</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>{more}")
+
+
 def shared_layers(a: "Inspection", b: "Inspection") -> int:
     """How many bottom layers the two images share (same diff_id, same position)."""
     n = 0
@@ -489,6 +516,8 @@ class _App:
         # waste
         waste_tab = W.HTML(waste_html(explorer.inspection))
         children, titles = [layers_tab, sizes_tab, waste_tab], ["Layers", "Sizes", "Waste"]
+        children.append(W.HTML(advice_html(explorer.inspection)))
+        titles.append("Advice")
         # diff
         if explorer.other is not None:
             self.diff_change = W.ToggleButtons(options=["all", "added", "modified", "removed"],

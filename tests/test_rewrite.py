@@ -1,0 +1,122 @@
+"""Daemonless squash and slim (issue 14), on the bloated Debian + Python image of
+tests/bloated.py; the results are loaded into the real engine and run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import nbimages
+from nbimages.errors import NbimagesError
+from nbimages.store import Store
+
+CACHES = ["/var/lib/apt/lists/**", "/var/cache/apt/**", "/root/.cache/**"]
+DOCS_AND_TESTS = ["/usr/share/doc/**", "/usr/share/man/**", "**/dist-packages/*/**/tests/**"]
+
+
+@pytest.fixture(scope="module")
+def original(bloated):
+    return nbimages.inspect(bloated[0])
+
+
+@pytest.fixture(scope="module")
+def squashed(original):
+    """Layers 1..5 merged over the base layer (which the engine already holds)."""
+    return nbimages.squash(original, "nbtest14-squash:0", from_layer=0)
+
+
+def _run(docker_client, image, tag: str, tmp_path, script: str) -> str:
+    """`docker load` what nbimages saves of `image`, then run `python3 -c script` in it."""
+    archive = tmp_path / "out.tar"
+    nbimages.save(image, archive, format="docker", tag=tag)
+    subprocess.run(["docker", "load", "-i", str(archive)], check=True, capture_output=True)
+    try:
+        out = docker_client.containers.run(tag, ["python3", "-c", script], network_mode="none",
+                                           remove=True)
+        return out.decode()
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_squash_saves_exactly_the_wasted_bytes_of_the_merged_layers(original, squashed):
+    for n in (0, 2, -1):
+        img = squashed if n == 0 else nbimages.squash(original, f"nbtest14-squash:{n}",
+                                                      from_layer=n)
+        after = nbimages.inspect(img)
+        assert after.size == original.size - int(original.layers.wasted_bytes[n + 1:].sum())
+        assert len(img.layers) == n + 2
+        assert [l.digest for l in img.layers[:n + 1]] == \
+            [l.digest for l in original.image.layers[:n + 1]]
+        assert after.wasted_bytes == int(original.layers.wasted_bytes[:max(n + 1, 0)].sum())
+        assert original.diff(after).empty  # the same files, modes, owners, times
+        hist = after.history
+        merged = hist[hist.comment.str.contains("merged into the squashed layer")]
+        assert list(merged.created_by) == list(original.layers.created_by[max(n + 1, 0):])
+        assert merged.empty_layer.all()
+        assert hist.created_by.iloc[-1] == f"nbimages squash --from-layer {n}"
+
+
+def test_squash_gives_the_same_digest_in_two_empty_stores(original, tmp_path):
+    digests = {nbimages.squash(original, "nbtest14-repro:1", from_layer=0,
+                               store=Store(tmp_path / name)).digest for name in ("a", "b")}
+    assert len(digests) == 1
+
+
+def test_squashed_image_loads_and_runs_in_the_engine(squashed, docker_client, tmp_path):
+    img = squashed
+    nbimages.validate_image(img)
+    out = _run(docker_client, img, "nbtest14/squashed:1", tmp_path,
+               "import os, networkx; print(networkx.__version__, os.path.exists('/opt/build'),"
+               " sorted(os.listdir('/opt/data')))")
+    assert out.split(None, 2) == ["3.4.2", "False", "['huge.bin', 'model-copy.bin', 'model.bin']\n"]
+
+
+def test_slim_refuses_what_packages_own_unless_forced(original):
+    with pytest.raises(NbimagesError) as e:
+        nbimages.slim(original, "nbtest14-slim:0", remove=DOCS_AND_TESTS)
+    text = str(e.value)
+    assert "deb curl" in text and "python networkx" in text and "force=True" in text
+
+
+def test_slim_of_caches_needs_no_force_and_keeps_the_layers(original):
+    r = nbimages.slim(original, "nbtest14-slim:1", remove=CACHES)
+    assert len(r.image.layers) == len(original.image.layers) and not r.incomplete
+    removed = {p for p, _ in r.removed}
+    assert "var/lib/apt/lists/lock" in removed and "var/lib/apt/lists" not in removed
+    assert r.saved == sum(size for _, size in r.removed) > 160_000_000
+    assert set(r.diff().query("change == 'removed'").path) == {"/" + p for p in removed}
+    assert "nbimages slim: removed" in r.after.history.created_by.iloc[-1]
+
+
+def test_slim_of_docs_and_caches_forced_and_squashed_runs(original, docker_client, tmp_path):
+    r = nbimages.slim(original, "nbtest14-slim:2", remove=CACHES + DOCS_AND_TESTS,
+                      keep=["/usr/share/doc/*/copyright"], squash_from=0, force=True)
+    assert {"deb curl", "python networkx"} <= set(r.incomplete)
+    assert len(r.image.layers) == 2
+    assert r.saved == original.size - r.after.size
+    assert r.saved >= sum(size for _, size in r.removed) + 11_000_000  # and the squash's waste
+    text = repr(r)
+    assert "WARNING: now incomplete" in text and "python networkx" in text and "saves" in text
+    final = set(r.after.files(final=True).path)
+    assert "/usr/share/doc/curl/copyright" in final
+    assert not any(p.startswith("/usr/share/doc/curl/changelog") for p in final)
+    out = _run(docker_client, r.image, "nbtest14/slimmed:1", tmp_path,
+               "import networkx as nx; print(nx.__version__, nx.path_graph(4).number_of_edges())")
+    assert out.split() == ["3.4.2", "3"]
+
+
+def test_cli_slim_without_force_is_a_one_paragraph_error(bloated):
+    proc = subprocess.run([sys.executable, "-m", "nbimages", "slim", bloated[0], "x14:1",
+                           "--remove", "/usr/share/doc/**"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--force" in proc.stderr and "deb curl" in proc.stderr
+
+
+def test_magic_squash_and_slim(original, bloated, fresh_ip):
+    img = fresh_ip.run_line_magic("image", f"squash {bloated[0]} nbtest14-magic:1 --from-layer 3")
+    assert len(img.layers) == 5
+    r = fresh_ip.run_line_magic("image", f"slim {bloated[0]} nbtest14-magic:2 --remove "
+                                         "/root/.cache/** --squash-from 0")
+    assert len(r.image.layers) == 2 and r.removed
