@@ -3,12 +3,15 @@ tests/bloated.py; the results are loaded into the real engine and run."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
 import nbimages
+from bases import image_from_tars
 from nbimages.errors import NbimagesError
 from nbimages.store import Store
 
@@ -120,3 +123,101 @@ def test_magic_squash_and_slim(original, bloated, fresh_ip):
     r = fresh_ip.run_line_magic("image", f"slim {bloated[0]} nbtest14-magic:2 --remove "
                                          "/root/.cache/** --squash-from 0")
     assert len(r.image.layers) == 2 and r.removed
+
+
+# ---------------------------------------------------------------- tricky layers, no engine
+
+def _tar(path, members):
+    """A layer tar from (name, kind, data_or_link, pax) tuples, in that order."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, payload, pax in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            info.pax_headers = dict(pax)
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(info)
+            elif kind in ("link", "sym"):
+                info.type = tarfile.LNKTYPE if kind == "link" else tarfile.SYMTYPE
+                info.linkname = payload
+                tf.addfile(info)
+            else:
+                info.size, info.mode = len(payload), 0o640
+                tf.addfile(info, io.BytesIO(payload))
+    return path
+
+
+@pytest.fixture
+def tricky(tmp_path):
+    cap = {"SCHILY.xattr.user.origin": "nbimages-test"}
+    l0 = _tar(tmp_path / "0.tar", [
+        ("a", "dir", None, {}), ("a/x", "file", b"x" * 100, {}), ("a/y", "file", b"y" * 50, {}),
+        ("d", "dir", None, {}), ("d/k", "file", b"k" * 70, {}), ("e", "dir", None, {}),
+        ("e/z", "file", b"z" * 30, {}), ("g", "file", b"g" * 20, {}),
+        ("t", "file", b"t" * 40, {}), ("sym", "sym", "t", {})])
+    l1 = _tar(tmp_path / "1.tar", [
+        ("a/.wh.x", "file", b"", {}), ("d/.wh..wh..opq", "file", b"", {}),
+        ("d/new", "file", b"n" * 10, {}), ("e", "file", b"E" * 5, {}),
+        ("ping", "file", b"p" * 60, cap), ("p", "dir", None, {}),
+        ("p/own", "file", b"o" * 25, {}), ("p/same", "link", "p/own", {})])
+    l2 = _tar(tmp_path / "2.tar", [
+        ("a/y", "file", b"Y" * 55, {}), ("g", "dir", None, {}), ("g/m", "file", b"m" * 15, {}),
+        ("p/.wh.own", "file", b"", {}), ("p/own", "file", b"O" * 26, {})])
+    return nbimages.inspect(image_from_tars([l0, l1, l2]))
+
+
+def test_squash_resolves_whiteouts_opaque_dirs_replacements_and_links(tricky, tmp_path):
+    img = nbimages.squash(tricky, "nbtest14-tricky:1", from_layer=0,
+                          store=Store(tmp_path / "store"))
+    after = nbimages.inspect(img)
+    # p/same was a hard link to a p/own that layer 2 replaced: the engine kept the old bytes
+    # under p/same, so the squashed layer holds them as a file of its own (25 bytes)
+    changed = tricky.diff(after)
+    assert list(changed.path) == ["/p/same"] and list(changed.what) == ["kind,size,link"]
+    assert after.size == tricky.size - int(tricky.layers.wasted_bytes[1:].sum()) + 25
+    merged = after.files(layer=1)
+    deleted = set(merged[merged.change == "deleted"].path)
+    assert {"/a/x", "/d/k", "/e/z"} <= deleted and "/a/y" not in deleted
+    with img.layer_tar(1) as stream:
+        with tarfile.open(fileobj=stream, mode="r|") as tf:
+            infos = {i.name.rstrip("/"): i for i in tf}
+    assert infos["ping"].pax_headers.get("SCHILY.xattr.user.origin")
+    assert infos["ping"].mtime == 1_700_000_000 and infos["ping"].mode == 0o640
+    assert infos["p/same"].isreg() and infos["p/same"].size == 25
+
+
+def test_squash_names_the_layers_it_can_merge(tricky):
+    with pytest.raises(NbimagesError, match="layers 0..2"):
+        nbimages.squash(tricky, "nbtest14-bad:1", from_layer=3)
+
+
+def _exported(docker_client, image, tag: str, tmp_path) -> dict[str, tuple]:
+    """What the engine makes of `image`: its container filesystem, by `docker export`."""
+    archive = tmp_path / f"{tag.replace('/', '_').replace(':', '_')}.tar"
+    nbimages.save(image, archive, format="docker", tag=tag)
+    subprocess.run(["docker", "load", "-i", str(archive)], check=True, capture_output=True)
+    container = docker_client.containers.create(tag, ["none"], network_mode="none")
+    try:
+        out = {}
+        stream = io.BytesIO(b"".join(container.export()))
+        with tarfile.open(fileobj=stream) as tf:
+            for info in tf:
+                name = info.name.rstrip("/")
+                if name.split("/")[0] in ("dev", "proc", "sys", "etc", ".dockerenv", ""):
+                    continue
+                data = tf.extractfile(info).read() if info.isreg() else info.linkname
+                out[name] = (info.type, info.mode, data, info.pax_headers.get(
+                    "SCHILY.xattr.user.origin"))
+        return out
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(tag, force=True)
+
+
+def test_tricky_squash_gives_the_engine_the_same_filesystem(tricky, docker_client, tmp_path):
+    img = nbimages.squash(tricky, "nbtest14-tricky:2", from_layer=0,
+                          store=Store(tmp_path / "store"))
+    theirs = _exported(docker_client, tricky.image, "nbtest14/tricky-orig:1", tmp_path)
+    ours = _exported(docker_client, img, "nbtest14/tricky-squashed:1", tmp_path)
+    assert ours == theirs
+    assert theirs["d/new"][2] == b"n" * 10 and "d/k" not in theirs and "a/x" not in theirs

@@ -390,7 +390,7 @@ def _duplicates(inspection, walk, files, claimed, steps, min_size: int) -> list[
         if not mine:
             continue
         with inspection.image.layer_tar(i) as stream:
-            for path, _info, reader in selected(stream, occurrences(
+            for path, _n, _info, reader in selected(stream, occurrences(
                     lf, (files[p] & MASK for p in mine))):
                 if reader is not None:
                     digests[path] = sha256_of(reader)
@@ -416,14 +416,22 @@ def _duplicates(inspection, walk, files, claimed, steps, min_size: int) -> list[
     return out
 
 
-def occurrences(lf, indexes: Iterable[int]) -> dict[str, int]:
-    """path -> how many entries of the same path come before the chosen entry, for entries
-    `indexes` of one walked layer (0 unless the tar holds the path twice)."""
-    chosen = {lf.paths[i]: i for i in indexes}
-    if not chosen:
+def occurrences(lf, indexes: Iterable[int]) -> dict[str, dict[int, int]]:
+    """path -> {occurrence: entry index} for entries `indexes` of one walked layer, the
+    occurrence counting the entries of the same path before it (0 unless the tar holds the
+    path twice): how `tarstream.selected` finds them again."""
+    wanted = set(indexes)
+    if not wanted:
         return {}
-    out = dict.fromkeys(chosen, 0)
-    for j, p in enumerate(lf.paths[:max(chosen.values())]):
-        if p in chosen and j < chosen[p]:
-            out[p] += 1
+    paths = lf.paths
+    chosen = {paths[i] for i in wanted}
+    out: dict[str, dict[int, int]] = {p: {} for p in chosen}
+    seen: dict[str, int] = {}
+    for j in range(max(wanted) + 1):
+        p = paths[j]
+        if p in chosen:
+            n = seen.get(p, 0)
+            seen[p] = n + 1
+            if j in wanted:
+                out[p][n] = j
     return out

@@ -23,7 +23,9 @@ from __future__ import annotations
 import copy as _copy
 import html
 import posixpath
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -38,7 +40,7 @@ from ..image import Image, Layer, trust
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.manifest import Manifest
-from ..oci.tarstream import members, selected
+from ..oci.tarstream import CHUNK, members, selected
 from ..progress import format_bytes as fb
 from ..store import default_store
 from .embedded import _TO_OCI, _Staged
@@ -254,16 +256,62 @@ def _whiteout(path: str, mtime: int) -> tarfile.TarInfo:
     return info
 
 
+def _orphaned_links(lf: LayerFiles, i: int, keep: dict[str, int], final: dict[str, int]
+                    ) -> dict[int, int]:
+    """Kept hard links of layer `i` whose target, as it was when the link was written in this
+    layer, is not the copy the final filesystem keeps (a later layer rewrote it): link entry
+    -> the entry of that older copy. The squashed layer must hold such a link as a file of
+    its own with the older content, as the engine's layers did."""
+    links = {idx: _norm(lf.links.get(idx, "")) for idx in keep.values()
+             if lf.kinds[idx] == HARDLINK}
+    if not links:
+        return {}
+    targets = set(links.values())
+    latest: dict[str, int] = {}
+    out = {}
+    for j in range(max(links) + 1):
+        if j in links:
+            k = latest.get(links[j])
+            if k is not None and final.get(links[j]) != (i << SHIFT | k):
+                out[j] = k
+        p = lf.paths[j]
+        if p in targets:
+            latest[p] = j
+    return out
+
+
 def _layer_members(image: Image, walk: Walk, i: int, keep: dict[str, int]
                    ) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None, int]]:
-    """(TarInfo named by its normalised path, reader, copy code) of the chosen entries."""
+    """(TarInfo named by its normalised path, reader, copy code) of the kept entries; a hard
+    link to a copy a later layer replaced comes as a regular file with that copy's bytes
+    (spooled to a temporary file while the tar streams past it, never held in memory)."""
     lf = walk.layers[i]
-    occ = occurrences(lf, keep.values())
-    codes = {p: (i << SHIFT) | idx for p, idx in keep.items()}
-    with image.layer_tar(i) as stream:
-        for path, info, reader in selected(stream, occ):
-            info.name = path
-            yield info, reader, codes[path]
+    final = walk.tree.values
+    orphans = _orphaned_links(lf, i, keep, final)
+    olds = set(orphans.values())
+    occ = occurrences(lf, set(keep.values()) | olds)
+    spools: dict[int, tuple[BinaryIO, int]] = {}
+    try:
+        with image.layer_tar(i) as stream:
+            for path, n, info, reader in selected(stream, occ):
+                idx = occ[path][n]
+                if idx in olds:
+                    spool = tempfile.TemporaryFile()
+                    shutil.copyfileobj(reader, spool, CHUNK)
+                    spools[idx] = (spool, info.size)
+                if final.get(path) != (i << SHIFT | idx) or path not in keep:
+                    continue
+                info.name = path
+                if idx in orphans and orphans[idx] in spools:
+                    spool, size = spools[orphans[idx]]
+                    spool.seek(0)
+                    info.type, info.linkname, info.size = tarfile.REGTYPE, "", size
+                    yield info, spool, i << SHIFT | idx
+                    continue
+                yield info, reader, i << SHIFT | idx
+    finally:
+        for spool, _ in spools.values():
+            spool.close()
 
 
 def _merged(image: Image, walk: Walk, first: int, drop: set[str], mtime: int

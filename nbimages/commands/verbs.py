@@ -17,9 +17,9 @@ from ..progress import step_progress
 from ..sources import copy as copy_transports, remote
 from ..verbs import provided
 from ..workflow import freeze as freezing, handout as handing_out, verify as verifying
-from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CONTENT, DEPTH, EXECUTE_OPTIONS, FINAL,
-                      LAYER, PLATFORM, SAVE_FORMAT, SOURCE, CommandTable, Invocation, UsageError,
-                      arg, pairs)
+from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, COMPRESSION, CONTENT, DEPTH,
+                      EXECUTE_OPTIONS, FINAL, LAYER, PLATFORM, SAVE_FORMAT, SOURCE, CommandTable,
+                      Invocation, UsageError, arg, pairs)
 from .steps import STEPS, cell_of
 from .summaries import SUMMARIES
 
@@ -261,14 +261,14 @@ def save(inv: Invocation) -> Any:
          SOURCE, arg("tag", metavar="TAG", help="the name of the new image in the local store"),
          arg("--from-layer", type=int, default=0, metavar="N",
              help="keep layers 0..N as they are, merge those above (default 0; -1 merges all)"),
-         PLATFORM, group="registry")
+         COMPRESSION, PLATFORM, group="registry")
 def squash(inv: Invocation) -> Any:
     """A new image whose layers above N are merged into one, without a daemon: the merged
     steps stay in the history as entries without a layer; what it saves is the wasted_bytes
     of those layers; the same input gives the same digest (nbimages.squash)."""
     a = inv.args
     return rewrite.squash(_image_or_source(inv, a.source), a.tag, from_layer=a.from_layer,
-                          platform=a.platform)
+                          compression=a.compression, platform=a.platform)
 
 
 @command("slim", SUMMARIES["slim"],
@@ -281,14 +281,15 @@ def squash(inv: Invocation) -> Any:
              help="also merge the layers above N into one"),
          arg("--force", action="store_true",
              help="remove files that packages own too, and name the packages left incomplete"),
-         PLATFORM, group="registry")
+         COMPRESSION, PLATFORM, group="registry")
 def slim(inv: Invocation) -> Any:
     """A new image without the paths --remove matches, taken out of every layer that holds
     them; it refuses paths a package owns (dpkg file lists, pip RECORD) unless --force, and
     shows the sizes before and after and what was removed (nbimages.slim)."""
     a = inv.args
     return rewrite.slim(_image_or_source(inv, a.source), a.tag, remove=a.remove, keep=a.keep,
-                        squash_from=a.squash_from, force=a.force, platform=a.platform)
+                        squash_from=a.squash_from, force=a.force, compression=a.compression,
+                        platform=a.platform)
 
 
 # -- engine --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Mapping
 from typing import BinaryIO
 
 from .tarscan import _normalise
@@ -29,19 +29,19 @@ def members(stream: BinaryIO) -> Iterator[tuple[str, tarfile.TarInfo, BinaryIO |
             yield path, info, tf.extractfile(info) if info.isreg() else None
 
 
-def selected(stream: BinaryIO, wanted: dict[str, int]
-             ) -> Iterator[tuple[str, tarfile.TarInfo, BinaryIO | None]]:
-    """The members whose path is in `wanted`, each at its wanted occurrence only (0 = the
-    first entry of that path; a tar may hold a path twice, the later one wins)."""
+def selected(stream: BinaryIO, wanted: Mapping[str, Container[int]]
+             ) -> Iterator[tuple[str, int, tarfile.TarInfo, BinaryIO | None]]:
+    """(path, occurrence, TarInfo, reader) of the members whose path is in `wanted` at one of
+    the wanted occurrences (0 = the first entry of that path; a tar may hold a path twice)."""
     seen: dict[str, int] = {}
     for path, info, reader in members(stream):
-        n = wanted.get(path)
-        if n is None:
+        want = wanted.get(path)
+        if want is None:
             continue
-        k = seen.get(path, 0)
-        seen[path] = k + 1
-        if k == n:
-            yield path, info, reader
+        n = seen.get(path, 0)
+        seen[path] = n + 1
+        if n in want:
+            yield path, n, info, reader
 
 
 def sha256_of(reader: BinaryIO) -> str:
