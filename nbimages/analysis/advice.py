@@ -61,8 +61,9 @@ _TESTS = re.compile(_SITE + r"(?:[^/]+/)+?(?:tests?|testing/tests)/|"
 _PYC = re.compile(r"/__pycache__/[^/]+\.(?:cpython|pypy)-?(\d)(\d+)[^/]*\.pyc$")
 _PYTHON_BIN = re.compile(r"(?:^|/)bin/python(\d)\.(\d+)$")
 _BOOKKEEPING = re.compile(r"var/lib/dpkg/|var/cache/debconf/|var/lib/apt/|var/log/|"
-                          r"lib/apk/db/|etc/ld\.so\.cache$")
-_PACKAGE_OF = re.compile(_SITE + r"([^/]+)/|^usr/share/(?:doc|man/[^/]+|info)/([^/.]+)")
+                          r"var/cache/ldconfig/|lib/apk/db/|etc/ld\.so\.cache$")
+_SITE_DIR = re.compile(r"(.*?((?:site|dist)-packages))/")
+_PACKAGE_OF = re.compile(_SITE + r"([^/]+)/|^usr/share/doc/([^/]+)/")
 
 
 @dataclass
@@ -124,8 +125,8 @@ def findings(inspection: Any, *, huge: int = HUGE, min_duplicate: int = MIN_DUPL
                       "of that RUN; for an image already built, nbimages.slim(remove=[...])")
     out += _patterned(walk, files, claimed, steps, "tests", _TESTS,
                       "delete the packages' test suites in the step that installs them "
-                      "(`find SITE -depth -type d -name tests -exec rm -rf {} +`), or "
-                      "nbimages.slim(remove=['**/site-packages/*/tests/**'])")
+                      "(`find {site} -depth -type d -name tests -exec rm -rf {{}} +`), or "
+                      "nbimages.slim(remove=['**/{packages}/*/**/tests/**'])")
     out += _foreign_pyc(walk, files, claimed, steps)
     out += _huge(walk, files, claimed, steps, huge)
     out += _duplicates(inspection, walk, files, claimed, steps, min_duplicate)
@@ -233,6 +234,9 @@ def _patterned(walk, files, claimed, steps, kind: str, pattern: re.Pattern, chan
             owners[layer].add(m.group(1) or m.group(2))
         _claim(walk, files, claimed, groups, layer, p, lambda l=layer: Finding(kind, l, change))
     for layer, f in groups.items():
+        site = _SITE_DIR.match(max(f.sized)[1])
+        f.change = f.change.format(site="/" + site.group(1) if site else "DIR",
+                                   packages=site.group(2) if site else "site-packages")
         names = sorted(owners[layer])
         if names:
             more = f" and {len(names) - 8} more" if len(names) > 8 else ""
@@ -378,8 +382,8 @@ def _recommends(inspection, walk, files, claimed, steps) -> list[Finding]:
 
 def _duplicates(inspection, walk, files, claimed, steps, min_size: int) -> list[Finding]:
     by_size: dict[int, list[str]] = defaultdict(list)
-    for p, c in files.items():
-        if p not in claimed and _size(walk, c) >= min_size:
+    for p, c in files.items():  # a package manager's own records are not the user's to link
+        if p not in claimed and _size(walk, c) >= min_size and not _BOOKKEEPING.match(p):
             by_size[_size(walk, c)].append(p)
     wanted_paths = {p for group in by_size.values() if len(group) > 1 for p in group}
     if not wanted_paths:

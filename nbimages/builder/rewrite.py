@@ -210,7 +210,7 @@ def _owned(insp: Inspection, drop: set[str]) -> dict[str, int]:
         for listed in pkg.paths:
             real = fs.resolve(listed)
             if real is not None and real.lstrip("/") in drop and \
-                    not fs.rows[real].kind == "dir":
+                    fs.rows[real].kind != "dir":
                 n += 1
         if n:
             out[f"{pkg.type} {pkg.name}"] = n
@@ -230,7 +230,8 @@ class _StagedLayer(_Staged):
     def __init__(self, store, comp: cz.Compressor,
                  members: Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]):
         def write_tar(pipe: cz.LayerPipeline) -> None:
-            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK,
+                              copybufsize=CHUNK) as tf:
                 for info, reader in members:
                     tf.addfile(info, reader)
         self._stage(store, comp, write_tar)
@@ -285,6 +286,8 @@ def _layer_members(image: Image, walk: Walk, i: int, keep: dict[str, int]
     """(TarInfo named by its normalised path, reader, copy code) of the kept entries; a hard
     link to a copy a later layer replaced comes as a regular file with that copy's bytes
     (spooled to a temporary file while the tar streams past it, never held in memory)."""
+    if not keep:
+        return  # nothing of this layer is in the final filesystem: not read again
     lf = walk.layers[i]
     final = walk.tree.values
     orphans = _orphaned_links(lf, i, keep, final)

@@ -23,7 +23,7 @@ def members(stream: BinaryIO) -> Iterator[tuple[str, tarfile.TarInfo, BinaryIO |
 
     The reader (regular files only) is valid until the next member is asked for.
     """
-    with tarfile.open(fileobj=stream, mode="r|") as tf:
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tf:
         for info in tf:
             path = _normalise(info.name)[0]
             yield path, info, tf.extractfile(info) if info.isreg() else None
