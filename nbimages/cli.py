@@ -236,7 +236,8 @@ COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image ce
 # loads nothing, so the help does without the table. `copy` is %image copy-image.
 FROM_TABLE = {"save": "save", "pull": "pull", "push": "push", "copy": "copy-image",
               "search": "search", "tags": "tags", "catalog": "catalog",
-              "execute": "execute", "kernel": "kernel", "verify": "verify", "handout": "handout"}
+              "execute": "execute", "kernel": "kernel", "verify": "verify", "handout": "handout",
+              "squash": "squash", "slim": "slim"}
 COMMANDS.update({cli_name: (SUMMARIES[name], None, None) for cli_name, name in FROM_TABLE.items()})
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
