@@ -17,6 +17,7 @@ them. Findings of one kind and layer are one row; duplicates and huge files are 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 COLUMNS = ["kind", "saves", "layer", "step", "files", "change", "paths"]
 HUGE = 100 << 20          # a single file this large is data that belongs in a volume
 MIN_DUPLICATE = 1024      # smaller duplicates are not worth a finding
+HASH_IN_MEMORY = 8 << 20  # files up to this size are hashed from memory, larger ones streamed
 EXAMPLES = 5              # paths listed per finding
 APT_STATES = "var/lib/apt/extended_states"
 _SITE = r"(?:^|/)(?:site|dist)-packages/"
@@ -389,8 +391,17 @@ def _duplicates(inspection, walk, files, claimed, steps, min_size: int) -> list[
     if not wanted_paths:
         return []
     digests: dict[str, str] = {}
+    big: set[str] = set()
+    # small files through the walk's fast reader (bytes in memory, one file at a time) ...
+    for i, entry in inspection.read_files(wanted_paths.__contains__, max_size=HASH_IN_MEMORY):
+        if files[entry.path] >> SHIFT == i:  # the final copy (a later entry of a path wins)
+            if entry.data is None:
+                big.add(entry.path)
+            else:
+                digests[entry.path] = hashlib.sha256(entry.data).hexdigest()
+    # ... larger ones streamed
     for i, lf in enumerate(walk.layers):
-        mine = {p for p in wanted_paths if files[p] >> SHIFT == i}
+        mine = {p for p in big if files[p] >> SHIFT == i}
         if not mine:
             continue
         with inspection.image.layer_tar(i) as stream:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import BinaryIO
 
 from .tarscan import _normalise
@@ -29,11 +29,14 @@ def members(stream: BinaryIO) -> Iterator[tuple[str, tarfile.TarInfo, BinaryIO |
             yield path, info, tf.extractfile(info) if info.isreg() else None
 
 
-def selected(stream: BinaryIO, wanted: Mapping[str, Container[int]]
+def selected(stream: BinaryIO, wanted: Mapping[str, Collection[int]]
              ) -> Iterator[tuple[str, int, tarfile.TarInfo, BinaryIO | None]]:
     """(path, occurrence, TarInfo, reader) of the members whose path is in `wanted` at one of
     the wanted occurrences (0 = the first entry of that path; a tar may hold a path twice)."""
     seen: dict[str, int] = {}
+    left = sum(len(w) for w in wanted.values())  # stop parsing headers once all are found
+    if not left:
+        return
     for path, info, reader in members(stream):
         want = wanted.get(path)
         if want is None:
@@ -42,6 +45,9 @@ def selected(stream: BinaryIO, wanted: Mapping[str, Container[int]]
         seen[path] = n + 1
         if n in want:
             yield path, n, info, reader
+            left -= 1
+            if not left:
+                return
 
 
 def sha256_of(reader: BinaryIO) -> str:
