@@ -109,3 +109,26 @@ def test_magic_advice_returns_the_same_table(advised, bloated, fresh_ip):
     assert list(frame.saves) == list(advised[1].saves)
     html = nbimages.explore(advised[0]).to_html()
     assert "<h4>Advice</h4>" in html and "nbimages-advice-row" in html
+
+
+def test_advice_knows_the_caches_of_conda_npm_yarn_and_tests_of_node_packages(tmp_path):
+    import io
+    import tarfile
+
+    from bases import image_from_tars
+    files = {"opt/conda/pkgs/numpy-2.0.tar.bz2": 5000, "root/.npm/_cacache/index-v5/ab": 4000,
+             "usr/local/share/.cache/yarn/v6/pkg.tgz": 3000,
+             "app/node_modules/left-pad/test/index.js": 2000,
+             "usr/lib/python3/dist-packages/pkg/docs/guide.txt": 1000,
+             "app/__pycache__/m.cpython-312.pyc": 700}
+    layer = tmp_path / "0.tar"
+    with tarfile.open(layer, "w") as tf:
+        for name, size in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tf.addfile(info, io.BytesIO(bytes([len(name)]) * size))
+    advice = nbimages.inspect(image_from_tars([layer])).advice()
+    assert list(advice.kind) == ["conda-cache", "npm-cache", "yarn-cache", "tests", "docs",
+                                 "foreign-pyc"]
+    assert list(advice.saves) == [5000, 4000, 3000, 2000, 1000, 700]
+    assert "conda clean" in advice.change[0] and "no Python" in advice.change[5]

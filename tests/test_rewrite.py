@@ -221,3 +221,10 @@ def test_tricky_squash_gives_the_engine_the_same_filesystem(tricky, docker_clien
     ours = _exported(docker_client, img, "nbtest14/tricky-squashed:1", tmp_path)
     assert ours == theirs
     assert theirs["d/new"][2] == b"n" * 10 and "d/k" not in theirs and "a/x" not in theirs
+
+
+def test_slim_says_when_a_pattern_is_unreadable_or_matches_nothing(tricky):
+    with pytest.raises(NbimagesError, match="cannot be read"):
+        nbimages.slim(tricky, "nbtest14-bad:2", remove=["!"])
+    with pytest.raises(NbimagesError, match="nothing to remove"):
+        nbimages.slim(tricky, "nbtest14-bad:3", remove=["/no/such/**"])

@@ -177,8 +177,12 @@ def _matching(walk: Walk, remove: list[str], keep: list[str]) -> set[str]:
     """Final paths to drop: non-directories matched by `remove` and not `keep`, and the
     directories matched whose whole subtree goes."""
     import pathspec
-    rm = pathspec.GitIgnoreSpec.from_lines(remove)
-    kp = pathspec.GitIgnoreSpec.from_lines(keep)
+    try:
+        rm = pathspec.GitIgnoreSpec.from_lines(remove)
+        kp = pathspec.GitIgnoreSpec.from_lines(keep)
+    except (ValueError, TypeError) as e:  # GitWildMatchPatternError is a ValueError
+        raise NbimagesError(f"a pattern of remove={remove} or keep={keep} cannot be read: {e}. "
+                            "Patterns are gitignore-style, like '/usr/share/doc/**'.") from None
     layers = walk.layers
     final = walk.tree.values
     drop: set[str] = set()
