@@ -104,6 +104,21 @@ def build_bloated(client, base: str, wheel_index) -> tuple[str, str]:
     return tags[0], tags[1]
 
 
+# The first RUN with one change each: what each apt finding alone saves.
+APT_ONLY = {"apt-lists": BLOATED[0] + " && rm -rf /var/lib/apt/lists/*",
+            "apt-cache": BLOATED[0] + " && apt-get clean"}
+
+
+def build_apt_variants(client, base: str) -> dict[str, str]:
+    """kind -> tag of FROM base + the first RUN with only that finding's change."""
+    out = {}
+    for kind, run in APT_ONLY.items():
+        text = dockerfile(base, [run], "", "", False)
+        stamp = hashlib.sha256(text.encode()).hexdigest()[:16]
+        out[kind] = _build(client, f"nbtest14/bloated-{kind}:1", text, stamp)
+    return out
+
+
 _ARCHIVES: dict[str, tuple[str, str]] = {}
 
 

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import nbimages
+from bloated import build_apt_variants
 from nbimages.analysis.advice import recommended_only
 
 HUGE = 20_000_000  # the test image's data file is 25 MB
@@ -73,6 +74,15 @@ def test_each_finding_saves_what_the_fixed_build_saves(advised, bloated):
             assert promised <= saved <= promised * 1.02, (layer, promised, saved)
         else:
             assert saved == promised, (layer, promised, saved)
+
+
+def test_the_apt_findings_alone_save_exactly_what_they_say(advised, docker_client,
+                                                            python_base_in_registry):
+    info, advice = advised
+    for kind, tag in build_apt_variants(docker_client, python_base_in_registry).items():
+        fixed = nbimages.inspect(f"docker-daemon:{tag}")
+        promised = int(advice[advice.kind == kind].saves.sum())
+        assert int(info.layers["size"][1]) - int(fixed.layers["size"][1]) == promised, kind
 
 
 def test_no_byte_is_promised_twice(advised):
