@@ -4,6 +4,7 @@ tests/bloated.py; the results are loaded into the real engine and run."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -12,6 +13,7 @@ import pytest
 
 import nbimages
 from bases import image_from_tars
+from conftest import run, tool
 from nbimages.errors import NbimagesError
 from nbimages.store import Store
 
@@ -228,3 +230,21 @@ def test_slim_says_when_a_pattern_is_unreadable_or_matches_nothing(tricky):
         nbimages.slim(tricky, "nbtest14-bad:2", remove=["!"])
     with pytest.raises(NbimagesError, match="nothing to remove"):
         nbimages.slim(tricky, "nbtest14-bad:3", remove=["/no/such/**"])
+
+
+def test_skopeo_and_umoci_read_the_tricky_squash_as_the_original(tricky, tmp_path):
+    img = nbimages.squash(tricky, "nbtest14-tricky:3", from_layer=0,
+                          store=Store(tmp_path / "store"))
+    trees = []
+    for name, image in (("orig", tricky.image), ("squashed", img)):
+        layout = nbimages.save(image, tmp_path / name, format="oci-dir", tag="v1")
+        info = json.loads(run([tool("skopeo"), "inspect", f"oci:{layout}:v1"]).stdout)
+        assert info["Digest"] == image.digest and len(info["Layers"]) == len(image.layers)
+        bundle = tmp_path / f"{name}-bundle"
+        run([tool("umoci"), "unpack", "--rootless", "--image", f"{layout}:v1", str(bundle)])
+        root = bundle / "rootfs"
+        trees.append({str(p.relative_to(root)): (p.is_dir(), p.read_bytes() if p.is_file()
+                                                 and not p.is_symlink() else None)
+                      for p in sorted(root.rglob("*"))})
+    assert trees[0] == trees[1]
+    assert "d/k" not in trees[1] and trees[1]["d/new"][1] == b"n" * 10
