@@ -15,6 +15,7 @@ import nbimages
 from bases import image_from_tars
 from conftest import run, tool
 from nbimages.errors import NbimagesError
+from nbimages.progress import format_bytes
 from nbimages.store import Store
 
 CACHES = ["/var/lib/apt/lists/**", "/var/cache/apt/**", "/root/.cache/**"]
@@ -93,6 +94,8 @@ def test_slim_of_caches_needs_no_force_and_keeps_the_layers(original):
     assert r.saved == sum(size for _, size in r.removed) > 160_000_000
     assert set(r.diff().query("change == 'removed'").path) == {"/" + p for p in removed}
     assert "nbimages slim: removed" in r.after.history.created_by.iloc[-1]
+    page = r._repr_html_()
+    assert f"saves {format_bytes(r.saved)}" in page and "/var/lib/apt/lists/lock</td>" in page
 
 
 def test_slim_of_docs_and_caches_forced_and_squashed_runs(original, docker_client, tmp_path):

@@ -83,7 +83,7 @@ class Slimmed:
 
     def diff(self):
         """The paths that changed from the old image to the new one (a DataFrame)."""
-        return self.before.diff(self.after)
+        return self.before.diff(self.after)  # each Inspection caches its final map
 
     def _lines(self) -> list[str]:
         b, a = self.before.size, self.after.size
@@ -111,7 +111,11 @@ class Slimmed:
         return "\n".join(self._lines())
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(repr(self))}</pre>"
+        head = "\n".join(self._lines()[:7])
+        diff = self.diff()
+        cols = ["path", "change", "what", "size_a", "size_b", "layer_a", "layer_b"]
+        return (f"<div><pre>{html.escape(head)}</pre>"
+                f"{diff[cols].to_html(index=False, escape=True, max_rows=30, na_rep='')}</div>")
 
 
 def slim(source: Any, tag: str | None = None, remove: Iterable[str] = (),
