@@ -37,6 +37,8 @@ _EXPORTS = {
     "push_index": "nbimages.sources.remote:push_index",
     "Recipe": "nbimages.builder:Recipe",
     "build": "nbimages.builder:build",
+    "squash": "nbimages.builder.rewrite:squash",
+    "slim": "nbimages.builder.rewrite:slim",
     "engine": "nbimages.engines:engine",
     "run": "nbimages.engines:run",
     "images": "nbimages.engines:images",

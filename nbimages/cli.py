@@ -140,6 +140,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         view = insp.packages()
     elif a.unsafe:
         view = insp.unsafe
+    elif a.advice:
+        view = insp.advice()
     elif a.diff:
         view = insp.diff(inspect(a.diff, **kw), content=a.content)
     else:
@@ -174,6 +176,9 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
                            "through a symlink, or hard-link a missing path (in Python the "
                            "property inspect(SOURCE).unsafe, like .waste)")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
+    view.add_argument("--advice", action="store_true",
+                      help="what to change to make the image smaller, the bytes each change "
+                           "saves, the layer and step it concerns (inspect(SOURCE).advice())")
     add_arguments(p, qualified(LAYER, "with --files"), qualified(FINAL, "with --files"),
                   qualified(CONTENT, "with --diff"), qualified(DEPTH, "with --sizes"))
     p.add_argument("--json", action="store_true",
@@ -246,7 +251,8 @@ COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image ce
 # loads nothing, so the help does without the table. `copy` is %image copy-image.
 FROM_TABLE = {"save": "save", "pull": "pull", "push": "push", "copy": "copy-image",
               "search": "search", "tags": "tags", "catalog": "catalog",
-              "execute": "execute", "kernel": "kernel", "verify": "verify", "handout": "handout"}
+              "execute": "execute", "kernel": "kernel", "verify": "verify", "handout": "handout",
+              "squash": "squash", "slim": "slim"}
 COMMANDS.update({cli_name: (SUMMARIES[name], None, None) for cli_name, name in FROM_TABLE.items()})
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
@@ -269,8 +275,9 @@ def cli_build_notebook(a: Any) -> int:
 SHELL_EPILOG = """\
 The %image subcommands that look at, move or run images work here too, spelled as in the
 notebook, with --json or --full for their tables:
-  nbimages layers|history|waste|packages|unsafe SOURCE    nbimages files SOURCE [--layer N]
+  nbimages layers|history|waste|packages|unsafe|advice SOURCE    nbimages files SOURCE [--layer N]
   nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
+  nbimages squash SOURCE TAG [--from-layer N]    nbimages slim SOURCE TAG --remove PATTERN ...
   nbimages images|ps|stop|logs|rm|tag|load|store ...    nbimages run IMAGE [COMMAND...]
 `nbimages store df|prune|check` keeps the local store; nbimages SUBCOMMAND --help explains one."""
 

@@ -161,3 +161,5 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 from bases import offline_pip, python_base_image, python_base_in_registry, wheel_index  # noqa: E402,F401
 # An image with ipykernel (kernel and execute tests) and isolated Jupyter folders: tests/kernel_image.py.
 from kernel_image import jupyter_dirs, kernel_image  # noqa: E402,F401
+# A bloated Debian + Python image and its fixed twin, built with the engine (issue 14): tests/bloated.py.
+from bloated import bloated  # noqa: E402,F401

@@ -25,6 +25,7 @@ from ..oci import digest as dg
 from ..oci.tarscan import TarEntry, records
 from ..progress import format_bytes as fb
 from ..sources import open_image
+from .advice import HUGE, MIN_DUPLICATE, advice
 from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
                     REASON, SHIFT, SKIPPED, UNSAFE)
 from .packages import packages
@@ -529,6 +530,16 @@ class Inspection:
     def packages(self) -> pd.DataFrame:
         """Size by installed package (Python, Debian, Alpine databases), with its layer."""
         return packages(self)
+
+    def advice(self, huge: int = HUGE, min_duplicate: int = MIN_DUPLICATE) -> pd.DataFrame:
+        """What to change to make the image smaller, the largest saving first.
+
+        One row per finding: kind, saves (bytes), layer and step (history created_by) whose
+        bytes it saves, files, the change to make, example paths. No byte is counted by two
+        findings, so `saves.sum()` is what all the changes together save. Files of `huge`
+        bytes or more are reported as data; duplicates smaller than `min_duplicate` are not.
+        """
+        return advice(self, huge=huge, min_duplicate=min_duplicate)
 
     # ------------------------------------------------------------------ explanations
     def notes(self) -> list[str]:

@@ -314,12 +314,16 @@ class _Staged:
     """A layer blob written under the store's tmp area; renamed into blobs/ at commit."""
 
     def __init__(self, store, entries: list[Entry], comp: cz.Compressor, epoch: int):
+        self._stage(store, comp, lambda pipe: [pipe.write(c) for c in iter_tar(entries, epoch)])
+
+    def _stage(self, store, comp: cz.Compressor, write_tar: Callable[[cz.LayerPipeline], Any]
+               ) -> None:
+        """Write the tar through `write_tar(pipe)` into a tmp file, hashed and compressed."""
         fd, self.path = tempfile.mkstemp(prefix="layer-", dir=store.tmpdir())
         try:
             with os.fdopen(fd, "wb") as f:
                 pipe = cz.LayerPipeline(comp, f.write)
-                for chunk in iter_tar(entries, epoch):
-                    pipe.write(chunk)
+                write_tar(pipe)
                 self.result = pipe.close()
                 f.flush()
                 os.fsync(f.fileno())

@@ -19,5 +19,7 @@ SUMMARIES: dict[str, str] = {
     "kernel": "install, list or remove Jupyter kernels that run inside an image",
     "verify": "rebuild a notebook's image in a clean store and check its digest "
               "(--execute: and its outputs)",
+    "squash": "merge an image's upper layers into one, history kept, no daemon",
+    "slim": "remove paths (docs, caches, tests) from every layer of an image, optionally squash",
     "handout": "write a notebook's image as OCI and docker tars, Dockerfile and README",
 }

@@ -10,14 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from .. import analysis, engines, execution, kernel as kernels, maintenance, registry, sources
+from ..analysis.advice import HUGE
+from ..builder import rewrite
 from ..image import Image
 from ..progress import step_progress
 from ..sources import copy as copy_transports, remote
 from ..verbs import provided
 from ..workflow import freeze as freezing, handout as handing_out, verify as verifying
-from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CONTENT, DEPTH, EXECUTE_OPTIONS, FINAL,
-                      LAYER, PLATFORM, SAVE_FORMAT, SOURCE, CommandTable, Invocation, UsageError,
-                      arg, pairs)
+from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, COMPRESSION, CONTENT, DEPTH,
+                      EXECUTE_OPTIONS, FINAL, LAYER, PLATFORM, SAVE_FORMAT, SOURCE, CommandTable,
+                      Invocation, UsageError, arg, pairs)
 from .steps import STEPS, cell_of
 from .summaries import SUMMARIES
 
@@ -149,6 +151,19 @@ def packages(inv: Invocation) -> Any:
     return _inspect(inv).packages()
 
 
+@command("advice", "what to change to make the image smaller, with the bytes each change saves",
+         SOURCE, PLATFORM,
+         arg("--huge", type=int, default=HUGE, metavar="BYTES",
+             help="report single files this large as data (default 100 MiB)"),
+         group="look")
+def advice(inv: Invocation) -> Any:
+    """Findings ranked by the bytes they save, each with the layer and step that caused it and
+    the change to make: files deleted in a later layer, files rewritten later, package caches
+    and lists, recommends pulled in by apt, docs and test suites, .pyc of another Python,
+    duplicate files, huge single files (nbimages.inspect(SOURCE).advice())."""
+    return _inspect(inv).advice(huge=inv.args.huge)
+
+
 # -- registries ----------------------------------------------------------------------------------
 
 INSECURE = arg("--insecure", action="store_true", default=None,
@@ -242,6 +257,43 @@ def save(inv: Invocation) -> Any:
     a = inv.args
     image = _image_or_source(inv, a.source)
     return sources.save(image, a.path, format=a.format, tag=a.tag, platform=a.platform)
+
+
+# -- smaller images -----------------------------------------------------------------------------
+
+@command("squash", SUMMARIES["squash"],
+         SOURCE, arg("tag", metavar="TAG", help="the name of the new image in the local store"),
+         arg("--from-layer", type=int, default=0, metavar="N",
+             help="keep layers 0..N as they are, merge those above (default 0; -1 merges all)"),
+         COMPRESSION, PLATFORM, group="registry")
+def squash(inv: Invocation) -> Any:
+    """A new image whose layers above N are merged into one, without a daemon: the merged
+    steps stay in the history as entries without a layer; what it saves is the wasted_bytes
+    of those layers; the same input gives the same digest (nbimages.squash)."""
+    a = inv.args
+    return rewrite.squash(_image_or_source(inv, a.source), a.tag, from_layer=a.from_layer,
+                          compression=a.compression, platform=a.platform)
+
+
+@command("slim", SUMMARIES["slim"],
+         SOURCE, arg("tag", metavar="TAG", help="the name of the new image in the local store"),
+         arg("--remove", action="append", default=[], metavar="PATTERN", required=True,
+             help="gitignore-style pattern from the root, e.g. '/usr/share/doc/**' (repeatable)"),
+         arg("--keep", action="append", default=[], metavar="PATTERN",
+             help="never remove what this matches, e.g. '/usr/share/doc/*/copyright'"),
+         arg("--squash-from", type=int, default=None, metavar="N",
+             help="also merge the layers above N into one"),
+         arg("--force", action="store_true",
+             help="remove files that packages own too, and name the packages left incomplete"),
+         COMPRESSION, PLATFORM, group="registry")
+def slim(inv: Invocation) -> Any:
+    """A new image without the paths --remove matches, taken out of every layer that holds
+    them; it refuses paths a package owns (dpkg file lists, pip RECORD) unless --force, and
+    shows the sizes before and after and what was removed (nbimages.slim)."""
+    a = inv.args
+    return rewrite.slim(_image_or_source(inv, a.source), a.tag, remove=a.remove, keep=a.keep,
+                        squash_from=a.squash_from, force=a.force, compression=a.compression,
+                        platform=a.platform)
 
 
 # -- engine --------------------------------------------------------------------------------------

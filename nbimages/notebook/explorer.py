@@ -227,6 +227,7 @@ class Explorer:
             parts.append(layer_chart(insp))
             parts.append("</div>")
             parts.append(waste_html(insp))
+            parts.append(advice_html(insp))
         parts.append("</div>")
         return "".join(parts)
 
@@ -439,6 +440,32 @@ def waste_causes_html(insp: "Inspection", limit: int = 10) -> str:
             "<h4>By path</h4>")
 
 
+def advice_html(insp: "Inspection", limit: int = WASTE_ROWS) -> str:
+    """The Advice panel: what to change, the bytes it saves, the layer and step it concerns."""
+    advice = insp.advice()
+    total = int(advice["saves"].sum()) if len(advice) else 0
+    head = (f"<h4>Advice</h4><p>These changes together would save "
+            f"<span class='{'nbimages-waste' if total else ''}'>{format_bytes(total)}</span> of "
+            f"{format_bytes(insp.size)}; <code>nbimages.squash</code> and <code>nbimages.slim"
+            "</code> make the smaller image without a daemon.</p>")
+    if advice.empty:
+        return head + "<p class='nbimages-muted'>Nothing to advise: no cache, duplicate, " \
+                      "deleted or rewritten file found.</p>"
+    rows = []
+    for r in advice.head(limit).itertuples(index=False):
+        paths = "<br>".join(_e(p) for p in r.paths[:3])
+        rows.append(f"<tr class='nbimages-advice-row'><td>{_e(r.kind)}</td>"
+                    f"<td class='nbimages-num nbimages-waste'>{format_bytes(int(r.saves))}</td>"
+                    f"<td class='nbimages-num'>{int(r.layer)}</td><td>{_e(r.change)}</td>"
+                    f"<td class='nbimages-path'>{paths}</td></tr>")
+    more = (f"<p class='nbimages-muted'>… {len(advice) - limit:,} more: "
+            "<code>inspect(...).advice()</code></p>") if len(advice) > limit else ""
+    return (head + "<table class='nbimages-advice-table'><thead><tr><th>kind</th>"
+            "<th class='nbimages-num'>saves</th><th class='nbimages-num'>layer</th>"
+            "<th>change to make</th><th>paths</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>{more}")
+
+
 def shared_layers(a: "Inspection", b: "Inspection") -> int:
     """How many bottom layers the two images share (same diff_id, same position)."""
     n = 0
@@ -590,6 +617,9 @@ class _App:
         self.waste.add_class("nbimages-waste-view")
         waste_tab = W.VBox([self.labels[2], self.waste])
         children, titles = [layers_tab, sizes_tab, waste_tab], ["Layers", "Sizes", "Waste"]
+        self.advice = W.HTML("")
+        children.append(self.advice)
+        titles.append("Advice")
         # diff
         if explorer.other is not None:
             diff = explorer.diff
@@ -615,6 +645,7 @@ class _App:
             titles.insert(0, "Diff")
             self.show_diff()
         self.tabs = W.Tab(children=children, titles=titles)
+        self.tabs.observe(lambda _ch: self.show_advice(), "selected_index")
         self.root = W.VBox([self.summary, self.which, self.tabs])
         self.root.add_class("nbimages-explorer")
         self.root.add_class("nbimages-live")
@@ -626,14 +657,25 @@ class _App:
         ex = self.ex
         return ex.other if self.image and ex.other is not None else ex.inspection
 
+    def show_advice(self) -> None:
+        """Fill the Advice tab when it is shown (finding duplicates reads file contents, so
+        the explorer's first view does not wait for it)."""
+        tabs = self.tabs
+        if self.advice.value or tabs.children[tabs.selected_index or 0] is not self.advice:
+            return
+        self.advice.value = (image_label(self.insp, self.image, "Advice for")
+                             if self.ex.other is not None else "") + advice_html(self.insp)
+
     def show_image(self, which: int) -> None:
-        """Show image A (0) or B (1) in the Layers, Sizes and Waste tabs, each labelled."""
+        """Show image A (0) or B (1) in the Layers, Sizes, Waste and Advice tabs, each labelled."""
         W = self.W
         self.image = which
         if self.ex.other is not None:
             for label, what in zip(self.labels, ("Layers of", "Sizes of", "Waste of")):
                 label.value = image_label(self.insp, which, what)
         self.waste.value = waste_html(self.insp)
+        self.advice.value = ""
+        self.show_advice()
         self.show_chart()
         self.rows, self.buttons = [], []
         commands = layer_commands(self.insp)
