@@ -23,6 +23,7 @@ import contextlib
 import copy as _copy
 import datetime as _dt
 import hashlib
+import html
 import os
 import posixpath
 import shutil
@@ -39,6 +40,7 @@ from ..oci.manifest import Manifest
 from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, source_date_epoch
 from ..sources import open_image
 from ..store import default_store
+from .apt import APT_LABEL, apt_layer
 from .cache import BuildCache
 from .context import Context, file_digest
 from .lower import LowerView, chain_id, view_of_layers
@@ -67,6 +69,10 @@ class BuildReport(list):
     # `size` in a row is the layer blob's (compressed) size; the tables say so.
     COLUMNS = ("step", "origin", "instruction", "layer", "compressed_size", "cache", "seconds")
 
+    def __init__(self, *rows):
+        super().__init__(*rows)
+        self.notes: list[str] = []  # what a step did not do (apt: maintainer scripts not run)
+
     def to_frame(self):
         import pandas as pd
         frame = pd.DataFrame(list(self), columns=["step", "origin", "instruction", "layer", "size",
@@ -75,8 +81,10 @@ class BuildReport(list):
         return frame.rename(columns={"size": "compressed_size"})
 
     def _repr_html_(self) -> str:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return self.to_frame()[list(self.COLUMNS)].to_html(
-            index=False, na_rep="", float_format=lambda x: f"{x:.2f}")
+            index=False, na_rep="", float_format=lambda x: f"{x:.2f}") + \
+            (f"<ul>{notes}</ul>" if notes else "")
 
     def __repr__(self) -> str:
         lines = [f"{'#':>3} {'origin':>7} {'cache':8} {'layer':14} {'compressed':>11} {'s':>6}  step"]
@@ -86,7 +94,7 @@ class BuildReport(list):
             origin = "" if r["origin"] is None else str(r["origin"])
             lines.append(f"{r['step']:>3} {origin:>7} {r['cache']:8} {layer:14} {size:>11} "
                          f"{r['seconds']:6.2f}  {r['instruction'][:70]}")
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
 # ---- opening the base
@@ -367,6 +375,7 @@ class _Build:
         self.staged: list[_Staged] = []
         self.records: dict[str, dict] = {}
         self.pins: list[dict] = []
+        self.apt_pins: list[dict] = []
         self.report = BuildReport()
         self._ctx: Context | None = None
         self.view: LowerView | None = None
@@ -440,6 +449,8 @@ class _Build:
         assert view is not None
         if step.kind == "pip":
             return self._pip(step)
+        if step.kind == "apt":
+            return self._apt(step)
         if step.kind == "file":
             raw = _file_tree(step, state)
         elif step.kind == "copy":
@@ -459,11 +470,7 @@ class _Build:
         view = self.view
         assert view is not None
         a = step.args
-        key = "sha256:" + hashlib.sha256(canonical.dumps({
-            "v": _KEY_VERSION, "kind": "pip", "below": chain_id([l.diff_id for l in self.layers]),
-            "step": step.definition(), "compressor": self.comp.ident, "epoch": self.epoch,
-        })).hexdigest()
-        rec = self.cache.get(key) or self.records.get(key)
+        key, rec = self._below_key(step)
         if rec:
             view.apply_summary(rec.get("summary") or [])
             self.pins += rec.get("pins") or []
@@ -483,6 +490,44 @@ class _Build:
             pins = [dict(p) for p in pins or []]
             self.pins += pins
             extra = {"pins": pins, "summary": LowerView.summary(entries)}
+            return self._new_layer(key, entries, extra), False
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _below_key(self, step: Step) -> tuple[str, dict | None]:
+        """The cache key of a step whose layer depends on the image below it (pip, apt), and
+        the cached record for it if any."""
+        key = "sha256:" + hashlib.sha256(canonical.dumps({
+            "v": _KEY_VERSION, "kind": step.kind,
+            "below": chain_id([l.diff_id for l in self.layers]),
+            "step": step.definition(), "compressor": self.comp.ident, "epoch": self.epoch,
+        })).hexdigest()
+        return key, self.cache.get(key) or self.records.get(key)
+
+    def _apt(self, step: Step) -> tuple[Layer, bool]:
+        """Debian packages resolved against the image below (its dpkg status), in one layer."""
+        view = self.view
+        assert view is not None
+        key, rec = self._below_key(step)
+        if rec:
+            view.apply_summary(rec.get("summary") or [])
+            self.apt_pins += rec.get("pins") or []
+            self.report.notes += rec.get("notes") or []
+            return self._cached_layer(rec), True
+        staging = Path(tempfile.mkdtemp(prefix="apt-", dir=self.store.tmpdir()))
+        try:
+            a = step.args
+            parent = _intermediate(self.cfg, self.layers, self.history)
+            result = apt_layer(parent, list(a["packages"]), staging, store=self.store,
+                               mirror=a.get("mirror"), snapshot=a.get("snapshot"),
+                               suite=a.get("suite"), keyring=a.get("keyring"))
+            tree = _resolve_entries(view, result.entries, keep_lower_dirs=True)
+            entries = tree.entries(parent_meta=view.dir_meta)
+            view.apply(entries)
+            self.apt_pins += result.pins
+            self.report.notes += result.notes
+            extra = {"pins": result.pins, "notes": result.notes,
+                     "summary": LowerView.summary(entries)}
             return self._new_layer(key, entries, extra), False
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -508,6 +553,10 @@ class _Build:
         if self.pins:
             labels = dict(cfg["config"].get("Labels") or {})
             labels[PIP_LABEL] = canonical.dumps(self.pins).decode("utf-8")
+            cfg["config"]["Labels"] = labels
+        if self.apt_pins:
+            labels = dict(cfg["config"].get("Labels") or {})
+            labels[APT_LABEL] = canonical.dumps(self.apt_pins).decode("utf-8")
             cfg["config"]["Labels"] = labels
         cfg["created"] = self.created
         cfg["history"] = self.history
