@@ -22,9 +22,11 @@ from nbimages.builder.apt import APT_LABEL, Candidate, Installed, Resolver
 from nbimages.errors import BuildError
 from nbimages.store import Store
 from nbimages.workflow.notebook_recipe import build_notebook
+from test_magics_build import cell, steps
 from test_packages import syft
 
 TAG = "nbtest15/apt-graphviz:1"
+PACKAGES = ("libgomp1", "graphviz", "libblas3")
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +44,13 @@ def _shared_apt_cache(monkeypatch):
 
 @pytest.fixture(scope="session")
 def graphviz(mirror, tmp_path_factory):
-    """`apt libgomp1 graphviz` on the debootstrap base, built embedded, saved as a docker tar."""
+    """`apt libgomp1 graphviz libblas3` on the debootstrap base, built embedded, saved as a
+    docker tar (libblas3 sets an alternative in its postinst)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("NBIMAGES_APT_CACHE", str(CACHE / "apt-cache"))
     try:
         store = Store(tmp_path_factory.mktemp("apt-store"))
-        recipe = nbimages.Recipe(python_base_oci()).apt("libgomp1", "graphviz", mirror=mirror.url)
+        recipe = nbimages.Recipe(python_base_oci()).apt(*PACKAGES, mirror=mirror.url)
         image = recipe.build(TAG, store=store, engine="embedded")
         tar = tmp_path_factory.mktemp("apt-out") / "graphviz.tar"
         image.save(tar, format="docker", tag=TAG)
@@ -71,6 +74,8 @@ def test_apt_step_builds_one_layer_with_pins_and_skipped_scripts_listed(graphviz
     assert all(len(p["sha256"]) == 64 for p in pins.values())
     assert any("graphviz (postinst)" in n for n in report.notes)
     assert any("ldconfig not run" in n for n in report.notes)
+    assert any("alternatives set" in n and "libblas.so.3-x86_64-linux-gnu" in n
+               for n in report.notes)
 
 
 @pytest.mark.engine
@@ -79,12 +84,18 @@ def test_engine_runs_dot_and_dpkg_sees_the_packages(graphviz, docker_client):
     run(["docker", "load", "-i", str(tar)])
     out = docker_client.containers.run(
         TAG, ["sh", "-c", "dot -V 2>&1; dpkg -s graphviz libgomp1; dpkg --audit; "
-                          "dpkg -L libgomp1"], network_mode="none", remove=True).decode()
+                          "dpkg -L libgomp1; update-alternatives --query "
+                          "libblas.so.3-x86_64-linux-gnu; python3 -c \"import ctypes; "
+                          "print('blas', ctypes.CDLL('libblas.so.3').ddot_)\""],
+        network_mode="none", remove=True).decode()
     pins = _pins(image)
     assert "dot - graphviz version" in out
     assert out.count("Status: install ok installed") == 2
     assert f"Version: {pins['graphviz']['version']}" in out
     assert "/usr/lib/x86_64-linux-gnu/libgomp.so.1" in out
+    # the alternative libblas3's postinst would set, read back by update-alternatives itself
+    assert "Value: /usr/lib/x86_64-linux-gnu/blas/libblas.so.3" in out
+    assert "blas <_FuncPtr object" in out
 
 
 def test_syft_lists_the_new_packages_with_their_versions(graphviz, tmp_path):
@@ -141,7 +152,7 @@ def test_a_notebook_with_an_apt_cell_builds(graphviz, mirror, tmp_path):
     base = tmp_path / "base"
     python_base_oci().save(base, format="oci-dir", tag="py")
     nb = new_notebook(cells=[new_code_cell(f"%image from oci:{base}:py"),
-                             new_code_cell(f"%image apt --mirror {mirror.url} libgomp1 graphviz")])
+                             new_code_cell(f"%image apt --mirror {mirror.url} {' '.join(PACKAGES)}")])
     path = tmp_path / "apt.ipynb"
     nbformat.write(nb, path)
     built = build_notebook(path, record=False, store=Store(tmp_path / "s"))
@@ -205,3 +216,24 @@ def test_sources_lists_both_forms_are_read():
 def test_malformed_package_names_are_refused_when_the_step_is_added(bad):
     with pytest.raises(BuildError, match="package name|at least one"):
         nbimages.Recipe("scratch").apt(bad)
+
+
+def test_apt_cell_body_lists_packages_and_help_names_the_options(ip):
+    from nbimages.workflow import session
+    session.reset()
+    cell(ip, "%image from scratch", "c1")
+    cell(ip, "%%image apt --mirror http://127.0.0.1:9/debian\n# for scikit-learn\nlibgomp1\n"
+             "graphviz=2.42.2-7  # pinned\n", "c2")
+    assert steps(ip) == ["APT --mirror http://127.0.0.1:9/debian libgomp1 graphviz=2.42.2-7"]
+    assert "RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 " \
+        "graphviz=2.42.2-7" in ip.run_line_magic("image", "recipe").to_dockerfile()
+    session.reset()
+
+
+def test_packages_whose_scripts_create_users_are_refused_naming_the_engine():
+    c = _c("postgresql-common")
+    u = apt.Unpacked("postgresql-common", {"postinst": b"#!/bin/sh\nadduser --system postgres\n"},
+                     [])
+    with pytest.raises(BuildError, match=r"runs adduser .* %image run apt-get update && "
+                                         r"apt-get install -y postgresql-common"):
+        apt._check_scripts(c, u)  # noqa: SLF001

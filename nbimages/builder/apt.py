@@ -29,6 +29,7 @@ import lzma
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -62,6 +63,7 @@ _DPKG_ARCH = {"386": "i386", "ppc64le": "ppc64el", "arm": "armhf", "loong64": "l
 # Maintainer-script commands that change the system in ways a layer cannot express safely.
 _REFUSED = re.compile(r"\b(adduser|addgroup|useradd|groupadd|systemd-sysusers|"
                       r"dpkg-statoverride)\b")
+ALTERNATIVES_DB = "var/lib/dpkg/alternatives"
 _CONTROL_KEPT = ("preinst", "postinst", "prerm", "postrm", "triggers", "shlibs", "symbols",
                  "templates", "config")
 _TIMEOUT = 60
@@ -90,6 +92,7 @@ class BaseFacts:
     status: str                       # /var/lib/dpkg/status as text
     sources: list[Source]
     keyrings: dict[str, bytes] = field(default_factory=dict)  # image path -> binary keyring
+    alternatives: dict[str, str] = field(default_factory=dict)  # name -> dpkg's record of it
 
 
 def _wanted(path: str) -> str | None:
@@ -97,7 +100,7 @@ def _wanted(path: str) -> str | None:
                 "etc/apt/sources.list", "etc/apt/trusted.gpg"):
         return path
     if path.startswith(("etc/apt/sources.list.d/", "etc/apt/trusted.gpg.d/",
-                        "usr/share/keyrings/", "etc/apt/keyrings/")):
+                        "usr/share/keyrings/", "etc/apt/keyrings/", ALTERNATIVES_DB + "/")):
         return path
     return None
 
@@ -124,6 +127,7 @@ def read_base(image) -> BaseFacts:
         distro = "ubuntu" if "ubuntu" in family else "debian"
     sources = parse_sources_list(text("etc/apt/sources.list") or "")
     keyrings: dict[str, bytes] = {}
+    alternatives: dict[str, str] = {}
     for path in sorted(tree.entries):
         if path.startswith("etc/apt/sources.list.d/"):
             body = text(path) or ""
@@ -131,13 +135,15 @@ def read_base(image) -> BaseFacts:
                 sources += parse_sources_list(body)
             elif path.endswith(".sources"):
                 sources += parse_deb822_sources(body)
+        elif path.startswith(ALTERNATIVES_DB + "/"):
+            alternatives[path.rsplit("/", 1)[1]] = text(path) or ""
         elif _wanted(path) and (path.endswith((".gpg", ".asc")) or path == "etc/apt/trusted.gpg"):
             e = tree.get(path)
             if e is not None and e.fact:
                 keyrings["/" + path] = dearmor(e.fact)
     arch = image.config.get("architecture") or "amd64"
     return BaseFacts(distro, osr.get("VERSION_CODENAME", ""), _DPKG_ARCH.get(arch, arch),
-                     status, sources, keyrings)
+                     status, sources, keyrings, alternatives)
 
 
 def _os_release(text: str) -> dict[str, str]:
@@ -787,9 +793,148 @@ def apt_layer(parent, packages: list[str], staging: Path, *, store, mirror: str 
             mode = 0o755 if ext in ("preinst", "postinst", "prerm", "postrm", "config") else 0o644
             p = f"{info}/{stem}.{ext}"
             entries[p] = _bytes_entry(p, data, mode)
+    alt_notes = Alternatives(facts.alternatives).apply(unpacked, entries)
     pins = [{"name": c.name, "version": c.version, "architecture": c.arch, "sha256": c.sha256}
             for c in todo]
-    return AptResult([entries[p] for p in sorted(entries)], pins, script_notes(unpacked))
+    return AptResult([entries[p] for p in sorted(entries)], pins,
+                     alt_notes + script_notes(unpacked))
+
+
+# ---------------------------------------------------------------- alternatives
+
+@dataclass
+class _Group:
+    """dpkg's record of one alternative (/var/lib/dpkg/alternatives/NAME, update-alternatives(8))."""
+
+    mode: str
+    link: str
+    slaves: list[tuple[str, str]]                    # (slave name, slave link)
+    choices: list[tuple[str, int, list[str]]]        # (path, priority, slave paths)
+
+    @classmethod
+    def parse(cls, text: str) -> "_Group | None":
+        lines = text.split("\n")
+        try:
+            mode, link, i = lines[0], lines[1], 2
+            slaves = []
+            while lines[i]:
+                slaves.append((lines[i], lines[i + 1]))
+                i += 2
+            i += 1
+            choices = []
+            while i < len(lines) and lines[i]:
+                n = len(slaves)
+                choices.append((lines[i], int(lines[i + 1]), lines[i + 2:i + 2 + n]))
+                i += 2 + n
+        except (IndexError, ValueError):
+            return None
+        return cls(mode, link, slaves, choices)
+
+    def text(self) -> str:
+        out = [self.mode, self.link]
+        for name, link in self.slaves:
+            out += [name, link]
+        out.append("")
+        for path, prio, slave_paths in self.choices:
+            out += [path, str(prio)] + slave_paths
+        return "\n".join(out + [""]) + "\n"
+
+
+class Alternatives:
+    """`update-alternatives --install` of the new packages' postinst, done as dpkg would.
+
+    The symlinks LINK -> /etc/alternatives/NAME -> PATH (and the slaves') point at the choice
+    of highest priority (auto mode; a group the base set to manual keeps its links), and
+    /var/lib/dpkg/alternatives/NAME records every choice, so `update-alternatives` in the
+    image sees them. A command built from shell variables cannot be read and is reported.
+    """
+
+    def __init__(self, base: dict[str, str]):
+        self.base = base
+
+    def apply(self, unpacked, entries: dict[str, Entry]) -> list[str]:
+        groups: dict[str, _Group] = {}
+        unread: list[str] = []
+        for c, u in unpacked:
+            script = u.control.get("postinst", b"").decode("utf-8", "replace")
+            for args in _install_commands(script):
+                parsed = _parse_install(args)
+                if parsed is None:
+                    unread.append(c.name)
+                    continue
+                link, name, path, prio, slaves = parsed
+                g = groups.get(name) or (_Group.parse(self.base[name]) if name in self.base
+                                         else None) or _Group("auto", link, [], [])
+                for sname, slink, _ in slaves:
+                    if sname not in [n for n, _ in g.slaves]:
+                        g.slaves.append((sname, slink))
+                        g.choices = [(p, pr, sp + [""]) for p, pr, sp in g.choices]
+                given = {n: sp for n, _, sp in slaves}
+                g.choices = [ch for ch in g.choices if ch[0] != path]
+                g.choices.append((path, prio, [given.get(n, "") for n, _ in g.slaves]))
+                groups[name] = g
+        notes = []
+        for name, g in sorted(groups.items()):
+            db = f"{ALTERNATIVES_DB}/{name}"
+            entries[db] = _bytes_entry(db, g.text().encode())
+            if g.mode != "auto" or not g.choices:
+                continue
+            best = max(g.choices, key=lambda ch: ch[1])
+            self._link(entries, g.link, name, best[0])
+            for (sname, slink), spath in zip(g.slaves, best[2]):
+                if spath:
+                    self._link(entries, slink, sname, spath)
+            notes.append(f"{name} -> {best[0]}")
+        out = [f"apt: alternatives set as update-alternatives would: {', '.join(notes)}"] \
+            if notes else []
+        if unread:
+            out.append("apt: update-alternatives with shell variables not done for: "
+                       + ", ".join(sorted(set(unread))))
+        return out
+
+    @staticmethod
+    def _link(entries: dict[str, Entry], link: str, name: str, target: str) -> None:
+        via = f"etc/alternatives/{name}"
+        entries[via] = Entry(via, SYMLINK, 0o777, linkname=target)
+        rel = link.lstrip("/")
+        entries[rel] = Entry(rel, SYMLINK, 0o777, linkname="/" + via)
+
+
+def _install_commands(script: str) -> list[list[str]]:
+    """The argument lists of `update-alternatives ... --install ...` commands in a shell script."""
+    joined = re.sub(r"\\\n\s*", " ", script)
+    out = []
+    for line in joined.splitlines():
+        line = line.split("#", 1)[0]
+        at = line.find("update-alternatives")
+        if at < 0 or "--install" not in line:
+            continue
+        rest = re.split(r"\s*(?:&&|\|\||;|\|)", line[at + len("update-alternatives"):])[0]
+        try:
+            out.append(shlex.split(rest))
+        except ValueError:
+            out.append(["$"])
+    return out
+
+
+def _parse_install(args: list[str]):
+    """(link, name, path, priority, [(slave name, slave link, slave path)]) or None."""
+    if any("$" in a or "`" in a for a in args):
+        return None
+    try:
+        i = args.index("--install")
+        link, name, path, prio = args[i + 1:i + 5]
+        slaves, j = [], i + 5
+        while j < len(args):
+            if args[j] == "--slave":
+                slink, sname, spath = args[j + 1:j + 4]
+                slaves.append((sname, slink, spath))
+                j += 4
+            else:
+                j += 1
+        return link, name, path, int(prio), slaves
+    except (ValueError, IndexError):
+        return None
 
 
 def script_notes(unpacked) -> list[str]:
