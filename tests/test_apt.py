@@ -21,6 +21,7 @@ from nbimages.builder import apt
 from nbimages.builder.apt import APT_LABEL, Candidate, Installed, Resolver
 from nbimages.errors import BuildError
 from nbimages.store import Store
+from nbimages.workflow.handout import readme
 from nbimages.workflow.notebook_recipe import build_notebook
 from test_magics_build import cell, steps
 from test_packages import syft
@@ -61,6 +62,13 @@ def graphviz(mirror, tmp_path_factory):
 
 def _pins(image) -> dict[str, dict]:
     return {p["name"]: p for p in json.loads(image.labels[APT_LABEL])}
+
+
+def test_handout_readme_lists_the_system_packages(graphviz, tmp_path):
+    image, _ = graphviz
+    text = readme(image, TAG, tmp_path / "nb.ipynb")
+    pin = _pins(image)["graphviz"]
+    assert f"| graphviz | {pin['version']} | amd64 | `{pin['sha256']}` |" in text
 
 
 def test_apt_step_builds_one_layer_with_pins_and_skipped_scripts_listed(graphviz):
