@@ -169,9 +169,9 @@ def test_a_notebook_with_an_apt_cell_builds(graphviz, mirror, tmp_path):
 
 # ---- the resolver on a small made-up index (no network)
 
-def _c(name, version="1", depends="", provides="", pre=""):
+def _c(name, version="1", depends="", provides="", pre="", conflicts="", breaks=""):
     return Candidate(name, version, "amd64", f"pool/{name}.deb", "0" * 64, 1, depends, pre,
-                     provides)
+                     provides, conflicts=conflicts, breaks=breaks)
 
 
 def _resolver(*cands, installed=()):
@@ -201,6 +201,29 @@ def test_missing_dependency_names_the_chain():
     r = _resolver(_c("app", depends="libmid"), _c("libmid", depends="libgone (>= 3) | libalt"))
     with pytest.raises(BuildError, match=r"app -> libmid depends on libgone \(>= 3\) \| libalt"):
         r.request("app")
+
+
+def test_breaking_a_base_package_says_to_upgrade_it_or_use_the_engine():
+    r = _resolver(_c("app", "2", breaks="plugin (<< 2)"),
+                  installed=[Installed("plugin", "1.5"), Installed("tool", "1", conflicts="app")])
+    r.request("app")
+    with pytest.raises(BuildError, match=r"app 2 breaks plugin \(<< 2\), and the image would "
+                                         r"have plugin 1.5: add plugin to the packages"):
+        r.check_conflicts()
+
+
+def test_a_base_package_conflicting_with_a_new_one_is_refused():
+    r = _resolver(_c("app"), installed=[Installed("tool", "1", conflicts="app")])
+    r.request("app")
+    with pytest.raises(BuildError, match="tool 1 conflicts with app, and the image would have "
+                                         "app 1: install them with the engine"):
+        r.check_conflicts()
+
+
+def test_a_base_without_dpkg_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(BuildError, match="needs a Debian or Ubuntu base"):
+        nbimages.Recipe("scratch").apt("tree").build(store=Store(tmp_path / "s"),
+                                                     engine="embedded")
 
 
 def test_pinned_version_that_the_mirror_lacks_lists_what_it_has():

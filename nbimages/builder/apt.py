@@ -237,6 +237,8 @@ class Candidate:
     pre_depends: str = ""
     provides: str = ""
     multi_arch: str = ""
+    conflicts: str = ""
+    breaks: str = ""
     base_uri: str = ""
 
     @property
@@ -378,7 +380,7 @@ def _decompressed(raw, ext: str):
 _INDEX_FIELDS = {"package": "name", "version": "version", "architecture": "arch",
                  "filename": "filename", "sha256": "sha256", "size": "size",
                  "depends": "depends", "pre-depends": "pre_depends", "provides": "provides",
-                 "multi-arch": "multi_arch"}
+                 "multi-arch": "multi_arch", "conflicts": "conflicts", "breaks": "breaks"}
 
 
 def parse_packages(lines) -> list[Candidate]:
@@ -408,7 +410,8 @@ def parse_packages(lines) -> list[Candidate]:
 def _candidate(d: dict[str, str]) -> Candidate:
     return Candidate(d["name"], d.get("version", ""), d.get("arch", ""), d.get("filename", ""),
                      d.get("sha256", ""), int(d.get("size") or 0), d.get("depends", ""),
-                     d.get("pre_depends", ""), d.get("provides", ""), d.get("multi_arch", ""))
+                     d.get("pre_depends", ""), d.get("provides", ""), d.get("multi_arch", ""),
+                     d.get("conflicts", ""), d.get("breaks", ""))
 
 
 # ---------------------------------------------------------------- resolving
@@ -419,6 +422,8 @@ class Installed:
     version: str
     provides: str = ""
     multi_arch: str = ""
+    conflicts: str = ""
+    breaks: str = ""
 
 
 def installed_packages(status: str) -> dict[str, Installed]:
@@ -428,7 +433,8 @@ def installed_packages(status: str) -> dict[str, Installed]:
         f = _fields(stanza)
         if f.get("package") and f.get("status", "").split()[-1:] == ["installed"]:
             out[f["package"]] = Installed(f["package"], f.get("version", ""),
-                                          f.get("provides", ""), f.get("multi-arch", ""))
+                                          f.get("provides", ""), f.get("multi-arch", ""),
+                                          f.get("conflicts", ""), f.get("breaks", ""))
     return out
 
 
@@ -561,6 +567,34 @@ class Resolver:
                         f"{self._base_note(group)}. The package cannot be installed from this "
                         "suite: pick another version, add the component or suite that has the "
                         "dependency (mirror=/sources), or install it with the engine.")
+
+    def check_conflicts(self) -> None:
+        """Conflicts and Breaks between the chosen packages and what the image will have."""
+        final = {n: p.version for n, p in self.installed.items()}
+        final.update({n: c.version for n, c in self.chosen.items()})
+        for who, text, kind in self._declared():
+            for group in _relations(text):
+                for rel in group:
+                    other = rel["name"]
+                    if other == who or other not in final or \
+                            not satisfies(final[other], rel.get("version")) or \
+                            (who not in self.chosen and other not in self.chosen):
+                        continue
+                    fix = (f"add {other} to the packages to upgrade it too, or "
+                           if other in self.installed and other not in self.chosen else "")
+                    raise BuildError(
+                        f"{who} {final[who]} {kind} {_show_group([rel])}, and the image would "
+                        f"have {other} {final[other]}: {fix}install them with the engine "
+                        "(%image run apt-get install ...), which can remove packages.")
+
+    def _declared(self):
+        for c in self.chosen.values():
+            yield c.name, c.conflicts, "conflicts with"
+            yield c.name, c.breaks, "breaks"
+        for p in self.installed.values():
+            if p.name not in self.chosen:
+                yield p.name, p.conflicts, "conflicts with"
+                yield p.name, p.breaks, "breaks"
 
     def _base_note(self, group: list[dict]) -> str:
         have = [f"{r['name']} {self.installed[r['name']].version}" for r in group
@@ -769,6 +803,7 @@ def apt_layer(parent, packages: list[str], staging: Path, *, store, mirror: str 
     resolver = Resolver(candidates, installed, facts.arch, f"{facts.distro} " + "; ".join(wheres))
     for spec in specs:
         resolver.request(spec)
+    resolver.check_conflicts()
     todo = sorted(resolver.chosen.values(), key=lambda c: c.name)
     debs = []
     for c in todo:
