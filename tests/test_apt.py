@@ -17,7 +17,7 @@ import nbimages
 from apt_mirror import DebianMirror
 from bases import CACHE, python_base_oci
 from conftest import run
-from nbimages.builder import apt
+from nbimages.builder import apt, dpkg
 from nbimages.builder.apt import APT_LABEL, Candidate, Installed, Resolver
 from nbimages.errors import BuildError
 from nbimages.store import Store
@@ -263,8 +263,8 @@ def test_apt_cell_body_lists_packages_and_help_names_the_options(ip):
 
 def test_packages_whose_scripts_create_users_are_refused_naming_the_engine():
     c = _c("postgresql-common")
-    u = apt.Unpacked("postgresql-common", {"postinst": b"#!/bin/sh\nadduser --system postgres\n"},
+    u = dpkg.Unpacked("postgresql-common", {"postinst": b"#!/bin/sh\nadduser --system postgres\n"},
                      [])
     with pytest.raises(BuildError, match=r"runs adduser .* %image run apt-get update && "
                                          r"apt-get install -y postgresql-common"):
-        apt._check_scripts(c, u)  # noqa: SLF001
+        dpkg.check_scripts(c, u)
