@@ -268,3 +268,14 @@ def test_packages_whose_scripts_create_users_are_refused_naming_the_engine():
     with pytest.raises(BuildError, match=r"runs adduser .* %image run apt-get update && "
                                          r"apt-get install -y postgresql-common"):
         dpkg.check_scripts(c, u)
+
+
+def test_mirror_credentials_stay_out_of_the_step_text_and_snapshot_picks_the_archive():
+    r = nbimages.Recipe("scratch").apt("tree", mirror="https://me:s3cret@mirror.test/debian")
+    assert r.steps[0].describe() == "APT --mirror https://***@mirror.test/debian tree"
+    facts = apt.BaseFacts("debian", "bookworm", "amd64", "", [])
+    (src,) = apt._mirror_sources(facts, None, "20250520T000000Z", None)  # noqa: SLF001
+    assert (src.uri, src.suite) == (apt.SNAPSHOT_ARCHIVES["debian"] + "20250520T000000Z",
+                                    "bookworm")
+    with pytest.raises(BuildError, match="not a timestamp"):
+        apt._mirror_sources(facts, None, "yesterday", None)  # noqa: SLF001

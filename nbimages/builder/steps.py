@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,8 +108,8 @@ def apt_options(a: dict) -> str:
     """` --mirror URL --snapshot TS --suite S --keyring F` of an apt step that sets them, else ''."""
     out = ""
     for k in ("mirror", "snapshot", "suite"):
-        if a.get(k):
-            out += f" --{k} {_q(a[k])}"
+        if a.get(k):  # a mirror's user:password never goes into the image's history
+            out += f" --{k} {_q(re.sub(r'//[^/@]*@', '//***@', a[k]))}"
     return out + "".join(f" --keyring {_q(k)}" for k in a.get("keyring") or [])
 
 
