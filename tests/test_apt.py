@@ -104,6 +104,13 @@ def test_engine_runs_dot_and_dpkg_sees_the_packages(graphviz, docker_client):
     # the alternative libblas3's postinst would set, read back by update-alternatives itself
     assert "Value: /usr/lib/x86_64-linux-gnu/blas/libblas.so.3" in out
     assert "blas <_FuncPtr object" in out
+    # dpkg's own checks: every file of every new package as its md5sums says, nothing half
+    # installed, and apt finds no broken dependency in the whole database
+    names = " ".join(sorted(pins))
+    check = docker_client.containers.run(
+        TAG, ["sh", "-c", f"dpkg -V {names} && dpkg -C && apt-get check -q >/dev/null && "
+                          "echo CLEAN"], network_mode="none", remove=True).decode()
+    assert check == "CLEAN\n"
 
 
 def test_syft_lists_the_new_packages_with_their_versions(graphviz, tmp_path):
@@ -279,3 +286,9 @@ def test_mirror_credentials_stay_out_of_the_step_text_and_snapshot_picks_the_arc
                                     "bookworm")
     with pytest.raises(BuildError, match="not a timestamp"):
         apt._mirror_sources(facts, None, "yesterday", None)  # noqa: SLF001
+
+
+def test_a_package_adding_a_loader_directory_is_reported():
+    u = dpkg.Unpacked("libfakeroot", {}, ["/.", "/etc/ld.so.conf.d/fakeroot-x86_64-linux-gnu.conf"])
+    (note,) = dpkg.script_notes([(_c("libfakeroot"), u)])
+    assert "/etc/ld.so.conf.d/fakeroot-x86_64-linux-gnu.conf adds library directories" in note

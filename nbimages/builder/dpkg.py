@@ -314,7 +314,7 @@ def _parse_install(args: list[str]):
 
 def script_notes(unpacked) -> list[str]:
     """What dpkg would have run and this step did not, one line per kind, for the build report."""
-    ldconfig, triggers, scripts = [], [], []
+    ldconfig, triggers, scripts, conf = [], [], [], []
     for c, u in unpacked:
         acts = u.control.get("triggers", b"").decode("utf-8", "replace").split("\n")
         acts = [a.split() for a in acts if a.strip() and not a.startswith("#")]
@@ -325,7 +325,12 @@ def script_notes(unpacked) -> list[str]:
         run = [s for s in ("preinst", "postinst") if s in u.control]
         if run:
             scripts.append(f"{c.name} ({', '.join(run)})")
+        conf += [p for p in u.paths if p.startswith("/etc/ld.so.conf.d/") and p.endswith(".conf")]
     notes = []
+    if conf:
+        notes.append(f"apt: {', '.join(conf)} adds library directories that the loader searches "
+                     "only through /etc/ld.so.cache, which ldconfig did not rebuild: set "
+                     "LD_LIBRARY_PATH to them (%image env) or install with the engine")
     if ldconfig:
         notes.append(f"apt: ldconfig not run for {len(ldconfig)} library packages: the loader "
                      "finds libraries in the standard directories (/usr/lib/<triplet>) without "
@@ -335,6 +340,7 @@ def script_notes(unpacked) -> list[str]:
     if triggers:
         notes.append("apt: triggers not run: " + ", ".join(triggers))
     return notes
+
 
 def check_scripts(c, u: Unpacked) -> None:
     for script in ("preinst", "postinst"):
