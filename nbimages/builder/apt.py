@@ -226,10 +226,13 @@ class Archive:
         self.keyrings = keyrings
         (cache / "sha256").mkdir(parents=True, exist_ok=True)
 
-    def _get(self, url: str):
+    def _get(self, url: str, *, missing_ok: bool = False):
+        """The open response for `url`; None for a 404 when `missing_ok`."""
         try:
             return urllib.request.urlopen(url, timeout=_TIMEOUT)  # noqa: S310 - http(s) only
         except urllib.error.HTTPError as e:
+            if missing_ok and e.code == 404:
+                return None
             raise BuildError(f"the package mirror answered {e.code} for {url}; check the "
                              "mirror address (mirror=...) and the suite of the base.") from None
         except (urllib.error.URLError, OSError) as e:
@@ -251,6 +254,9 @@ class Archive:
                     raise BuildError(f"{url} expired on {until} (Valid-Until): the mirror is "
                                      "stale; use a current mirror, or a snapshot= for old "
                                      "states of the archive.")
+        # Acquire-By-Hash: indexes are also kept under by-hash/SHA256/<hash>, so a mirror
+        # updated between our InRelease and Packages requests still serves the signed one.
+        self.by_hash = fields.get("acquire-by-hash", "").lower() == "yes"
         table = {}
         for line in fields.get("sha256", "").splitlines():
             parts = line.split()
@@ -287,15 +293,22 @@ class Archive:
                                  "is too old: pass keyring=FILE with the archive's key.")
             return out.read_text("utf-8", "replace")
 
-    def fetch(self, url: str, sha256: str, size: int | None) -> Path:
-        """`url`'s content, checked against `sha256` (and `size`) while it streams to the cache."""
+    by_hash = False
+
+    def fetch(self, url: str, sha256: str, size: int | None, *, first: str | None = None
+              ) -> Path:
+        """`url`'s content, checked against `sha256` (and `size`) while it streams to the cache.
+
+        `first` is a URL tried before `url` (by-hash); a 404 there falls back to `url`.
+        """
         target = self.cache / "sha256" / sha256
         if target.exists():
             return target
+        response = self._get(first, missing_ok=True) if first else None
         fd, tmp = tempfile.mkstemp(prefix="dl-", dir=self.cache)
         try:
             h, n = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as f, self._get(url) as r:
+            with os.fdopen(fd, "wb") as f, (response or self._get(url)) as r:
                 while chunk := r.read(_CHUNK):
                     h.update(chunk)
                     n += len(chunk)
@@ -328,8 +341,10 @@ class Archive:
         with _index_lock:
             hit = _indexes.get(sha)
         if hit is None:
-            path = self.fetch(f"{source.uri.rstrip('/')}/dists/{source.suite}/{stem}{ext}", sha,
-                              size)
+            where = f"{source.uri.rstrip('/')}/dists/{source.suite}/"
+            path = self.fetch(where + stem + ext, sha, size,
+                              first=(f"{where}{component}/binary-{arch}/by-hash/SHA256/{sha}"
+                                     if self.by_hash else None))
             with decompressed(open(path, "rb"), ext) as stream:
                 hit = parse_packages(io.TextIOWrapper(stream, "utf-8", "replace"))
             with _index_lock:
