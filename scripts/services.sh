@@ -30,6 +30,7 @@ install_missing() {
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v pigz >/dev/null || missing+=(pigz)
+  command -v gpgv >/dev/null || missing+=(gpgv)  # apt steps check InRelease signatures
   # Tests fetch small .debs with apt-get download: they need the package lists.
   if [ "$(id -u)" = 0 ] && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
     log "apt package lists are empty: apt-get update"

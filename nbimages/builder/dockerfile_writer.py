@@ -91,6 +91,9 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
         opts += "".join(f" --find-links {f}" for f in a.get("find_links") or [])
         return "RUN pip install --no-cache-dir" + opts + " " + " ".join(
             _dq(r) if " " in r or "<" in r or ">" in r else r for r in a["requirements"])
+    if k == "apt":
+        return ("RUN apt-get update && apt-get install -y --no-install-recommends "
+                + " ".join(a["packages"]) + " && rm -rf /var/lib/apt/lists/*")
     if k == "remove":
         return "RUN rm -rf " + " ".join(_dq(p) for p in a["paths"])
     if k == "run":

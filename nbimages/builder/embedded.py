@@ -41,6 +41,7 @@ from ..progress import format_bytes
 from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, source_date_epoch
 from ..sources import open_image
 from ..store import default_store
+from .apt import APT_LABEL, apt_layer
 from .cache import BuildCache
 from .context import Context, file_digest
 from .lower import LowerView, chain_id, view_of_layers
@@ -69,6 +70,10 @@ class BuildReport(list):
     # `size` in a row is the layer blob's (compressed) size; the tables say so.
     COLUMNS = ("step", "origin", "instruction", "layer", "compressed_size", "cache", "seconds")
 
+    def __init__(self, *rows):
+        super().__init__(*rows)
+        self.notes: list[str] = []  # what a step did not do (apt: maintainer scripts not run)
+
     def to_frame(self):
         import pandas as pd
         frame = pd.DataFrame(list(self), columns=["step", "origin", "instruction", "layer", "size",
@@ -94,8 +99,9 @@ class BuildReport(list):
                         f"</td><td>{layer}</td><td style='text-align:right'>{size}</td>"
                         f"<td>{r['cache']}</td><td style='text-align:right'>"
                         f"{r['seconds']:.2f}</td></tr>")
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f"<table class='nbimages-build-report'><thead><tr>{head}</tr></thead>"
-                f"<tbody>{''.join(rows)}</tbody></table>")
+                f"<tbody>{''.join(rows)}</tbody></table>" + (f"<ul>{notes}</ul>" if notes else ""))
 
     def __repr__(self) -> str:
         lines = [f"{'#':>3} {'cell':>8} {'cache':8} {'layer':14} {'compressed':>11} {'s':>6}  step"]
@@ -105,7 +111,7 @@ class BuildReport(list):
             instr = (r["instruction"] or "").split(" # ")[0]  # no content hash, as the HTML
             lines.append(f"{r['step']:>3} {cell_name(r['origin']):>8} {r['cache']:8} {layer:14} "
                          f"{size:>11} {r['seconds']:6.2f}  {instr[:70]}")
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
 # ---- opening the base
@@ -393,6 +399,7 @@ class _Build:
         self.staged: list[_Staged] = shared.staged if shared else []
         self.records: dict[str, dict] = shared.records if shared else {}
         self.pins: list[dict] = []
+        self.apt_pins: list[dict] = []
         self.report = BuildReport()
         self._ctx: Context | None = None
         self.view: LowerView | None = None
@@ -472,6 +479,8 @@ class _Build:
         assert view is not None
         if step.kind == "pip":
             return self._pip(step)
+        if step.kind == "apt":
+            return self._apt(step)
         if step.kind == "file":
             raw = _file_tree(step, state)
         elif step.kind == "copy":
@@ -493,11 +502,7 @@ class _Build:
         view = self.view
         assert view is not None
         a = step.args
-        key = "sha256:" + hashlib.sha256(canonical.dumps({
-            "v": _KEY_VERSION, "kind": "pip", "below": chain_id([l.diff_id for l in self.layers]),
-            "step": step.definition(), "compressor": self.comp.ident, "epoch": self.epoch,
-        })).hexdigest()
-        rec = self.cache.get(key) or self.records.get(key)
+        key, rec = self._below_key(step)
         if rec:
             view.apply_summary(rec.get("summary") or [])
             self.pins += rec.get("pins") or []
@@ -517,6 +522,44 @@ class _Build:
             pins = [dict(p) for p in pins or []]
             self.pins += pins
             extra = {"pins": pins, "summary": LowerView.summary(entries)}
+            return self._new_layer(key, entries, extra), False
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _below_key(self, step: Step) -> tuple[str, dict | None]:
+        """The cache key of a step whose layer depends on the image below it (pip, apt), and
+        the cached record for it if any."""
+        key = "sha256:" + hashlib.sha256(canonical.dumps({
+            "v": _KEY_VERSION, "kind": step.kind,
+            "below": chain_id([l.diff_id for l in self.layers]),
+            "step": step.definition(), "compressor": self.comp.ident, "epoch": self.epoch,
+        })).hexdigest()
+        return key, self.cache.get(key) or self.records.get(key)
+
+    def _apt(self, step: Step) -> tuple[Layer, bool]:
+        """Debian packages resolved against the image below (its dpkg status), in one layer."""
+        view = self.view
+        assert view is not None
+        key, rec = self._below_key(step)
+        if rec:
+            view.apply_summary(rec.get("summary") or [])
+            self.apt_pins += rec.get("pins") or []
+            self.report.notes += rec.get("notes") or []
+            return self._cached_layer(rec), True
+        staging = Path(tempfile.mkdtemp(prefix="apt-", dir=self.store.tmpdir()))
+        try:
+            a = step.args
+            parent = _intermediate(self.cfg, self.layers, self.history)
+            result = apt_layer(parent, list(a["packages"]), staging, store=self.store,
+                               mirror=a.get("mirror"), snapshot=a.get("snapshot"),
+                               suite=a.get("suite"), keyring=a.get("keyring"))
+            tree = _resolve_entries(view, result.entries, keep_lower_dirs=True)
+            entries = tree.entries(parent_meta=view.dir_meta)
+            view.apply(entries)
+            self.apt_pins += result.pins
+            self.report.notes += result.notes
+            extra = {"pins": result.pins, "notes": result.notes,
+                     "summary": LowerView.summary(entries)}
             return self._new_layer(key, entries, extra), False
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -553,6 +596,10 @@ class _Build:
         if self.pins:
             labels = dict(cfg["config"].get("Labels") or {})
             labels[PIP_LABEL] = canonical.dumps(self.pins).decode("utf-8")
+            cfg["config"]["Labels"] = labels
+        if self.apt_pins:
+            labels = dict(cfg["config"].get("Labels") or {})
+            labels[APT_LABEL] = canonical.dumps(self.apt_pins).decode("utf-8")
             cfg["config"]["Labels"] = labels
         cfg["created"] = self.created
         cfg["history"] = self.history

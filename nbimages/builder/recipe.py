@@ -5,7 +5,7 @@
     r.env(PYTHONUNBUFFERED="1"); r.cmd(["python", "/app/clean.py"])
     img = r.build("handout:1"); print(r.to_dockerfile())
 
-Each file/copy/pip/remove step makes one layer; the other steps change only the config.
+Each file/copy/pip/apt/remove step makes one layer; the other steps change only the config.
 Steps carry a `key` (a notebook cell id) so re-running a cell replaces its step in place
 (`put`), and an `origin` (execution count, Dockerfile line) shown in the build report.
 """
@@ -25,6 +25,7 @@ from ..reference import Reference
 from ..store import default_store
 from ..verbs import provided
 from .dockerfile_writer import dockerfile_text, write_context
+from .apt import check_packages
 from .embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL, build_recipe, open_base
 from .pip import check_requirements
 from .platforms import build_platforms, parse_platforms
@@ -155,6 +156,26 @@ class Recipe:
             args["find_links"] = [find_links] if isinstance(find_links, str) else \
                 [str(f) for f in find_links]
         return self._add("pip", args)
+
+    def apt(self, *packages: str, mirror: str | None = None, snapshot: str | None = None,
+            suite: str | None = None, keyring: list[str] | str | None = None,
+            **options: Any) -> "Recipe":
+        """Debian/Ubuntu packages (and their dependencies) from the base's own suite, one layer.
+
+        No container: the packages are resolved against the base's dpkg database, downloaded
+        from its mirror (or `mirror`, or Debian's `snapshot` archive at a timestamp such as
+        20250520T000000Z), verified against the archive's signed InRelease (the base's
+        keyrings, or `keyring` files) and unpacked; `dpkg -s` sees them. NAME=VERSION pins.
+        """
+        check_options("apt", options, ("mirror", "snapshot", "suite", "keyring"))
+        specs = check_packages(packages)
+        args: dict[str, Any] = {"packages": specs}
+        for k, v in (("mirror", mirror), ("snapshot", snapshot), ("suite", suite)):
+            if v:
+                args[k] = str(v)
+        if keyring:
+            args["keyring"] = [keyring] if isinstance(keyring, str) else [str(k) for k in keyring]
+        return self._add("apt", args)
 
     def remove(self, *paths: str) -> "Recipe":
         """A layer of whiteouts: each path (and everything under it) disappears from the image."""

@@ -1,7 +1,7 @@
 """Recipe steps: one small record per instruction, with a kind, a JSON definition and an origin.
 
 A step's `kind` decides who can build it: the embedded builder makes layers for `file`,
-`copy`, `pip` and `remove` and config changes for the rest; `run` needs a container engine
+`copy`, `pip`, `apt` and `remove` and config changes for the rest; `run` needs a container engine
 (an engine builder takes the same recipe and handles every kind). `key` identifies the step
 for replacement (a notebook cell id); `origin` says where it came from (execution count,
 Dockerfile line) and is shown in the build report but never affects the image.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BuildError
 
-LAYER_KINDS = ("file", "copy", "pip", "remove", "run")
+LAYER_KINDS = ("file", "copy", "pip", "apt", "remove", "run")
 CONFIG_KINDS = ("env", "workdir", "user", "cmd", "entrypoint", "label", "expose", "arg")
 KINDS = LAYER_KINDS + CONFIG_KINDS
 EMBEDDED_KINDS = frozenset(KINDS) - {"run"}
@@ -62,6 +63,8 @@ class Step:
             opts = f" --index-url {_q(a['index_url'])}" if a.get("index_url") else ""
             opts += "".join(f" --find-links {_q(f)}" for f in a.get("find_links") or [])
             return "PIP" + opts + " " + " ".join(_q(r) for r in a["requirements"])
+        if self.kind == "apt":
+            return "APT" + apt_options(a) + " " + " ".join(a["packages"])
         if self.kind == "remove":
             return "REMOVE " + " ".join(_q(p) for p in a["paths"])
         if self.kind == "run":
@@ -113,6 +116,15 @@ def chown_flag(a: dict) -> str:
     if a.get("uid") or a.get("gid"):
         return f" --chown={a.get('uid', 0)}:{a.get('gid', 0)}"
     return ""
+
+
+def apt_options(a: dict) -> str:
+    """` --mirror URL --snapshot TS --suite S --keyring F` of an apt step that sets them, else ''."""
+    out = ""
+    for k in ("mirror", "snapshot", "suite"):
+        if a.get(k):  # a mirror's user:password never goes into the image's history
+            out += f" --{k} {_q(re.sub(r'//[^/@]*@', '//***@', a[k]))}"
+    return out + "".join(f" --keyring {_q(k)}" for k in a.get("keyring") or [])
 
 
 def copy_flags(a: dict) -> str:

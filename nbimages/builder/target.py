@@ -250,8 +250,14 @@ def _norm(name: str) -> str:
     return posixpath.normpath("/" + name).lstrip("/") if name not in ("", ".") else ""
 
 
-def scan_layers(image) -> _Tree:
-    """One streaming pass over every layer, bottom to top, into a merged tree."""
+def scan_layers(image, interesting=None, fact=None) -> _Tree:
+    """One streaming pass over every layer, bottom to top, into a merged tree.
+
+    `interesting(path)` names the files whose content is read (default: the Python facts) and
+    `fact(kind, data)` what is kept of it as the entry's `fact` (`tree.get(path).fact`).
+    """
+    interesting = interesting or _interesting
+    fact = fact or _fact
     tree = _Tree()
     for i, layer in enumerate(image.layers):
         members: list[tuple[str, _Entry]] = []
@@ -259,7 +265,7 @@ def scan_layers(image) -> _Tree:
         opaque: list[str] = []
         with image.layer_tar(i) as stream:
             try:
-                for path, kind, link, data in _entries(stream):
+                for path, kind, link, data in _entries(stream, interesting):
                     base = path.rsplit("/", 1)[-1]
                     parent = path.rsplit("/", 1)[0] if "/" in path else ""
                     if base == ".wh..wh..opq":
@@ -269,7 +275,7 @@ def scan_layers(image) -> _Tree:
                     elif path:
                         entry = _Entry(kind, _norm(link) if kind == "hardlink" else link)
                         if data is not None:
-                            entry.fact = _fact(_interesting(path), data)
+                            entry.fact = fact(interesting(path), data)
                         members.append((path, entry))
             except InvalidImage as e:
                 raise BuildError(f"layer {layer.digest} of the base image is not a readable tar "
@@ -278,9 +284,9 @@ def scan_layers(image) -> _Tree:
     return tree
 
 
-def _entries(stream):
+def _entries(stream, interesting):
     """(path, kind, link, data-if-interesting) per member of one layer tar."""
-    want = (lambda p: _interesting(p) is not None)
+    want = (lambda p: interesting(p) is not None)
     for e in tarscan.scan(stream, want, max_data=_MAX_FACT_READ):
         kind = e.kind if e.kind in ("file", "dir", "symlink", "hardlink") else "other"
         yield e.path, kind, e.linkname, e.data

@@ -107,6 +107,30 @@ def pip(inv: Invocation) -> Any:
     _add_step(inv, "pip", *a.requirements, index_url=a.index_url, find_links=a.find_links)
 
 
+@command("apt", "a layer of Debian/Ubuntu packages from the base's own suite, no engine",
+         arg("packages", nargs="+", metavar="PACKAGE", help="e.g. libgomp1 or graphviz=2.42.2-7"),
+         arg("--mirror", default=None, metavar="URL",
+             help="archive to use instead of the base's apt sources"),
+         arg("--snapshot", default=None, metavar="TIMESTAMP",
+             help="the distribution's snapshot archive at this time, e.g. 20250520T000000Z"),
+         arg("--suite", default=None, metavar="SUITE", help="suite (default: the base's)"),
+         arg("--keyring", action="append", default=None, metavar="FILE",
+             help="OpenPGP keyring that signs the archive (default: the base's keyrings)"),
+         group="build", cell=CELL_ARGS,
+         epilog="As %%image apt, the cell body lists packages (one or more per line, # comments). "
+                "Maintainer scripts are not run; the build report lists what was skipped.")
+def apt(inv: Invocation) -> Any:
+    """Install Debian/Ubuntu packages and their dependencies in one layer, without a container.
+
+    Resolved against the base's dpkg database and suite, verified against the archive's
+    signed InRelease, unpacked and recorded so `dpkg -s` and scanners see them; versions and
+    sha256 are pinned in the image label org.nbimages.apt.
+    """
+    a = inv.args
+    return _session().add("apt", *a.packages, mirror=a.mirror, snapshot=a.snapshot,
+                          suite=a.suite, keyring=a.keyring, **cell_of(inv))
+
+
 @command("env", "set environment variables K=V",
          arg("pairs", nargs="+", metavar="K=V"), group="build", cell=CELL_ARGS)
 def env(inv: Invocation) -> Any:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import json
+from ..builder.apt import APT_LABEL
 from ..builder.dockerfile_writer import local_only_base
 from ..builder.embedded import PIP_LABEL
 from ..sources import save
@@ -107,6 +108,9 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
     pins = []
     with contextlib.suppress(ValueError, TypeError):
         pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
+    debs = []
+    with contextlib.suppress(ValueError, TypeError):
+        debs = json.loads(image.labels.get(APT_LABEL) or "[]")
     recipe = image.recipe
     report = list(image.build_report or [])
     cmd = image.container_config.get("Cmd") or []
@@ -181,6 +185,11 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
                   "|---|---|---|"]
         lines += [f"| {p.get('name')} | {p.get('version')} | `{p.get('sha256', '')}` |"
                   for p in pins]
+    if debs:
+        lines += ["", "## System packages", "", "| package | version | architecture | .deb sha256 |",
+                  "|---|---|---|---|"]
+        lines += [f"| {p.get('name')} | {p.get('version')} | {p.get('architecture')} | "
+                  f"`{p.get('sha256', '')}` |" for p in debs]
     if report:
         lines += ["", "## Steps", "", "| step | cell | instruction | layer diff_id |",
                   "|---|---|---|---|"]
