@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 if [ "$(id -u)" = 0 ]; then
   bash scripts/services.sh start
+  bash scripts/slurm.sh start           # a single-node Slurm cluster (munge, slurmctld, slurmd, runc)
   bash scripts/browser-deps.sh          # chromium, fonts, playwright, a local widget manager
 else
   bash scripts/services.sh status || true
