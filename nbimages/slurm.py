@@ -24,6 +24,7 @@ them, `NBIMAGES_TASK` and `NBIMAGES_OUTPUT`, a directory of its own under /nbima
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import json
 import os
 import re
@@ -120,7 +121,7 @@ def _tasks(array, params) -> list[dict[str, Any]]:
             raise SlurmError(f"array={array}: a job array needs at least one task.")
         tasks = [{} for _ in range(array)]
     else:
-        tasks = [{"input": os.fspath(p)} for p in array]
+        tasks = [{"input": os.path.abspath(os.fspath(p))} for p in array]
     if not tasks:
         raise SlurmError("no tasks: params= / array= is empty.")
     for p in tasks:
@@ -202,10 +203,11 @@ class _Delivery:
     pulled: bool      # from a registry (True) or a file on the shared path
 
 
-def _deliver(image: Image, runtime: str, jobdir: Path, registry: str | None) -> _Delivery:
+def _deliver(image: Image, runtime: str, jobdir: Path, registry: str | None,
+             binds: list[str]) -> _Delivery:
     """Put the image where the nodes can reach it, in the form `runtime` takes."""
     if runtime == "container":
-        return _Delivery(runtime, str(_bundle(image, jobdir)), False)
+        return _Delivery(runtime, str(_bundle(image, jobdir, binds)), False)
     if registry:
         repo = registry.rstrip("/")
         digest = push(image, f"{repo}:{jobdir.name}", progress=False)
@@ -221,7 +223,7 @@ def local_ref(image: Image) -> str:
     return f"nbimages-slurm:{image.id.split(':')[-1][:16]}"
 
 
-def _bundle(image: Image, jobdir: Path) -> Path:
+def _bundle(image: Image, jobdir: Path, binds: list[str]) -> Path:
     """Unpack `image` into an OCI runtime bundle under `jobdir` (umoci), set up for Slurm:
     no terminal, the host's network, the job's output directory bound in, /tmp writable."""
     umoci = shutil.which("umoci")
@@ -248,6 +250,8 @@ def _bundle(image: Image, jobdir: Path) -> Path:
                    "options": ["rbind", "rw"]})
     mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                    "options": ["nosuid", "nodev", "mode=1777"]})
+    mounts += [{"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]}
+               for d in binds]
     config["mounts"] = mounts
     config_path.write_text(json.dumps(config, indent=1))
     return bundle
@@ -324,7 +328,7 @@ ENVS=()
 for v in $PARAM_NAMES NBIMAGES_PARAMS NBIMAGES_TASK NBIMAGES_OUTPUT; do ENVS+=(-e "$v"); done
 {engine} run --rm --init --network host --name "$NAME" \
   --label nbimages.slurm.job="${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}" \
-  -v "$JOBDIR/out:{out}" "${{ENVS[@]}}" {extra} "$REF" {run_command} &
+  -v "$JOBDIR/out:{out}" "${{ENVS[@]}}" {binds} {extra} "$REF" {run_command} &
 wait $!
 RC=$?
 trap - TERM INT
@@ -334,7 +338,7 @@ finish $RC
 command -v {engine} >/dev/null || missing "{engine} is not installed"
 for v in $PARAM_NAMES NBIMAGES_PARAMS NBIMAGES_TASK NBIMAGES_OUTPUT; do export "{prefix}ENV_$v=${{!v}}"; done
 if [ {pulled} = 0 ]; then SRC="docker-archive://$IMAGE"; else SRC="docker://$IMAGE"; fi
-{engine} {verb} --cleanenv --bind "$JOBDIR/out:{out}" {extra} "$SRC" {run_command} &
+{engine} {verb} --cleanenv --bind "$JOBDIR/out:{out}" {binds} {extra} "$SRC" {run_command} &
 wait $!
 finish $?
 """,
@@ -342,7 +346,7 @@ finish $?
 
 
 def _script(name: str, jobdir: Path, delivery: _Delivery, image: Image,
-            command: str | list[str] | None, gpus: Any) -> str:
+            command: str | list[str] | None, gpus: Any, binds: list[str]) -> str:
     runtime = delivery.runtime
     if command is None:
         cmd = _default_command(image)
@@ -367,12 +371,15 @@ def _script(name: str, jobdir: Path, delivery: _Delivery, image: Image,
         extra = ("--gpus all" if runtime == "docker" else "--device nvidia.com/gpu=all") if gpus else ""
         # None: the image's own ENTRYPOINT/CMD, as `docker run IMAGE` does.
         run_command = "" if command is None else '"${COMMAND[@]}"'
-        body = _BODIES["docker"].format(engine=runtime, extra=extra, run_command=run_command, **fields)
+        body = _BODIES["docker"].format(engine=runtime, extra=extra, run_command=run_command,
+                                        binds=" ".join(f"-v {q(d + ':' + d + ':ro')}" for d in binds),
+                                        **fields)
     else:
         prefix = "APPTAINER" if runtime == "apptainer" else "SINGULARITY"
         body = _BODIES["apptainer"].format(
             engine=runtime, prefix=prefix, extra="--nv" if gpus else "",
             verb="run" if command is None else "exec",
+            binds=" ".join(f"--bind {q(d + ':' + d + ':ro')}" for d in binds),
             run_command="" if command is None else '"${COMMAND[@]}"', **fields)
     return _SCRIPT.format(body=body, **fields)
 
@@ -391,12 +398,25 @@ def _shared_root(shared: str | os.PathLike | None) -> Path:
     return root.resolve()
 
 
+def _binds(mounts: Iterable[str | os.PathLike], inputs: list[dict]) -> list[str]:
+    """Absolute host directories to bind read-only into every task: `mounts` and the folders
+    of the input files (whose paths the tasks get as they are)."""
+    dirs = [os.path.abspath(os.fspath(m)) for m in mounts]
+    dirs += [os.path.dirname(os.path.abspath(t["input"])) for t in inputs]
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise SlurmError(f"{d!r} is not a directory here: mounts= and the folders of array= "
+                             "input files must exist on the shared file system.")
+    return sorted(set(dirs))
+
+
 def run(image: Any, command: str | list[str] | None = None, *, array: int | Iterable | None = None,
         params: list[dict] | dict | None = None, partition: str | None = None,
         time: str | None = None, cpus: int | None = None, mem: str | None = None,
         gpus: int | str | None = None, runtime: str = "auto", shared: str | os.PathLike | None = None,
         registry: str | None = None, name: str | None = None, max_parallel: int | None = None,
-        sbatch_args: Iterable[str] = (), login: str | None = None) -> "Job":
+        sbatch_args: Iterable[str] = (), mounts: Iterable[str | os.PathLike] = (),
+        login: str | None = None) -> "Job":
     """Submit `image`'s `command` to Slurm as a job array, one task per parameter set; return a Job.
 
     image: an Image (built from cells) or any source string. command: a string (run with
@@ -410,8 +430,10 @@ def run(image: Any, command: str | list[str] | None = None, *, array: int | Iter
     found) or one of those. shared: a directory this machine and the nodes see at the same
     path (default $NBIMAGES_SLURM_SHARED or ~/nbimages-slurm); the job's files go in a new
     folder under it. registry: 'host/repo' to push the image to and have the nodes pull it
-    by digest instead of loading an archive (docker, podman, apptainer). login: 'user@host'
-    runs the Slurm commands there over SSH (the shared directory must be the same path there).
+    by digest instead of loading an archive (docker, podman, apptainer). mounts: host
+    directories the tasks read, bound read-only at the same path (the folders of array=
+    input files are added). login: 'user@host' runs the Slurm commands there over SSH (the
+    shared directory must be the same path there).
     """
     tasks = _tasks(array, params)
     if runtime != "auto" and runtime not in RUNTIMES:
@@ -425,9 +447,10 @@ def run(image: Any, command: str | list[str] | None = None, *, array: int | Iter
     (jobdir / "out").mkdir()
     (jobdir / "status").mkdir()
     _write_params(jobdir, tasks)
-    delivery = _deliver(img, chosen, jobdir, registry)
+    binds = _binds(mounts, tasks if array is not None and not isinstance(array, int) else [])
+    delivery = _deliver(img, chosen, jobdir, registry, binds)
     script = jobdir / "job.sh"
-    script.write_text(_script(label, jobdir, delivery, img, command, gpus))
+    script.write_text(_script(label, jobdir, delivery, img, command, gpus, binds))
     script.chmod(0o755)
     last = len(tasks) - 1
     args = ["sbatch", "--parsable", f"--job-name={label}", f"--chdir={jobdir}",
@@ -634,6 +657,9 @@ class Job:
         for s in self.states().values():
             counts[s] = counts.get(s, 0) + 1
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(repr(self))}</p>" + self.status()._repr_html_()
 
     def __repr__(self) -> str:
         return (f"<slurm Job {self.id}: {len(self.tasks)} task(s), runtime {self.runtime}, "

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -166,6 +167,53 @@ def test_cancel_stops_running_tasks_and_leaves_no_container(cluster, task_image,
     assert subprocess.run(["pgrep", "-f", f"nbimages-slurm.*{job.id}"], capture_output=True).returncode == 1
 
 
+def test_cli_sbatch_one_task_per_input_file_then_squeue(cluster, busybox_image, shared, tmp_path):
+    """`nbimages sbatch --input ...`: each task reads its file, bound read-only into the container."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name, n in (("a.txt", 3), ("b.txt", 4)):
+        (inputs / name).write_text(f"{n}\n")
+    env = dict(os.environ, SLURM_CONF=cluster, NBIMAGES_PROGRESS="lines")
+    cli = [sys.executable, "-m", "nbimages"]
+    done = subprocess.run(cli + ["sbatch", "--input", str(inputs / "a.txt"), "--input", str(inputs / "b.txt"),
+                                 "--runtime", "container", "--shared", str(shared), "--name", "slurm18-cli",
+                                 "--wait", "--json", f"docker-daemon:{busybox_image}",
+                                 'echo "{\\"n\\": $(cat $input)}"; echo more >> $input'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["input"] for r in rows] == [str(inputs / "a.txt"), str(inputs / "b.txt")]
+    assert [r["result"] for r in rows] == [{"n": 3}, {"n": 4}]
+    # writing to the input fails: the tasks fail with the shell's exit code
+    assert [(r["state"], r["exit_code"]) for r in rows] == [("failed", 1), ("failed", 1)]
+    assert "Read-only file system" in open(rows[0]["log"]).read()  # the inputs are read-only
+    assert (inputs / "a.txt").read_text() == "3\n"
+    jobdir = os.path.dirname(os.path.dirname(rows[0]["log"]))
+    shown = subprocess.run(cli + ["squeue", jobdir], capture_output=True, text=True, env=env, timeout=120)
+    assert shown.returncode == 0 and "failed" in shown.stdout, shown.stderr
+
+
+def test_registry_delivery_pulls_by_digest(cluster, task_image, registry, shared, tmp_path,
+                                           docker_client):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "note.txt").write_text("a note from the shared file system\n")
+    job = slurm.run(task_image, f"/app/task.sh && cat {data}/note.txt", params=[{"x": 5}, {"x": 6}],
+                    runtime="docker", registry=f"{registry}/nbtest/slurm18", mounts=[data],
+                    shared=shared, name="slurm18-registry")
+    try:
+        assert job.image.startswith(f"{registry}/nbtest/slurm18@sha256:")
+        assert not (job.jobdir / "image.tar").exists()
+        df = job.wait(120).results()
+        assert [r["square"] for r in df["result"]] == [25, 36], df.to_string()
+        assert "a note from the shared file system" in job.logs(1)
+    finally:
+        try:
+            docker_client.images.remove(job.image, force=True)
+        except Exception:  # noqa: BLE001 - not pulled
+            pass
+
+
 def test_runtime_missing_on_the_node_is_one_clear_message(cluster, task_image, shared):
     before = set(os.listdir(shared))
     with pytest.raises(slurm.SlurmError) as err:
@@ -180,7 +228,8 @@ def test_bad_parameters_are_refused_before_submitting(tmp_path):
         slurm._tasks(None, [{"not a name": 1}])
     with pytest.raises(slurm.SlurmError, match="not both"):
         slurm._tasks(3, [{}])
-    assert slurm._tasks(["a.csv", "b.csv"], None) == [{"input": "a.csv"}, {"input": "b.csv"}]
+    assert slurm._tasks(["a.csv", "/d/b.csv"], None) == [{"input": os.path.abspath("a.csv")},
+                                                        {"input": "/d/b.csv"}]
     assert slurm._task_ids("0-3%2") == [0, 1, 2, 3] and slurm._task_ids("1,4-5") == [1, 4, 5]
     assert slurm._last_json('noise\n{"a": [1, 2]}\n\n') == {"a": [1, 2]}
 
@@ -195,8 +244,11 @@ def test_no_slurm_configuration_is_a_clear_message(monkeypatch, tmp_path):
 
 def test_squeue_lists_a_pending_job(cluster, task_image, shared):
     job = slurm.run(task_image, None, params=[{"x": "sleep"}], runtime="container", shared=shared,
-                    name="slurm18-queue", sbatch_args=["--begin=now+1hour"])
+                    name="slurm18-queue", time="00:05:00", mem="100M", cpus=2,
+                    sbatch_args=["--begin=now+1hour"])
     try:
+        shown = subprocess.run(["scontrol", "show", "job", "-o", job.id], capture_output=True, text=True).stdout
+        assert "TimeLimit=00:05:00" in shown and "MinMemoryNode=100M" in shown and "NumCPUs=2" in shown
         q = slurm.squeue()
         row = q[q["array_job"] == job.id]
         assert list(row["state"]) == ["pending"] and list(row["name"]) == ["slurm18-queue"]
