@@ -257,7 +257,7 @@ notebook, with --json or --full for their tables:
   nbimages layers|history|waste|packages|unsafe SOURCE    nbimages files SOURCE [--layer N]
   nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
   nbimages images|ps|stop|logs|rm|tag|load|store ...    nbimages run IMAGE [COMMAND...]
-  nbimages sbatch IMAGE [COMMAND...] (a Slurm job array)    nbimages squeue
+  nbimages sbatch IMAGE [COMMAND...]    nbimages squeue [JOB]
 `nbimages store df|prune|check` keeps the local store; nbimages SUBCOMMAND --help explains one."""
 
 
