@@ -438,16 +438,29 @@ def run(image: Any, command: str | list[str] | None = None, *, array: int | Iter
     tasks = _tasks(array, params)
     if runtime != "auto" and runtime not in RUNTIMES:
         raise SlurmError(f"unknown runtime {runtime!r}; use one of: auto, {', '.join(RUNTIMES)}.")
+    binds = _binds(mounts, tasks if array is not None and not isinstance(array, int) else [])
     img = open_image(image)
     chosen = pick_runtime(runtime, node_runtimes(partition, login), partition)
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", name or "nbimages")[:40]
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     jobdir = _shared_root(shared) / f"{label}-{stamp}-{secrets.token_hex(3)}"
+    try:
+        return _submit(img, command, tasks, jobdir, label, chosen, binds, registry=registry,
+                       partition=partition, time=time, cpus=cpus, mem=mem, gpus=gpus,
+                       max_parallel=max_parallel, sbatch_args=sbatch_args, login=login)
+    except BaseException:
+        shutil.rmtree(jobdir, ignore_errors=True)  # no half-written job folder stays behind
+        raise
+
+
+def _submit(img: Image, command, tasks: list[dict], jobdir: Path, label: str, chosen: str,
+            binds: list[str], *, registry, partition, time, cpus, mem, gpus, max_parallel,
+            sbatch_args, login) -> "Job":
+    """Write the job's folder (parameters, the image, the script) and sbatch it."""
     (jobdir / "logs").mkdir(parents=True)
     (jobdir / "out").mkdir()
     (jobdir / "status").mkdir()
     _write_params(jobdir, tasks)
-    binds = _binds(mounts, tasks if array is not None and not isinstance(array, int) else [])
     delivery = _deliver(img, chosen, jobdir, registry, binds)
     script = jobdir / "job.sh"
     script.write_text(_script(label, jobdir, delivery, img, command, gpus, binds))

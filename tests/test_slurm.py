@@ -223,6 +223,14 @@ def test_runtime_missing_on_the_node_is_one_clear_message(cluster, task_image, s
     assert set(os.listdir(shared)) == before  # nothing written for a job that cannot run
 
 
+def test_a_job_slurm_refuses_leaves_no_folder(cluster, task_image, shared):
+    before = set(os.listdir(shared))
+    with pytest.raises(slurm.SlurmError, match="sbatch.*failed.*--no-such-option"):
+        slurm.run(task_image, "true", runtime="container", shared=shared,
+                  sbatch_args=["--no-such-option"])
+    assert set(os.listdir(shared)) == before
+
+
 def test_bad_parameters_are_refused_before_submitting(tmp_path):
     with pytest.raises(slurm.SlurmError, match="environment variable"):
         slurm._tasks(None, [{"not a name": 1}])
