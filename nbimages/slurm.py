@@ -162,14 +162,28 @@ echo probe-done
 """
 
 
-def node_runtimes(partition: str | None = None, login: str | None = None) -> list[str]:
+# (SLURM_CONF, partition, login) → (when asked, runtimes): a node is asked once in a while,
+# not at every submission; the job's script checks again on the node that runs each task.
+_PROBED: dict[tuple, tuple[float, list[str]]] = {}
+PROBE_TTL = 300.0
+
+
+def node_runtimes(partition: str | None = None, login: str | None = None, *,
+                  fresh: bool = False) -> list[str]:
     """The container runtimes a node of `partition` offers, asked on the node with a short
-    `srun` step (oci.conf for `srun --container`, apptainer, singularity, podman, docker)."""
+    `srun` step (oci.conf for `srun --container`, apptainer, singularity, podman, docker);
+    the answer is kept for PROBE_TTL seconds unless `fresh`."""
+    key = (os.environ.get("SLURM_CONF"), partition, login)
+    known = _PROBED.get(key)
+    if known and not fresh and _time.monotonic() - known[0] < PROBE_TTL:
+        return list(known[1])
     args = ["srun", "-N1", "-n1", "--quiet", "--immediate=60", "-J", "nbimages-probe"]
     if partition:
         args.append(f"--partition={partition}")
     out = _slurm(args + ["sh", "-c", _PROBE], login).stdout.split()
-    return [r for r in out if r in RUNTIMES]
+    found = [r for r in out if r in RUNTIMES]
+    _PROBED[key] = (_time.monotonic(), found)
+    return list(found)
 
 
 def pick_runtime(runtime: str, have: list[str], partition: str | None = None) -> str:
