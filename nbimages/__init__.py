@@ -60,8 +60,8 @@ _EXPORTS = {
 }
 # Not public: what the facade provides to modules below it (see nbimages/verbs.py).
 _PROVIDED = {"command_table": "nbimages.commands.verbs:TABLE"}
-# public submodules, imported on first use: nbimages.kernel.install(...)
-_SUBMODULES = ("kernel",)
+# public submodules, imported on first use: nbimages.kernel.install(...), nbimages.slurm.run(...)
+_SUBMODULES = ("kernel", "slurm")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["errors", "__version__"]
 

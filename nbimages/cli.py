@@ -279,6 +279,7 @@ notebook, with --json or --full for their tables:
   nbimages sizes SOURCE [--depth N]    nbimages diff A B    nbimages copy-image SRC DEST
   nbimages squash SOURCE TAG [--from-layer N]    nbimages slim SOURCE TAG --remove PATTERN ...
   nbimages images|ps|stop|logs|rm|tag|load|store ...    nbimages run IMAGE [COMMAND...]
+  nbimages sbatch IMAGE [COMMAND...]    nbimages squeue [JOB]
 `nbimages store df|prune|check` keeps the local store; nbimages SUBCOMMAND --help explains one."""
 
 
@@ -302,7 +303,7 @@ def build_parser() -> _Parser:
 # stay. Build steps describe a notebook's recipe and the notebook group needs a kernel, so
 # only these groups are offered here. The table is loaded only when one of them is asked for,
 # which keeps `nbimages --help` fast.
-SHELL_GROUPS = ("look", "registry", "engine")
+SHELL_GROUPS = ("look", "registry", "engine", "cluster")
 
 
 def _shell_commands() -> dict[str, Any]:

@@ -14,6 +14,7 @@ STATE_DIR="${NBIMAGES_SERVICES_DIR:-/var/tmp/nbimages-services}"
 REGISTRY_ADDR="${NBIMAGES_TEST_REGISTRY:-127.0.0.1:5000}"
 DOCKER_SOCK="/var/run/docker.sock"
 
+. "$(dirname "$0")/daemon-lib.sh"
 log() { printf 'services: %s\n' "$*" >&2; }
 
 engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
@@ -36,25 +37,7 @@ install_missing() {
     log "apt package lists are empty: apt-get update"
     apt-get update -qq
   fi
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" != 0 ]; then
-    log "missing ${missing[*]} and not root: install them with apt-get, or run as root"
-    return 1
-  fi
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-wait_for() {  # wait_for NAME CHECK_FN SECONDS
-  local i
-  for ((i = 0; i < $3 * 5; i++)); do
-    "$2" && return 0
-    sleep 0.2
-  done
-  log "$1 did not come up in $3 s; see $STATE_DIR/$1.log"
-  tail -n 20 "$STATE_DIR/$1.log" >&2 || true
-  return 1
+  apt_install ${missing[@]+"${missing[@]}"}
 }
 
 start_engine() {
@@ -69,7 +52,7 @@ start_engine() {
   nohup dockerd --bridge=none --iptables=false --ip-masq=false --ip6tables=false \
       --host "unix://$DOCKER_SOCK" >"$STATE_DIR/dockerd.log" 2>&1 &
   echo $! >"$STATE_DIR/dockerd.pid"
-  wait_for dockerd engine_up 60
+  wait_for dockerd engine_up 60 "$STATE_DIR/dockerd.log"
 }
 
 start_registry() {
@@ -90,21 +73,10 @@ YML
   log "starting registry on $REGISTRY_ADDR"
   nohup docker-registry serve "$STATE_DIR/registry.yml" >"$STATE_DIR/registry.log" 2>&1 &
   echo $! >"$STATE_DIR/registry.pid"
-  wait_for registry registry_up 30
+  wait_for registry registry_up 30 "$STATE_DIR/registry.log"
 }
 
-stop_one() {
-  local pidfile="$STATE_DIR/$1.pid"
-  [ -f "$pidfile" ] || return 0
-  local pid; pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $1 ($pid)"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-}
+stop_one() { stop_pidfile "$1" "$STATE_DIR/$1.pid"; }
 
 mkdir -p "$STATE_DIR"
 case "${1:-start}" in

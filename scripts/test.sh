@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 if [ "$(id -u)" = 0 ]; then
   bash scripts/services.sh start
+  bash scripts/slurm.sh start           # a single-node Slurm cluster (munge, slurmctld, slurmd, runc)
   bash scripts/browser-deps.sh          # chromium, fonts, playwright, a local widget manager
   bash scripts/binfmt.sh start || true  # arm64 through QEMU; without it the arm64 tests fail, saying why
 else

@@ -7,9 +7,11 @@ object (a DataFrame, an Inspection, an Image) that becomes the value of the cell
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from .. import analysis, engines, execution, kernel as kernels, maintenance, registry, sources
+from .. import (analysis, engines, execution, kernel as kernels, maintenance, registry, slurm,
+               sources)
 from ..analysis.advice import HUGE
 from ..builder import rewrite
 from ..image import Image
@@ -28,6 +30,7 @@ GROUPS = [
     ("build", "Build an image from cells (no Docker needed)"),
     ("registry", "Move images: registries, tars, layouts"),
     ("engine", "Run with the Docker engine"),
+    ("cluster", "Run on a Slurm cluster"),
     ("notebook", "Notebook tools"),
 ]
 
@@ -304,6 +307,26 @@ WHERE = arg("--where", choices=["engine", "store"], default=None,
             help="the Docker engine or the local store (default: the engine in use)")
 
 
+# IMAGE then everything after it as the command: `run` and `sbatch`.
+IMAGE_AND_COMMAND = (
+    arg("image", metavar="IMAGE", help="a reference, a store name or a variable holding an Image"),
+    arg("command", nargs="...", metavar="COMMAND",
+        help="the command (default: the image's CMD); one quoted word runs in /bin/sh -c"))
+
+
+def _command_of(inv: Invocation, verb: str) -> Any:
+    """The COMMAND words after IMAGE or the cell body (a shell script); one quoted word with
+    spaces is the shell form too; None: the image's CMD."""
+    command: Any = list(inv.args.command) or None
+    if inv.cell is not None and inv.cell.strip():
+        if command:
+            raise UsageError(f"%%image {verb}: give the command either after IMAGE or in the cell body, not both")
+        return inv.cell
+    if command and len(command) == 1 and any(c.isspace() for c in command[0]):
+        return command[0]  # one quoted word: the shell form
+    return command
+
+
 @command("run", "run a container, output streamed into the cell",
          arg("-e", "--env", action="append", default=[], metavar="K=V", help="an environment variable"),
          arg("-p", "--port", action="append", default=[], metavar="PORT",
@@ -317,9 +340,7 @@ WHERE = arg("--where", choices=["engine", "store"], default=None,
          arg("--entrypoint", default=None),
          arg("--pull", choices=["missing", "never", "always"], default="missing"),
          ENGINE,
-         arg("image", metavar="IMAGE", help="a reference, a store name or a variable holding an Image"),
-         arg("command", nargs="...", metavar="COMMAND",
-             help="the command (default: the image's CMD); one quoted word runs in /bin/sh -c"),
+         *IMAGE_AND_COMMAND,
          group="engine", cell=CELL_OPTIONAL,
          epilog="Options go before IMAGE; everything after IMAGE is the command. With %%image run "
                 "IMAGE, the cell body is a shell script run with /bin/sh -c.")
@@ -329,13 +350,7 @@ def run(inv: Invocation) -> Any:
     Returns the exit code (an int with `.output`), or a container handle with --detach.
     """
     a = inv.args
-    command: Any = list(a.command) or None
-    if inv.cell is not None and inv.cell.strip():
-        if command:
-            raise UsageError("%%image run: give the command either after IMAGE or in the cell body, not both")
-        command = inv.cell
-    elif command and len(command) == 1 and any(c.isspace() for c in command[0]):
-        command = command[0]  # one quoted word: the shell form
+    command = _command_of(inv, "run")
     return engines.run(_image_or_source(inv, a.image), command, env=pairs(a.env, "run -e") or None,
                         ports=a.port or None, volumes=a.volume or None, network=a.network,
                         detach=a.detach, remove=not a.keep, name=a.name, user=a.user,
@@ -455,6 +470,77 @@ def load(inv: Invocation) -> Any:
     """Load a `docker save` tar; returns the names loaded (nbimages.engines.load)."""
     a = inv.args
     return engines.load(a.path, where=a.where, engine=a.engine)
+
+
+# -- cluster -------------------------------------------------------------------------------------
+
+def _task_params(inv: Invocation, text: str | None) -> Any:
+    """--params: a notebook variable holding a list of dicts, or a JSON file of one."""
+    if text is None:
+        return None
+    if text.isidentifier() and text in inv.user_ns:
+        return inv.user_ns[text]
+    try:
+        with open(text, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"sbatch --params {text}: neither a notebook variable nor a readable JSON "
+                         f"file of a list of parameter dicts ({e}).") from None
+
+
+@command("sbatch", "run an image's command on a Slurm cluster, one task per parameter set",
+         arg("--array", type=int, default=None, metavar="N", help="N tasks (NBIMAGES_TASK = 0..N-1)"),
+         arg("--input", action="append", default=[], metavar="FILE",
+             help="an input file: one task each, its path in $input (repeat the option)"),
+         arg("--params", default=None, metavar="VAR|FILE.json",
+             help="a variable (or JSON file) holding a list of dicts: one task each, keys as env vars"),
+         arg("--runtime", default="auto", choices=("auto",) + slurm.RUNTIMES,
+             help="how nodes run the image (auto: asked on a node)"),
+         arg("-p", "--partition", default=None), arg("-t", "--time", default=None, help="time limit"),
+         arg("-c", "--cpus", type=int, default=None, help="CPUs per task"),
+         arg("--mem", default=None, help="memory per node, e.g. 4G"), arg("--gpus", default=None),
+         arg("--shared", default=None, metavar="DIR",
+             help="a directory the nodes see at the same path (default $NBIMAGES_SLURM_SHARED or ~/nbimages-slurm)"),
+         arg("--registry", default=None, metavar="HOST/REPO",
+             help="push there and have the nodes pull by digest instead of loading an archive"),
+         arg("--name", default=None, help="the job's name"),
+         arg("--max-parallel", type=int, default=None, metavar="N", help="at most N tasks at once"),
+         arg("--wait", action="store_true", help="wait for the tasks and return their results"),
+         arg("--follow", action="store_true", help="stream the tasks' logs, then return the results"),
+         *IMAGE_AND_COMMAND,
+         group="cluster", cell=CELL_OPTIONAL,
+         epilog="Options go before IMAGE; everything after IMAGE is the command. With %%image "
+                "sbatch IMAGE, the cell body is the shell script each task runs.")
+def sbatch(inv: Invocation) -> Any:
+    """Submit IMAGE's command to Slurm as a job array (nbimages.slurm.run) and return the Job;
+    with --wait or --follow, the results table (one row per task) once every task ended."""
+    a = inv.args
+    command = _command_of(inv, "sbatch")
+    chosen = [flag for flag, v in (("--array", a.array), ("--input", a.input), ("--params", a.params)) if v]
+    if len(chosen) > 1:
+        raise UsageError(f"sbatch: {' and '.join(chosen)} each say what the tasks are: give one.")
+    job = slurm.run(_image_or_source(inv, a.image), command, array=a.array or a.input or None,
+                    params=_task_params(inv, a.params), partition=a.partition, time=a.time,
+                    cpus=a.cpus, mem=a.mem, gpus=a.gpus, runtime=a.runtime, shared=a.shared,
+                    registry=a.registry, name=a.name, max_parallel=a.max_parallel)
+    if a.follow or a.wait:
+        job.wait(follow=a.follow)
+        return job.results()
+    return job
+
+
+@command("squeue", "the Slurm queue, or one job's tasks (state, exit code, node)",
+         arg("job", nargs="?", default=None, metavar="JOB",
+             help="a variable holding a Job, or a job's folder on the shared path"),
+         arg("-u", "--user", default=None, help="only this user's jobs"), group="cluster")
+def squeue(inv: Invocation) -> Any:
+    """Without JOB: the queue (`squeue`) as a table. With JOB: one row per task of that job."""
+    if inv.args.job is None:
+        return slurm.squeue(inv.args.user)
+    job = inv.user_ns.get(inv.args.job) if inv.args.job.isidentifier() else None
+    if not isinstance(job, slurm.Job):
+        job = slurm.Job.attach(inv.args.job)
+    return job.status()
 
 
 # -- notebook ------------------------------------------------------------------------------------
