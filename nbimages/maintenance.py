@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import filelock
 import pandas as pd
 
+from .analysis.layerindex import LayerIndex
 from .builder.cache import BuildCache
 from .engines.embedded import split_name
 from .errors import InvalidImage, NbimagesError
@@ -295,6 +296,8 @@ def df(store: Store | None = None) -> StoreUsage:
         temps[kind][0] += 1
         temps[kind][1] += _size_of(p)
 
+    indexed = LayerIndex(store.home).usage()
+
     def row(kind: str, count: int, size: int, reclaimable: int) -> dict:
         return {"type": kind, "count": count, "size": size, "reclaimable": reclaimable}
     image_bytes = sum(g.size(d) for d in used)
@@ -307,6 +310,7 @@ def df(store: Store | None = None) -> StoreUsage:
         row("temporaries", *temps["temporary"], temps["temporary"][1]),
         row("unreferenced blobs", len(unreferenced), sum(g.size(d) for d in unreferenced),
             sum(g.size(d) for d in unreferenced)),
+        row("layer index", *indexed, indexed[1]),
     ], columns=["type", "count", "size", "reclaimable"])
     return StoreUsage(store.home, images, summary)
 
@@ -397,6 +401,12 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
                 continue
             temps.append(p)
             removed.append({"kind": kind, "what": str(p.relative_to(store.home)), "size": _size_of(p)})
+        # 5. the layer index: a cache of per-layer file tables, rebuilt on the next inspection
+        index = LayerIndex(store.home)
+        indexed = [p for p in index.files() if old(_mtime(p))]
+        for p in indexed:
+            removed.append({"kind": "layer index", "what": str(p.relative_to(store.home)),
+                            "size": _size_of(p)})
 
         if not dry_run:
             if drop:
@@ -416,6 +426,8 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                     if p.name.endswith(".partial"):
                         Path(str(p) + ".lock").unlink(missing_ok=True)
+            for p in indexed:
+                p.unlink(missing_ok=True)
             store.forget_origins({e.digest for e in keep_entries})
     frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in removed],
                          columns=["kind", "what", "size"])

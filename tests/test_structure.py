@@ -238,7 +238,7 @@ LAYERS = [
     ("nbimages.oci.layout", 3), ("nbimages.oci.archive", 3), ("nbimages.oci.dockerarchive", 3),
     ("nbimages.oci", 1), ("nbimages.image", 2), ("nbimages.store", 3), ("nbimages.validate", 3),
     ("nbimages.registry", 4), ("nbimages.sources", 5), ("nbimages.builder", 6),
-    ("nbimages.analysis", 6), ("nbimages.engines", 7),
+    ("nbimages.analysis.layerindex", 6), ("nbimages.analysis", 6), ("nbimages.engines", 7),
     ("nbimages.maintenance", 8), ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
     ("nbimages.commands.parsing", 9), ("nbimages.commands.steps", 9),
     ("nbimages.workflow", 10), ("nbimages.commands", 11),

@@ -27,6 +27,7 @@ from ..progress import format_bytes as fb
 from ..sources import open_image
 from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
                     REASON, SHIFT, SKIPPED, UNSAFE)
+from .layerindex import LayerIndex
 from .packages import packages
 from .walk import Budget, LayerFiles, Walk, read_layer
 
@@ -45,11 +46,13 @@ DIFF_COLUMNS = ["path", "change", "what", "kind_a", "kind_b", "size_a", "size_b"
 HISTORY_COLUMNS = ["index", "created", "created_by", "comment", "empty_layer", "layer", "author"]
 
 
-def inspect(source: Any, platform: str | None = None) -> Inspection:
+def inspect(source: Any, platform: str | None = None, *, index: bool = True) -> Inspection:
     """Open `source` (an Image or any source string) and walk its layers once.
 
     Sources are those of `nbimages.open_image`: docker-daemon:REF, docker-archive:PATH,
     oci:DIR[:TAG], oci-archive:PATH, docker://REF, a store name, a bare path or reference.
+    A layer seen before (by any image) is read from the store's layer index instead of its
+    tar; `index=False` reads every layer (and neither reads nor writes the index).
     """
     if isinstance(source, Inspection):
         return source
@@ -57,19 +60,20 @@ def inspect(source: Any, platform: str | None = None) -> Inspection:
         image = source
     else:
         image = open_image(source, platform=platform)
-    insp = Inspection(image)
-    if insp.local:
+    insp = Inspection(image, index=index)
+    if insp.local or insp.indexed:
         insp._ensure()
     # A registry image is not downloaded yet: `.layers` shows what the manifest says at once,
-    # and the first file-level table (or `.walk()`) fetches the layers.
+    # and the first file-level table (or `.walk()`) fetches the layers never indexed.
     return insp
 
 
 class Inspection:
     """What is inside an image: tables derived from one walk over its layers."""
 
-    def __init__(self, image: Image):
+    def __init__(self, image: Image, *, index: bool = True):
         self.image = image
+        self._index = LayerIndex() if index else None
         self._walk: Walk | None = None
         self._budget = Budget()
         self._cache: dict[str, Any] = {}
@@ -96,6 +100,13 @@ class Inspection:
         return all(layer.local for layer in self.image.layers)
 
     @property
+    def indexed(self) -> bool:
+        """True when every layer's table is in the layer index (nothing to download)."""
+        index = self._index
+        return index is not None and all(
+            layer.diff_id and index.path(layer.diff_id).is_file() for layer in self.image.layers)
+
+    @property
     def walked(self) -> bool:
         """True once the layers have been read (the file-level columns are known)."""
         return self._walk is not None
@@ -120,9 +131,19 @@ class Inspection:
 
     def _read_layer(self, i: int) -> LayerFiles:
         layer = self.image.layers[i]
+        index = self._index
+        if index is not None:
+            lf = index.load(layer.diff_id, layer.digest)
+            if lf is not None:
+                self._budget.spend(len(lf), sum(map(len, lf.paths))
+                                   + sum(map(len, lf.links.values())))
+                return lf
         try:
             with self.image.layer_tar(i) as stream:
                 lf = read_layer(stream, self._budget)
+            # only now, the tar verified against its diff_id (and the blob its digest)
+            if index is not None:
+                index.save(lf, layer.diff_id, layer.digest)
             return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
