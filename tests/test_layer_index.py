@@ -211,3 +211,27 @@ def test_registry_source_downloads_only_layers_never_seen(tmp_path, registry):
     _same(_tables(inspect(f"docker://{ref2}", index=False).walk(), content=False),
           _tables(upper, content=False))
     _same(_tables(inspect(f"docker://{ref}", index=False).walk(), content=False), expected)
+
+
+def test_the_builder_indexes_the_layers_it_writes(tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "data" / "deep").mkdir(parents=True)
+    (ctx / "data" / "deep" / "big.bin").write_bytes(os.urandom(3000))
+    (ctx / "data" / "caf\u00e9.txt").write_text("x" * 700)
+    (ctx / "data" / "link").symlink_to("deep/big.bin")
+    r = nbimages.Recipe("scratch", context=ctx)
+    r.file("/app/a.py", "print('a')\n" * 50)
+    r.copy("data/", "/data/")
+    r.file("/app/a.py", "print('b')\n")
+    image = r.build(f"layerindex-built:{os.getpid()}")
+    index = LayerIndex()
+    assert sorted(index.files()) == sorted(index.path(l.diff_id) for l in image.layers)
+    built = {p: p.read_bytes() for p in index.files()}
+    from_index = _tables(inspect(image), content=False)
+    assert {p: p.read_bytes() for p in index.files()} == built  # read, not rewritten
+    for p in index.files():
+        p.unlink()
+    _same(_tables(inspect(nbimages.open_image(f"layerindex-built:{os.getpid()}"), index=False),
+                  content=False), from_index)
+    inspect(nbimages.open_image(f"layerindex-built:{os.getpid()}"))  # from the blobs this time
+    assert {p: p.read_bytes() for p in index.files()} == built

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
 import time
 import zlib
 from array import array
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..atomic import write_atomic
 from ..oci import digest as dg
+from ..oci.tarwriter import END_OF_ARCHIVE, FILE, Entry, encode_header
 from ..store import default_home
-from .walk import LayerFiles
+from .walk import LayerFiles, read_layer
 
 MAGIC = b"NBLAYERINDEX1\n"
 FORMAT = 1
@@ -155,6 +158,58 @@ class LayerIndex:
                 p.unlink()
                 out.append((p, st.st_size))
         return out
+
+
+def index_written_layer(home: str | os.PathLike, entries: list[Entry], mtime: int,
+                        diff_id: str, digest: str) -> Path | None:
+    """The builder's entry: index a layer it has just written from `entries` (with the
+    diff_id and digest it hashed as it wrote them). The headers are encoded again and read
+    by the same reader as any layer, the file data stands as zeros, so no file is read twice
+    and the table is exactly what reading the blob would give."""
+    index = LayerIndex(home)
+    if not enabled() or index.path(diff_id).exists():
+        return None
+    return index.save(read_layer(_Skeleton(_skeleton(entries, mtime))), diff_id, digest)
+
+
+def _skeleton(entries: Iterable[Entry], mtime: int) -> Iterator[bytes | int]:
+    """`tarwriter.iter_tar`'s stream with each file's data (and padding) as a count of zeros."""
+    for entry in entries:
+        yield encode_header(entry, mtime)
+        if entry.kind == FILE and entry.size:
+            yield entry.size + (-entry.size % 512)
+    yield END_OF_ARCHIVE
+
+
+class _Skeleton(io.RawIOBase):
+    """A read-only stream over header bytes and runs of zeros."""
+
+    def __init__(self, parts: Iterator[bytes | int]):
+        self._parts = parts
+        self._head = memoryview(b"")
+        self._zeros = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._head and not self._zeros:
+            part = next(self._parts, None)
+            if part is None:
+                return 0
+            if isinstance(part, int):
+                self._zeros = part
+            else:
+                self._head = memoryview(part)
+        if self._head:
+            k = min(len(b), len(self._head))
+            b[:k] = self._head[:k]
+            self._head = self._head[k:]
+            return k
+        k = min(len(b), self._zeros)
+        b[:k] = bytes(k)
+        self._zeros -= k
+        return k
 
 
 # ---------------------------------------------------------------------- the file format

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..analysis.layerindex import index_written_layer
 from ..errors import BuildError
 from ..image import Image, Layer, trust
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
@@ -297,6 +298,7 @@ class _Staged:
     """A layer blob written under the store's tmp area; renamed into blobs/ at commit."""
 
     def __init__(self, store, entries: list[Entry], comp: cz.Compressor, epoch: int):
+        self.entries, self.epoch = entries, epoch  # for the layer index, at commit
         fd, self.path = tempfile.mkstemp(prefix="layer-", dir=store.tmpdir())
         try:
             with os.fdopen(fd, "wb") as f:
@@ -317,10 +319,14 @@ class _Staged:
         target = store.blob_path(self.result.digest)
         if target.exists():
             self.discard()
-            return
-        os.chmod(self.path, 0o644)
-        os.replace(self.path, target)
-        self.done = True
+        else:
+            os.chmod(self.path, 0o644)
+            os.replace(self.path, target)
+            self.done = True
+        # the layer's file table, from the entries just written (a failed build has none)
+        r = self.result
+        index_written_layer(store.home, self.entries, self.epoch, r.diff_id, r.digest)
+        self.entries = []
 
     done = False
 
