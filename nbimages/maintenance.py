@@ -405,7 +405,7 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
         index = LayerIndex(store.home)
         indexed = [p for p in index.files() if old(_mtime(p))]
         for p in indexed:
-            removed.append({"kind": "layer index", "what": str(p.relative_to(store.home)),
+            removed.append({"kind": "layer index file", "what": str(p.relative_to(store.home)),
                             "size": _size_of(p)})
 
         if not dry_run:

@@ -181,9 +181,9 @@ def test_store_df_counts_and_prune_drops_the_index(tmp_path):
     assert summary.loc["layer index", "size"] == used
     assert summary.loc["layer index", "reclaimable"] == used
     dry = maintenance.prune(dry_run=True)
-    assert (dry.removed.kind == "layer index").sum() == 3 and LayerIndex().usage()[0] == 3
+    assert (dry.removed.kind == "layer index file").sum() == 3 and LayerIndex().usage()[0] == 3
     report = maintenance.prune()
-    assert (report.removed.kind == "layer index").sum() == 3
+    assert (report.removed.kind == "layer index file").sum() == 3
     assert LayerIndex().usage() == (0, 0)
 
 
