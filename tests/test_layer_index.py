@@ -235,3 +235,19 @@ def test_the_builder_indexes_the_layers_it_writes(tmp_path):
                   content=False), from_index)
     inspect(nbimages.open_image(f"layerindex-built:{os.getpid()}"))  # from the blobs this time
     assert {p: p.read_bytes() for p in index.files()} == built
+
+
+def test_a_damaged_blob_behind_a_warm_index_is_found_by_store_check(tmp_path):
+    r = nbimages.Recipe("scratch").file("/etc/hello", "hello\n")
+    r.file("/data/random.bin", os.urandom(300_000))
+    image = r.build("team/indexed:1")
+    expected = _tables(inspect("store:team/indexed:1", index=False), content=False)
+    store = default_store()
+    path = store.blob_path(image.layers[1].digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    # the index answers for the diff_id (a fact, verified when written): same tables
+    _same(expected, _tables(inspect("store:team/indexed:1"), content=False))
+    report = maintenance.check()
+    assert not report.ok and image.layers[1].digest in set(report.problems.blob)
