@@ -21,25 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import median_seconds
 
 VENV_BIN = Path(sys.executable).parent
 NBIMAGES = str(VENV_BIN / "nbimages")
 IMAGES = 50
 BASES = 5
-
-
-def timed(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -85,12 +76,12 @@ def main() -> int:
         engine_images = len(sh(["docker", "images", "-q"]).stdout.split())
         env = {**os.environ, "NBIMAGES_HOME": str(home)}
         rows = [
-            ("nbimages.store_df() (in the process)", timed(nbimages.store_df, a.runs)),
+            ("nbimages.store_df() (in the process)", median_seconds(nbimages.store_df, a.runs)),
             ("nbimages store df --json (new process)",
-             timed(lambda: sh([NBIMAGES, "store", "df", "--json"], env=env), a.runs)),
+             median_seconds(lambda: sh([NBIMAGES, "store", "df", "--json"], env=env), a.runs)),
             (f"docker system df -v ({engine_images} images in the engine)",
-             timed(lambda: sh(["docker", "system", "df", "-v"]), a.runs)),
-            ("floor: du -sb over the store", timed(lambda: sh(["du", "-sb", str(home)]), a.runs)),
+             median_seconds(lambda: sh(["docker", "system", "df", "-v"]), a.runs)),
+            ("floor: du -sb over the store", median_seconds(lambda: sh(["du", "-sb", str(home)]), a.runs)),
         ]
     finally:
         if not a.keep:

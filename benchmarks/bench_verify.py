@@ -20,9 +20,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
-import re
 import shutil
 import statistics
 import subprocess

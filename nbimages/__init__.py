@@ -53,14 +53,20 @@ _EXPORTS = {
     "build_notebook": "nbimages.workflow.notebook_recipe:build_notebook",
     "verify": "nbimages.workflow.verify:verify",
     "handout": "nbimages.workflow.handout:handout",
+    "execute": "nbimages.execution:execute",
+    "verify_outputs": "nbimages.execution:verify_outputs",
 }
 # Not public: what the facade provides to modules below it (see nbimages/verbs.py).
 _PROVIDED = {"command_table": "nbimages.commands.verbs:TABLE"}
+# public submodules, imported on first use: nbimages.kernel.install(...)
+_SUBMODULES = ("kernel",)
 
-__all__ = sorted(_EXPORTS) + ["errors", "__version__"]
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["errors", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbimages.{name}")
     target = _EXPORTS.get(name) or _PROVIDED.get(name)
     if target is None:
         raise AttributeError(f"module 'nbimages' has no attribute {name!r}")

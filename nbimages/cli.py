@@ -19,9 +19,12 @@ from typing import Any, Callable, Sequence
 import nbimages  # the facade: the API loads on first use, so `nbimages --help` stays fast
 
 from . import __version__
-from .commands.parsing import HelpShown, Invocation, UsageError, pairs
+from .commands.parsing import (BUILD_ARG, BUILD_ENGINE, COMPRESSION, CONTENT, DEPTH, FINAL, LAYER,
+                               PLATFORM, SAVE_FORMAT, SOURCE, HelpShown, Invocation, UsageError,
+                               add_arguments, pairs, qualified)
+from .commands.summaries import SUMMARIES
 from .errors import NbimagesError, os_errors
-from .progress import Progress
+from .progress import step_progress
 from .verbs import provided
 
 PROG = "nbimages"
@@ -157,11 +160,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None,
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="SOURCE",
-                   help="docker-daemon:REF, docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH, "
-                        "docker://REF or a name in the local store")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                   help="which image of a multi-platform index (default: this machine's)")
+    # The options are those of %image inspect|files|sizes|diff (commands/parsing.py); the
+    # views are the CLI's own spelling of those subcommands (`inspect SRC --files`).
+    add_arguments(p, SOURCE, PLATFORM)
     view = p.add_mutually_exclusive_group()
     view.add_argument("--files", action="store_true", help="every entry of every layer")
     view.add_argument("--sizes", action="store_true", help="size of the final filesystem by directory")
@@ -170,13 +171,11 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     view.add_argument("--packages", action="store_true", help="installed packages with size and layer")
     view.add_argument("--unsafe", action="store_true",
                       help="entries that escape the root ('..', links climbing out), are written "
-                           "through a symlink, or hard-link a missing path")
+                           "through a symlink, or hard-link a missing path (in Python the "
+                           "property inspect(SOURCE).unsafe, like .waste)")
     view.add_argument("--diff", metavar="OTHER", help="what changed from SOURCE to OTHER, path by path")
-    p.add_argument("--layer", type=int, metavar="N", help="with --files: only layer N")
-    p.add_argument("--final", action="store_true", help="with --files: the final filesystem, one row per path")
-    p.add_argument("--content", action="store_true",
-                   help="with --diff: also compare the bytes of files whose metadata is equal")
-    p.add_argument("--depth", type=int, default=2, metavar="N", help="with --sizes: directory depth (2)")
+    add_arguments(p, qualified(LAYER, "with --files"), qualified(FINAL, "with --files"),
+                  qualified(CONTENT, "with --diff"), qualified(DEPTH, "with --sizes"))
     p.add_argument("--json", action="store_true",
                    help="JSON instead of a table: the whole inspection, or the chosen view as records")
     p.add_argument("--full", action="store_true",
@@ -188,19 +187,16 @@ COMMANDS["inspect"] = ("show an image's layers (or files, sizes, waste, diff) as
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
+    # --build-arg, --platform, --engine, --compression and --format are the options of
+    # %image dockerfile / build / from / save (commands/parsing.py).
     p.add_argument("context", nargs="?", default=".", metavar="CONTEXT",
-                   help="the directory COPY reads from (default: .)")
+                   help="the directory COPY reads from (default: .), or a NOTEBOOK.ipynb")
     p.add_argument("-f", "--file", metavar="DOCKERFILE",
                    help="the Dockerfile (default: CONTEXT/Dockerfile)")
     p.add_argument("-t", "--tag", metavar="NAME[:TAG]", help="the name in the local store")
-    p.add_argument("--build-arg", action="append", default=[], metavar="K=V", dest="build_args")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="of the base (default: this machine's)")
-    p.add_argument("--engine", choices=["embedded", "docker", "auto"], default=None,
-                   help="embedded (default, no daemon, no RUN) or the Docker engine")
-    p.add_argument("--compression", metavar="NAME", help="layer compression (default: gzip)")
+    add_arguments(p, BUILD_ARG, PLATFORM, BUILD_ENGINE, COMPRESSION)
     p.add_argument("-o", "--output", metavar="FILE", help="also write the image to FILE")
-    p.add_argument("--format", choices=["docker", "oci", "oci-dir"], default="docker",
-                   help="of --output: docker (for docker load, default), oci, or oci-dir")
+    add_arguments(p, qualified(SAVE_FORMAT, "of --output"))
     p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
 
 
@@ -211,42 +207,35 @@ def cmd_build(a: argparse.Namespace) -> int:
     build_args = pairs(a.build_args, "build --build-arg", PROG)
     kw: dict[str, Any] = {k: v for k, v in (("platform", a.platform), ("engine", a.engine),
                                              ("compression", a.compression)) if v}
-    with Progress(f"build {a.tag or dockerfile}", unit="step", enabled=False if a.quiet else None) as p:
+    with step_progress(f"build {a.tag or dockerfile}", a.quiet) as p:
         image = nbimages.build(dockerfile, a.tag, context=a.context,
                                        build_args=build_args or None,
                                        progress=lambda row: p.update(1), **kw)
+    return _built(image, a)
+
+
+def _built(image: Any, a: argparse.Namespace) -> int:
+    """The end of `nbimages build` (a Dockerfile or a notebook): the build report on stderr
+    unless --quiet, the image saved to --output, then the digest (after the tag, if given)."""
     report = image.build_report
     if report is not None and not a.quiet:
         print(repr(report), file=sys.stderr)
     if a.output:
-        print(nbimages.save(image, a.output, format=a.format, tag=a.tag),
-              file=sys.stderr)
-    digest = image.digest
-    print(digest if a.quiet or not a.tag else f"{a.tag} {digest}")
+        print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
+    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
     return 0
 
 
 COMMANDS["build"] = ("build an image from a Dockerfile or a notebook's %image cells (no daemon needed)", _build_args, cmd_build)
 # These are the %image subcommands of the same names (commands/verbs.py: one argument table,
-# one function); only their one-line summaries are repeated here, so that `nbimages --help`
-# lists them without loading the table. `copy` is %image copy-image.
+# one function); `nbimages --help` lists their summaries from commands/summaries.py, which
+# loads nothing, so the help does without the table. `copy` is %image copy-image.
 FROM_TABLE = {"save": "save", "pull": "pull", "push": "push", "copy": "copy-image",
-              "search": "search", "tags": "tags", "catalog": "catalog"}
-COMMANDS["save"] = ("write an image as a docker-archive or OCI tar (or OCI layout)", None, None)
-COMMANDS["pull"] = ("pull an image into the local store, with progress", None, None)
-COMMANDS["push"] = ("push an image to a registry, its digest kept", None, None)
-COMMANDS["copy"] = ("copy an image between transports (registry, store, tars, layouts, engine)",
-                    None, None)
-COMMANDS["search"] = ("search Docker Hub", None, None)
-COMMANDS["tags"] = ("list the tags of a repository", None, None)
-COMMANDS["catalog"] = ("list the repositories of a private registry", None, None)
-
+              "search": "search", "tags": "tags", "catalog": "catalog",
+              "execute": "execute", "kernel": "kernel", "verify": "verify", "handout": "handout"}
+COMMANDS.update({cli_name: (SUMMARIES[name], None, None) for cli_name, name in FROM_TABLE.items()})
 
 # ---- command line (nbimages build NOTEBOOK.ipynb, nbimages verify, nbimages handout)
-
-def _progress_for(quiet: bool, what: str):
-    return Progress(what, unit="step", enabled=False if quiet else None)
-
 
 def cli_build_notebook(a: Any) -> int:
     """`nbimages build NOTEBOOK.ipynb -t TAG [-o FILE --format F]`."""
@@ -257,57 +246,11 @@ def cli_build_notebook(a: Any) -> int:
     if unsupported:
         raise CLIUsageError(f"nbimages build {path}: {', '.join(unsupported)} cannot be used "
                             "with a notebook; its %image cells say how to build it.")
-    with _progress_for(a.quiet, f"build {a.tag or path}") as p:
+    with step_progress(f"build {a.tag or path}", a.quiet) as p:
         image = nbimages.build_notebook(path, a.tag, compression=a.compression,
                                progress=lambda row: p.update(1))
-    report = image.build_report
-    if report is not None and not a.quiet:
-        print(repr(report), file=sys.stderr)
-    if a.output:
-        print(nbimages.save(image, a.output, format=a.format, tag=a.tag), file=sys.stderr)
-    print(image.digest if a.quiet or not a.tag else f"{a.tag} {image.digest}")
-    return 0
+    return _built(image, a)
 
-
-def verify_args(p: Any) -> None:
-    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
-    p.add_argument("--digest", metavar="sha256:…",
-                   help="the manifest digest or image ID to expect (default: the one recorded "
-                        "in the notebook's metadata)")
-    p.add_argument("--expected", metavar="SOURCE",
-                   help="the expected image (oci-archive:FILE, docker-archive:FILE, a store "
-                        "name), to name the files that differ")
-
-
-def cli_verify(a: Any) -> int:
-    v = nbimages.verify(a.notebook, a.digest, expected=a.expected)
-    print(repr(v))
-    return 0 if v.ok else 1
-
-
-def handout_args(p: Any) -> None:
-    p.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="the folder for the handout files")
-    p.add_argument("-t", "--tag", metavar="NAME[:TAG]",
-                   help="the image's name (default: the notebook's %%image build tag)")
-    p.add_argument("--quiet", "-q", action="store_true", help="print only the digest")
-
-
-def cli_handout(a: Any) -> int:
-    with _progress_for(a.quiet, f"handout {a.notebook}") as p:
-        h = nbimages.handout(a.notebook, a.output, tag=a.tag, progress=lambda row: p.update(1))
-    if a.quiet:
-        print(h.digest)
-    else:
-        print(repr(h))
-    return 0
-
-
-COMMANDS["verify"] = ("rebuild a notebook's image in a clean store and check its digest",
-                      verify_args, cli_verify)
-COMMANDS["handout"] = ("write a notebook's image as OCI and docker tars, Dockerfile and README",
-                       handout_args, cli_handout)
 
 SHELL_EPILOG = """\
 The %image subcommands that look at, move or run images work here too, spelled as in the
@@ -362,8 +305,9 @@ def run_table_command(argv: list[str]) -> int:
         ns = p.parse_args(argv[1:])
     except HelpShown:
         return 0
+    # A side result (verify --execute's verification) is output too, before the value.
     inv = Invocation(ns, None, None, None, None, " ".join(argv[1:]), {},
-                     show=lambda value: print(repr(value), file=sys.stderr))
+                     show=lambda value: print(repr(value)), cli=True)
     return _print_value(cmd.func(inv), json_out=ns.json, full=ns.full)
 
 
@@ -381,7 +325,7 @@ def _print_value(value: Any, *, json_out: bool, full: bool) -> int:
         _print_json(value if frame or not hasattr(value, "to_json") else value.to_json())
     elif isinstance(value, os.PathLike):
         print(os.fspath(value))
-    elif isinstance(value, (list, tuple)):
+    elif type(value) in (list, tuple):  # subclasses (rm's Removed) print as their repr
         for item in value:
             print(item)
     elif isinstance(value, str):

@@ -131,8 +131,10 @@ def os_failure(err: BaseException, doing: str = "", fix: str | None = None) -> "
     """The one-paragraph error for an OSError a user can fix (no space, permission denied,
     read-only file system), or None for other errors (which stay what they are). With `fix`,
     every OSError is the user's to fix, and `fix` says how where no better advice is known."""
-    if isinstance(err, OSFailure) or not isinstance(err, OSError):
-        return err if isinstance(err, OSFailure) else None
+    if isinstance(err, OSFailure):
+        return err
+    if not isinstance(err, OSError):
+        return None
     name = _errno.errorcode.get(err.errno or 0, "")
     if name in _OS_FIXES:
         what, fix = _OS_FIXES[name]

@@ -36,11 +36,13 @@ def trust(digest: str, diff_id: str) -> None:
 
 class _VerifyingTar(dg.VerifyingReader):
     """The uncompressed tar, hashed against the diff_id; at its end the rest of the blob is
-    read too, so the blob's own digest and size check runs as well."""
+    read too, so the blob's own digest and size check runs as well. `size` is the tar's
+    length when known (a blob that is its own tar: the descriptor's size)."""
 
-    def __init__(self, tar: BinaryIO, blob: "dg.VerifyingReader | None", layer: "Layer"):
-        super().__init__(tar, layer.diff_id, what=f"the uncompressed layer {dg.short(layer.digest)} "
-                         "(its config diff_id)")
+    def __init__(self, tar: BinaryIO, blob: "dg.VerifyingReader | None", layer: "Layer",
+                 size: int | None = None):
+        super().__init__(tar, layer.diff_id, size, what=f"the uncompressed layer "
+                         f"{dg.short(layer.digest)} (its config diff_id)")
         self._blob = blob
         self._pair = (layer.digest, layer.diff_id)
 
@@ -144,8 +146,7 @@ class Layer:
             # the reader, which keeps skipping file data
             raw = self._open_tar()
             if isinstance(raw, io.BufferedReader):
-                check = _VerifyingTar(self._open_blob(), None, self)
-                check.size = self.size
+                check = _VerifyingTar(self._open_blob(), None, self, self.size)
                 return _HashedAside(raw.detach(), check)
             raw.close()
         if not verify or self.diff_id is None:

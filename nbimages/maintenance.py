@@ -34,7 +34,6 @@ from .analysis.layerindex import LayerIndex
 from .builder.cache import BuildCache
 from .engines.embedded import split_name
 from .errors import InvalidImage, NbimagesError
-from .oci import digest as dg
 from .oci import mediatypes as mt
 from .oci.layout import REF_NAME
 from .oci.manifest import Index, Manifest, media_type_of
@@ -287,8 +286,9 @@ def df(store: Store | None = None) -> StoreUsage:
                                          "blobs", "created"])
     images = images.sort_values("size", ascending=False, kind="stable").reset_index(drop=True)
     used = g.image_blobs()
+    dangling = {e.digest for e in g.entries if e.name is None}
     dangling_only = {d for e in g.entries if e.name is None for d in e.blobs
-                     if users[d] <= {x.digest for x in g.entries if x.name is None}}
+                     if users[d] <= dangling}
     cache_only = g.cache_blobs() - used
     unreferenced = set(g.on_disk) - used - g.cache_blobs()
     temps: dict[str, list[int]] = {"partial download": [0, 0], "temporary": [0, 0]}
@@ -377,15 +377,13 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
         for e in drop:
             removed.append({"kind": "dangling image", "what": e.digest, "size": 0})
         # 2. the build cache: entries whose blob is gone; with all=True every entry
-        live_images = kept_blobs
         cache = dict(g.cache)
         gone = [k for k, r in cache.items() if not isinstance(r, dict) or r.get("digest") not in stat
                 or (all and old(mtime(r["digest"])))]
         for k in gone:
-            rec = cache.pop(k)
-            removed.append({"kind": "cache entry", "what": k, "size": 0,
-                            "_digest": rec.get("digest") if isinstance(rec, dict) else None})
-        live = live_images | {r["digest"] for r in cache.values()}
+            del cache[k]
+            removed.append({"kind": "cache entry", "what": k, "size": 0})
+        live = kept_blobs | {r["digest"] for r in cache.values()}
         # 3. blobs nothing reaches
         dead = [d for d in stat if d not in live and old(mtime(d))]
         for d in dead:
@@ -429,8 +427,7 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
             for p in indexed:
                 p.unlink(missing_ok=True)
             store.forget_origins({e.digest for e in keep_entries})
-    frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in removed],
-                         columns=["kind", "what", "size"])
+    frame = pd.DataFrame(removed, columns=["kind", "what", "size"])
     return PruneReport(frame, dry_run)
 
 
@@ -476,8 +473,7 @@ def _hash_all(store: Store, digests: list[str]) -> dict[str, str | None]:
     """digest -> None when the blob hashes to its name, else the digest it hashes to."""
     def one(d: str) -> tuple[str, str | None]:
         try:
-            with open(store.blob_path(d), "rb") as f:
-                actual, _ = dg.of_stream(f, dg.parse(d)[0])
+            actual = store.rehash(d)
         except OSError as e:
             return d, f"unreadable ({e.strerror})"
         return d, None if actual == d else actual

@@ -11,17 +11,31 @@ choice; nothing here imports IPython until a bar is actually drawn.
         bar.close()
 
 Set NBIMAGES_PROGRESS=0 to turn progress off, =lines to force plain lines.
+
+Code below the progress (the registry client) says what it waits for without knowing who
+shows it: `with waiting("the registry r:5000 (the manifest x:1)", limit=60):` around a request,
+`note("... asking again")` on a retry. The progress open in the calling context (worker
+threads of a pull inherit it) shows a wait that lasts, with its seconds and the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import itertools
 import os
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
-__all__ = ["Progress", "Bar", "progress", "format_bytes"]
+__all__ = ["Progress", "Bar", "progress", "step_progress", "format_bytes", "waiting", "note"]
+
+# The Progress whose `with` block the running code is in (copied into a pull's worker threads).
+_current: contextvars.ContextVar["Progress | None"] = contextvars.ContextVar(
+    "nbimages_progress", default=None)
+# A wait is shown once it lasts this long (or half its limit, when that is shorter).
+SLOW_AFTER = 2.0
 
 
 def format_bytes(n: float) -> str:
@@ -62,6 +76,13 @@ def _in_notebook_kernel() -> bool:
     from tqdm.auto import tqdm as auto_tqdm
     from tqdm.std import tqdm as std_tqdm
     return auto_tqdm is not std_tqdm
+
+
+def _wait_text(now: float, what: str, limit: float | None, started: float) -> str:
+    waited = now - started
+    text = f"waiting for {what}: no answer for {waited:.1f} s" if waited < 10 else \
+        f"waiting for {what}: no answer for {waited:.0f} s"
+    return text + (f" (gives up after {limit:g} s)" if limit else "")
 
 
 class Bar:
@@ -118,13 +139,20 @@ class Progress:
         self._started = time.monotonic()
         self._closed = False
         self._total_tq = None
-        if self.mode == "bars":
-            self._total_tq = self._tqdm(desc, total, leave=True)
+        self._context_token: contextvars.Token | None = None
+        self._waits: dict[int, list] = {}  # id -> [what, limit, started, shown]
+        self._wait_ids = itertools.count()
+        self._ticker: threading.Thread | None = None
+        self._ticks = threading.Event()  # set when the progress closes: the ticker stops
+        # Nothing is drawn until there is something to show: a pull refused at its first
+        # request ends in its error alone, not in an empty bar or "stopped after 0 B".
+        self._shown = False
 
     # -- public -----------------------------------------------------------------------------
     def bar(self, name: str, total: int | None = None) -> Bar:
         """A bar for one item; create it in the calling thread, update it from any thread."""
         with self._lock:
+            self._show()
             if not self._fixed_total and total is not None:
                 self.total = (self.total or 0) + total
                 if self._total_tq is not None:
@@ -142,6 +170,37 @@ class Progress:
         if n:
             self._advance(None, n)
 
+    def note(self, text: str) -> None:
+        """Say something about the transfer as a whole ("asking again", "waiting for …"):
+        next to the total bar, or as a line of its own in 'lines' mode."""
+        if self.mode == "off":
+            return
+        with self._lock:
+            self._show()
+            if self._total_tq is not None:
+                self._total_tq.set_postfix_str(text)
+            elif self.mode == "lines":
+                self._line(f"{self.desc}: {text}")
+
+    @contextlib.contextmanager
+    def waiting(self, what: str, limit: float | None = None) -> Iterator[None]:
+        """While the block runs we wait for `what`; if that lasts (SLOW_AFTER seconds, or half
+        of `limit`), the progress says so with the seconds waited and the limit."""
+        with self._lock:
+            key = next(self._wait_ids)
+            self._waits[key] = [what, limit, time.monotonic(), False]
+            if self._ticker is None and self.mode != "off":
+                self._ticker = threading.Thread(target=self._tick, daemon=True,
+                                                name="nbimages-progress-waits")
+                self._ticker.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                shown = self._waits.pop(key)[3]
+                if shown and self._total_tq is not None:
+                    self._total_tq.set_postfix_str("")
+
     def close(self, failed: bool = False) -> None:
         """Finish: close any open bars and show the total (a summary line in 'lines' mode).
 
@@ -152,10 +211,14 @@ class Progress:
             if self._closed:
                 return
             self._closed = True
+            self._ticks.set()
             open_bars = [b for b in self._bars if not b.closed]
         for b in open_bars:
             self._finish(b, None)
         with self._lock:
+            if failed and not self._shown:
+                return
+            self._show()
             items = len(self._bars)
             what = f"{items} item{'s' if items != 1 else ''}, " if items else ""
             word = "stopped after" if failed else "done,"
@@ -170,9 +233,13 @@ class Progress:
                 self._line(summary)
 
     def __enter__(self) -> "Progress":
+        self._context_token = _current.set(self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self._context_token is not None:
+            _current.reset(self._context_token)
+            self._context_token = None
         self.close(failed=exc_type is not None)
 
     def __repr__(self) -> str:
@@ -190,8 +257,15 @@ class Progress:
                     unit_divisor=1000, leave=leave, file=None if self._in_notebook else self._file,
                     dynamic_ncols=True, mininterval=0.2)
 
+    def _show(self) -> None:
+        """Draw the total bar (in 'bars' mode) on first use; call with the lock held."""
+        self._shown = True
+        if self.mode == "bars" and self._total_tq is None:
+            self._total_tq = self._tqdm(self.desc, self.total, leave=True)
+
     def _advance(self, bar: Bar | None, n: int) -> None:
         with self._lock:
+            self._show()
             self.n += n
             if bar is not None:
                 bar.n += n
@@ -213,6 +287,26 @@ class Progress:
                 tail = f" ({note})" if note else ""
                 self._line(f"{self.desc}: {bar.name} {self._amount_and_speed(bar.n, bar._started)}{tail}")
 
+    def _tick(self) -> None:
+        """Every quarter second: show the longest wait that lasts (refreshing its seconds)."""
+        while not self._ticks.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                slow = [w for w in self._waits.values()
+                        if now - w[2] >= min(SLOW_AFTER, (w[1] or SLOW_AFTER * 2) / 2)]
+                if not slow:
+                    continue
+                self._show()
+                if self._total_tq is not None:
+                    longest = min(slow, key=lambda w: w[2])
+                    self._total_tq.set_postfix_str(_wait_text(now, *longest[:3]))
+                elif self.mode == "lines":
+                    for w in slow:  # one line per slow wait, not one per tick
+                        if not w[3]:
+                            self._line(f"{self.desc}: {_wait_text(now, *w[:3])}")
+                for w in slow:
+                    w[3] = True
+
     def _amount_and_speed(self, n: int, started: float) -> str:
         elapsed = max(time.monotonic() - started, 1e-9)
         text = f"{_format_amount(n, self.unit)} in {elapsed:.1f} s"
@@ -227,7 +321,35 @@ class Progress:
             pass
 
 
+@contextlib.contextmanager
+def waiting(what: str, limit: float | None = None) -> Iterator[None]:
+    """Tell the progress of the running transfer, if any, that we wait for `what` (at most
+    `limit` seconds); nothing is shown unless the wait lasts."""
+    current = _current.get()
+    if current is None:
+        yield
+        return
+    with current.waiting(what, limit):
+        yield
+
+
+def note(text: str) -> bool:
+    """Show `text` on the progress of the running transfer; False when there is none (the
+    caller then logs it instead)."""
+    current = _current.get()
+    if current is None or current.mode == "off":
+        return False
+    current.note(text)
+    return True
+
+
 def progress(desc: str, total: int | None = None, *, unit: str = "B",
              enabled: bool | None = None) -> Progress:
     """Start a Progress (use it as a context manager)."""
     return Progress(desc, total, unit=unit, enabled=enabled)
+
+
+def step_progress(desc: str, quiet: bool = False) -> Progress:
+    """A Progress counting build steps, as `nbimages build` and `handout` show it: off with
+    --quiet, else as NBIMAGES_PROGRESS and the stream decide."""
+    return Progress(desc, unit="step", enabled=False if quiet else None)

@@ -193,3 +193,12 @@ class Reference:
 
     def with_digest(self, digest: str) -> "Reference":
         return Reference.parse(f"{self.name}@{digest}")
+
+
+def is_reference(text: str) -> bool:
+    """True when `text` parses as an image reference (Reference.parse would accept it)."""
+    try:
+        Reference.parse(text)
+    except InvalidReference:
+        return False
+    return True

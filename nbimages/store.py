@@ -137,18 +137,23 @@ class Store(OCILayout):
 
     # ---- verified reads
     def open_blob(self, digest: str, size: int | None = None, *,
-                  where: Callable[[], str] | None = None) -> BinaryIO:
+                  image: Callable[[], str] | None = None, layer: int | None = None) -> BinaryIO:
         """The stored blob, verified as it streams: StoreDamaged if it no longer hashes to
-        `digest` (or is not `size` bytes). `where()` says which image and layer, for the message."""
+        `digest` (or is not `size` bytes). `image()` and `layer` (its index) say which image
+        and layer it is, for the message."""
+        f = self._open_file(digest, _where(image() if image else None, layer))
+        return _StoreBlob(f, self, digest, size, image, layer)
+
+    def _open_file(self, digest: str, what: str | None = None) -> BinaryIO:
+        """The stored file, unverified; StoreDamaged naming `what` and the repair when missing."""
         try:
-            f = super().open_blob(digest)
+            return super()._open_file(digest)
         except InvalidImage:
-            what = where() if where else f"blob {digest}"
+            what = what or f"blob {digest}"
             raise StoreDamaged(
                 f"{what} is missing from the local store ({self.path}): blob {digest} was "
                 f"removed by hand or by another tool. Repair the store with {REPAIR}.",
                 expected=digest, what=what) from None
-        return _StoreBlob(f, self, digest, size, where)
 
     def read_blob(self, digest: str, limit: int = 64 << 20) -> bytes:
         try:
@@ -171,11 +176,15 @@ class Store(OCILayout):
             expected=digest, actual=actual, what=where, expected_size=expected_size,
             actual_size=count, image=image, layer=layer)
 
+    def rehash(self, digest: str) -> str:
+        """The digest the stored blob `digest` hashes to now (its own algorithm); OSError if
+        it cannot be read."""
+        with open(self.blob_path(digest), "rb") as f:
+            return dg.of_stream(f, dg.parse(digest)[0])[0]
+
     def blob_is_damaged(self, digest: str) -> bool:
         """Hash the whole stored blob again: True when it no longer matches its digest."""
-        with open(self.blob_path(digest), "rb") as f:
-            actual, _ = dg.of_stream(f, dg.parse(digest)[0])
-        return actual != digest
+        return self.rehash(digest) != digest
 
     def image(self, tag=None, platform=None, source=None):
         """A stored image whose layers are verified as they are read (see open_blob)."""
@@ -187,11 +196,8 @@ class Store(OCILayout):
     def _stored_layer(self, layer: Layer, index: int, label: Callable[[], str]) -> Layer:
         d = layer.descriptor
 
-        def where() -> str:
-            return f"layer {index} of {label()}"
-
         def open_blob() -> BinaryIO:
-            return self.open_blob(d.digest, d.size, where=where)
+            return self.open_blob(d.digest, d.size, image=label, layer=index)
 
         def open_tar() -> BinaryIO:
             raw = open_blob()
@@ -309,23 +315,21 @@ class _StoreBlob(dg.VerifyingReader):
     """A stored blob as it streams, verified; a mismatch is StoreDamaged naming where it was met."""
 
     def __init__(self, f: BinaryIO, store: Store, digest: str, size: int | None,
-                 where: Callable[[], str] | None):
+                 image: Callable[[], str] | None, layer: int | None):
         super().__init__(f, digest, size, what=f"blob {digest}")
         self._store = store
-        self._where = where
+        self._image = image
+        self._layer = layer
 
     def _fail(self, why: str, actual: str | None = None) -> None:
         self._raise(self.count, actual)
 
     def _raise(self, count: int, actual: str | None = None) -> None:
         self.verified = True  # report once
-        where = self._where() if self._where else "a blob"
-        layer = image = None
-        if where.startswith("layer "):
-            head, _, image = where.partition(" of ")
-            layer = int(head.split()[1])
+        image = self._image() if self._image else None
+        where = _where(image, self._layer) or "a blob"
         raise self._store.damaged(self.expected, actual, count, where, self.expected_size,
-                                  image=image, layer=layer)
+                                  image=image, layer=self._layer)
 
     def drain(self) -> None:
         """Read (and so verify) an unread tail up to _DRAIN_LIMIT bytes; skip larger ones."""
@@ -353,9 +357,15 @@ class _StoreBlob(dg.VerifyingReader):
         return None  # pragma: no cover
 
 
+def _where(image: str | None, layer: int | None) -> str | None:
+    """'layer 1 of team/app:1' for a message, or None when the blob's layer is not known."""
+    return f"layer {layer} of {image}" if image is not None and layer is not None else None
+
+
 class _StoreTar(io.RawIOBase):
-    """The uncompressed tar of a stored layer: a decompressor error caused by a damaged blob
-    becomes that blob's StoreDamaged (not a gzip/zstd traceback); the tail is verified at close."""
+    """The uncompressed tar of a stored layer, its blob's unread tail verified at close (the
+    inflater turns its own error over a damaged blob into that blob's StoreDamaged, asking
+    `_StoreBlob.damage()`)."""
 
     def __init__(self, tar: BinaryIO, raw: _StoreBlob):
         super().__init__()
@@ -365,15 +375,7 @@ class _StoreTar(io.RawIOBase):
         return True
 
     def read(self, n: int = -1) -> bytes:
-        try:
-            return self._tar.read(n)
-        except NbimagesError:
-            raise
-        except Exception:
-            damage = self._raw.damage()
-            if damage is not None:
-                raise damage from None
-            raise
+        return self._tar.read(n)
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
@@ -426,3 +428,10 @@ def default_store() -> Store:
     if _default is None or _default.home != home:
         _default = Store(home)
     return _default
+
+
+def existing_store() -> Store | None:
+    """The default store if one is there already (its index.json), else None: for readers
+    (completion, verify's expected image) that must not create a store where there is none."""
+    home = default_home()
+    return default_store() if (home / "oci" / "index.json").exists() else None

@@ -12,7 +12,7 @@ import zlib
 
 from .errors import DigestMismatch, InvalidImage, NbimagesError
 from .image import Image
-from .oci import canonical, digest as dg, mediatypes as mt
+from .oci import canonical, compression, digest as dg, imageconfig, mediatypes as mt
 from .oci.manifest import Manifest
 
 
@@ -48,11 +48,10 @@ def validate_image(image: Image, *, layers: bool = True) -> Image:
     if image.id != config_digest:
         problems.append(f"image.id {image.id} is not the config digest {config_digest}")
     try:
-        config = canonical.loads(image.config_bytes, "image config")
+        diff_ids = imageconfig.diff_ids(canonical.loads(image.config_bytes, "image config"))
     except NbimagesError as e:
         problems.append(str(e))
-        config = {}
-    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        diff_ids = []
     if image.diff_ids != diff_ids:
         problems.append("image.diff_ids are not the config's rootfs.diff_ids")
     if not (len(diff_ids) == len(m.layers) == len(image.layers)):
@@ -77,20 +76,32 @@ def validate_image(image: Image, *, layers: bool = True) -> Image:
 
 
 def _read_layer(layer, where: str) -> list[str]:
+    """Read the layer once: its blob is hashed (digest and size) as it streams through the
+    decompressor, and the tar that comes out is hashed for the diff_id."""
+    broken = diff_id = tar = None
+    with layer.open_blob() as blob:  # verifies as it streams: its mismatch is this check's finding
+        try:
+            try:
+                tar = compression.open_uncompressed(blob, layer.media_type)
+                diff_id, _ = dg.of_stream(tar)
+            except DigestMismatch:
+                raise
+            except (OSError, EOFError, ValueError, zlib.error, NbimagesError) as e:
+                broken = e
+            while blob.read(dg.CHUNK):  # what the decompressor left unread
+                pass
+        except DigestMismatch as e:
+            got, size = e.actual or "other content", e.actual_size
+        else:
+            got, size = blob.digest, blob.count
+        finally:
+            if tar is not None:
+                tar.close()  # closes the blob too
     out = []
-    try:  # open_blob verifies as it streams: its mismatch is this check's finding
-        with layer.open_blob() as f:
-            got, size = dg.of_stream(f)
-    except DigestMismatch as e:
-        got, size = e.actual or "other content", e.actual_size
     if (got, size) != (layer.digest, layer.size):
         out.append(f"{where}: the blob reads as {got}, {size} bytes")
-    try:
-        with layer.open_tar() as f:
-            diff_id, _ = dg.of_stream(f)
-    except (OSError, EOFError, ValueError, zlib.error, NbimagesError) as e:
-        out.append(f"{where}: the blob does not decompress ({e})")
-        return out
-    if diff_id != layer.diff_id:
+    if broken is not None:
+        out.append(f"{where}: the blob does not decompress ({broken})")
+    elif diff_id is not None and diff_id != layer.diff_id:
         out.append(f"{where}: the uncompressed tar reads as {diff_id}, not its diff_id")
     return out

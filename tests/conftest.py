@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from bases import IN_CI, unavailable  # noqa: F401 - re-exported to the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = os.environ.get("NBIMAGES_TEST_REGISTRY", "127.0.0.1:5000")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 START_HINT = "start them with: bash scripts/services.sh start"
 
 
 def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} is not available under CI=true ({START_HINT})", pytrace=False)
-    pytest.skip(f"{what} is not available ({START_HINT})")
+    unavailable(f"{what} is not available ({START_HINT})")
 
 
 _real_getaddrinfo = socket.getaddrinfo
@@ -160,3 +159,5 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 # Python base image (debootstrap, cached outside the repo) and test wheels: see tests/bases.py.
 from bases import offline_pip, python_base_image, python_base_in_registry, wheel_index  # noqa: E402,F401
+# An image with ipykernel (kernel and execute tests) and isolated Jupyter folders: tests/kernel_image.py.
+from kernel_image import jupyter_dirs, kernel_image  # noqa: E402,F401

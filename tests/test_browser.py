@@ -6,7 +6,8 @@ rewrite the original). Debian's chromium, driven by Python Playwright (never its
 download), opens it, waits until the kernel is really attached, runs all cells through the
 Run menu, and checks that the explorer's layer rows are in the page and that clicking a layer
 lists its files. Every request to an address outside 127.0.0.1 is aborted by the page router.
-Screenshots go to test-artifacts/. Two static exports are checked too: without widget state
+An image kernel (`nbimages kernel install`) is picked from the launcher and runs a cell
+inside its image. Screenshots go to test-artifacts/. Two static exports are checked too: without widget state
 (the explorer's own HTML fallback) and with it (the widget drawn by @jupyter-widgets/html-manager,
 served from a local npm copy instead of the CDN nbconvert points at).
 
@@ -16,6 +17,7 @@ fixture runs it as root when they are missing). Under CI=true a missing browser 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -31,7 +33,9 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from conftest import IN_CI, ROOT
+from bases import unavailable
+from conftest import ROOT
+from kernel_image import KERNEL_TAG, MARKER, ONLY_IN_IMAGE
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -63,9 +67,7 @@ def browser():
     if not _have_browser():
         message = ("chromium, playwright or the local widget manager is missing: run "
                    "`bash scripts/browser-deps.sh` as root")
-        if IN_CI:
-            pytest.fail(message + " (CI=true)", pytrace=False)
-        pytest.skip(message)
+        unavailable(message)
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -136,7 +138,8 @@ def lab(tmp_path_factory):
                 raise AssertionError("JupyterLab did not start:\n" +
                                      (base / "jupyterlab.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield {"url": url, "token": token, "work": dirs["work"], "log": base / "jupyterlab.log"}
+        yield {"url": url, "token": token, "work": dirs["work"], "log": base / "jupyterlab.log",
+               "data": dirs["data"]}
     finally:
         proc.terminate()
         try:
@@ -168,25 +171,33 @@ def run_all(page) -> None:
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
-@pytest.fixture(scope="module")
-def quickstart_page(browser, lab):
-    """The quickstart opened in JupyterLab and run top to bottom."""
+@contextlib.contextmanager
+def lab_page(browser):
+    """A page in a fresh browser context that reaches only the loopback server."""
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.route("**/*", local_only)
-    page = context.new_page()
     try:
-        page.goto(f"{lab['url']}/lab/tree/quickstart.ipynb?token={lab['token']}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        wait_for_kernel(page)
-        run_all(page)
-        page.wait_for_selector(".nbimages-explorer .nbimages-layer-row", timeout=120_000)
-        # the last cell prints the digest: every cell ran
-        page.get_by_text("handout: quickstart.tar").wait_for(timeout=60_000)
-        yield page
+        yield context.new_page()
     finally:
-        page.screenshot(path=str(ARTIFACTS / "browser-quickstart-page.png"))
         context.close()
+
+
+@pytest.fixture(scope="module")
+def quickstart_page(browser, lab):
+    """The quickstart opened in JupyterLab and run top to bottom."""
+    with lab_page(browser) as page:
+        try:
+            page.goto(f"{lab['url']}/lab/tree/quickstart.ipynb?token={lab['token']}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            wait_for_kernel(page)
+            run_all(page)
+            page.wait_for_selector(".nbimages-explorer .nbimages-layer-row", timeout=120_000)
+            # the last cell prints the digest: every cell ran
+            page.get_by_text("handout: quickstart.tar").wait_for(timeout=60_000)
+            yield page
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser-quickstart-page.png"))
 
 
 def test_quickstart_runs_all_cells_without_errors(quickstart_page):
@@ -310,3 +321,43 @@ def test_static_html_export_shows_layer_rows_without_widgets(browser, tmp_path):
             path=str(ARTIFACTS / "static-explorer.png"))
     finally:
         context.close()
+
+
+def test_jupyterlab_launches_an_image_kernel_whose_cells_run_inside_the_image(browser, lab,
+                                                                            kernel_image):
+    """`nbimages kernel install` into the server's Jupyter folder: the launcher shows the
+    image's kernel, and a cell run with it reads a file that exists only in the image."""
+    label = "Python 3.11 (image nbtest/kernel-py:1)"
+    proc = subprocess.run([sys.executable, "-m", "nbimages", "kernel", "install", KERNEL_TAG,
+                           "--name", "nbtest-browser"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JUPYTER_DATA_DIR": str(lab["data"])})
+    assert proc.returncode == 0, proc.stderr
+    with lab_page(browser) as page:
+        # a workspace of its own, so the quickstart opened by the other tests is not restored
+        page.goto(f"{lab['url']}/lab/workspaces/image-kernel?token={lab['token']}")
+        page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
+        page.evaluate("""async () => {
+            await window.jupyterapp.restored;
+            if (!document.querySelector('.jp-Launcher')) {
+                await window.jupyterapp.commands.execute('launcher:create');
+            }
+        }""")
+        card = page.locator(".jp-LauncherCard", has_text=label).first
+        card.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-image-kernel-launcher.png"))
+        card.click()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        wait_for_kernel(page, timeout_ms=90_000)
+        code = f"import sys\nprint(open({ONLY_IN_IMAGE!r}).read().strip(), sys.executable)"
+        page.evaluate("""code => {
+            const nb = window.jupyterapp.shell.currentWidget;
+            nb.content.activeCell.model.sharedModel.setSource(code);
+            return window.jupyterapp.commands.execute('notebook:run-cell');
+        }""", code)
+        output = page.locator(".jp-OutputArea-output", has_text=MARKER.strip()).first
+        output.wait_for(timeout=60_000)
+        assert output.inner_text().strip() == f"{MARKER.strip()} /usr/bin/python3"
+        kernel_name = page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayName")
+        assert kernel_name == label
+        page.screenshot(path=str(ARTIFACTS / "browser-image-kernel-cell.png"))

@@ -85,5 +85,44 @@ def test_every_subcommand_the_help_names_exists_and_works_from_a_shell(tmp_path)
 
 def test_the_cli_verbs_taken_from_the_table_exist_there():
     from nbimages.cli import COMMANDS, FROM_TABLE
-    assert {TABLE.commands[name].group for name in FROM_TABLE.values()} <= set(SHELL_GROUPS)
+    groups = {name: TABLE.commands[name].group for name in FROM_TABLE.values()}
+    # notebook tools that take the notebook as a file work from a shell too
+    assert {n for n, g in groups.items() if g not in SHELL_GROUPS} == {"verify", "handout"}
     assert set(FROM_TABLE) <= set(COMMANDS)  # listed in `nbimages --help`
+    # ... with the table's own summary, written once (commands/summaries.py)
+    assert all(COMMANDS[cli_name][0] == TABLE.commands[name].summary
+               for cli_name, name in FROM_TABLE.items())
+
+
+def _options(parser) -> dict[str, tuple]:
+    return {s: (a.dest, a.help, a.choices, a.default, a.metavar)
+            for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")}
+
+
+def test_verify_and_handout_are_one_grammar_in_the_shell_and_the_notebook(tmp_path):
+    """`nbimages verify|handout` are `%image verify|handout`: the same parser, the same function."""
+    from nbimages.cli import COMMANDS, FROM_TABLE
+    for name, option in (("verify", "--digest"), ("handout", "--output")):
+        assert FROM_TABLE[name] == name and COMMANDS[name][1:] == (None, None)  # no CLI parser
+        r = cli(name, "--help", home=tmp_path / "h")
+        help_text = " ".join(_options(TABLE.commands[name].parser())[option][1].split())
+        assert r.returncode == 0 and help_text in " ".join(r.stdout.split()), (name, r.stdout)
+    r = cli("verify", home=tmp_path / "h")  # no notebook in a shell: say so, exit 2
+    assert r.returncode == 2 and "nbimages verify: name the notebook file" in r.stderr
+
+
+def test_the_cli_verbs_own_options_are_the_tables():
+    """`nbimages inspect --files --layer N` and `nbimages build --build-arg ...` use the options
+    of %image files/sizes/diff and %image dockerfile/save, defined once (commands/parsing.py)."""
+    from nbimages.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    inspect, build = _options(sub["inspect"]), _options(sub["build"])
+    for cli_opt, table_cmd in (("--layer", "files"), ("--final", "files"), ("--depth", "sizes"),
+                               ("--content", "diff"), ("--platform", "layers")):
+        table = _options(TABLE.commands[table_cmd].parser())[cli_opt]
+        assert inspect[cli_opt][0] == table[0] and inspect[cli_opt][1].endswith(table[1]), cli_opt
+    for cli_opt, table_cmd in (("--build-arg", "dockerfile"), ("--engine", "dockerfile"),
+                               ("--compression", "build"), ("--format", "save")):
+        table = _options(TABLE.commands[table_cmd].parser())[cli_opt]
+        assert build[cli_opt][0] == table[0] and build[cli_opt][1].endswith(table[1]), cli_opt
+        assert build[cli_opt][2:4] == table[2:4], cli_opt

@@ -86,3 +86,12 @@ def test_readme_verify_command_works_copy_pasted_in_the_notebooks_folder(tmp_pat
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "verified" in proc.stdout
+
+
+def test_the_handout_magic_is_the_shells_handout(ip, tmp_path, busybox_tar):  # noqa: F811
+    """`%image handout NB -o DIR` writes the folder `nbimages handout` writes; -q gives the digest."""
+    nb = handout_notebook(tmp_path, busybox_tar)
+    h = ip.run_line_magic("image", f"handout {nb} -o {tmp_path / 'out'}")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(FILES.values())
+    assert h.tag == "nbtest/notebook:1" and h.digest.startswith("sha256:")
+    assert ip.run_line_magic("image", f"handout {nb} -o {tmp_path / 'again'} -q") == h.digest

@@ -19,6 +19,7 @@ import zstandard
 
 import hostile as h
 import nbimages
+from bases import unavailable
 from conftest import ROOT
 from nbimages import errors
 from nbimages.sources import open_image, save
@@ -216,6 +217,55 @@ def test_non_utf8_names_print_under_a_strict_utf8_locale(tmp_path):
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         if view == "--files":
             assert b"/caf\xe9" in proc.stdout  # the name's own bytes, as `tar tf` prints them
+
+
+def _latin1_name_layout(directory: Path) -> Path:
+    ti = tarfile.TarInfo("caf\udce9")
+    ti.size = 1
+    lay = ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + b"x" + bytes(511 + 1024)
+    return h.oci_layout(directory, [(lay, h.LAYER_TAR)])
+
+
+def test_non_utf8_names_keep_their_bytes_and_display_escaped(tmp_path):
+    import pickle
+    info = nbimages.inspect(f"oci:{_latin1_name_layout(tmp_path / 'l1')}")
+    files = info.files()
+    assert list(files.path) == ["/caf\udce9"]  # the exact bytes: os.fsencode gives them back
+    assert os.fsencode(files.path[0]) == b"/caf\xe9"
+    for shown in (repr(files), files._repr_html_(), repr(files.path), repr(files[files["size"] > 0]),
+                  info.sizes(depth=3)._repr_html_(), repr(info.diff(info)), repr(info)):
+        shown.encode("utf-8")  # no lone surrogate left to send
+    assert "/caf\\xe9" in repr(files) and "/caf\\xe9" in files._repr_html_()
+    assert "/caf\\xe9" in repr(files.path)
+    again = pickle.loads(pickle.dumps(files))
+    assert again.equals(files) and "/caf\\xe9" in repr(again)
+
+
+def test_non_utf8_names_reach_the_notebook_escaped_through_a_real_kernel(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    from test_notebooks import kernel_env
+    layout = _latin1_name_layout(tmp_path / "l1")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in (
+        f"import nbimages\ninfo = nbimages.inspect('oci:{layout}')\ninfo.files()",
+        "info.files().path",
+        "info.sizes(depth=3)",
+        f"%load_ext nbimages\n%image files oci:{layout}",
+        f"nbimages.explore('oci:{layout}')",
+        "import os; os.fsencode(info.files().path[0])")]
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=False)
+    client.execute(env=kernel_env(tmp_path / "iso"), cwd=str(tmp_path))
+    for cell in nb.cells[:5]:
+        [out] = [o for o in cell.outputs if o.output_type == "execute_result"]
+        for mime, text in out.data.items():
+            if isinstance(text, str):
+                assert "\ufffd" not in text, (cell.source, mime)
+                names_files = "sizes" not in cell.source and not (
+                    "explore" in cell.source and mime == "text/plain")  # that lists dirs only
+                if mime in ("text/plain", "text/html") and names_files:
+                    assert "/caf\\xe9" in text, (cell.source, mime, text[:2000])
+    assert nb.cells[5].outputs[0].data["text/plain"] == "b'/caf\\xe9'"  # the value kept its bytes
 
 
 def test_long_names_are_refused_past_path_max_with_bounded_memory(tmp_path):
@@ -428,6 +478,39 @@ def test_a_hanging_registry_fails_after_the_configured_timeout(monkeypatch, capl
         assert_clean_failure(proc, "NBIMAGES_REGISTRY_TIMEOUT")
 
 
+def test_pull_and_push_progress_say_what_they_wait_for_and_how_long(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.setenv("NBIMAGES_REGISTRY_RETRIES", "1")
+    monkeypatch.setenv("NBIMAGES_REGISTRY_BACKOFF", "0")
+    with Silent() as srv:
+        # From a shell (plain lines): the wait, then the retry, each said once, then the error.
+        proc = cli("pull", f"{srv.address}/x/y:1",
+                   env={"NBIMAGES_REGISTRY_TIMEOUT": "2", "NBIMAGES_PROGRESS": "lines"})
+        err = assert_clean_failure(proc, "did not answer within 2 s, 2 times")
+        waited = f"waiting for the registry {srv.address} (the manifest x/y:1): no answer for 1."
+        assert err.count(waited) == 2 and err.count("(gives up after 2 s)") == 2, err
+        assert err.count("asking again (attempt 2 of 2)") == 1, err
+        assert "stopped after" in err and err.index(waited) < err.index("asking again"), err
+
+        # A push waits in its worker threads (one per blob): each blob's wait is shown.
+        layout = h.oci_layout(tmp_path / "layout", [(BENIGN, h.LAYER_TAR)])
+        proc = cli("push", f"oci:{layout}", f"{srv.address}/x/y:1",
+                   env={"NBIMAGES_REGISTRY_TIMEOUT": "2", "NBIMAGES_PROGRESS": "lines"})
+        err = assert_clean_failure(proc, "did not answer within 2 s, 2 times")
+        layer_blob = h.sha256(BENIGN).split(":")[1][:12]
+        assert f"waiting for the registry {srv.address} (blob {layer_blob}): no answer for 1." \
+            in err, err
+        assert f"did not answer blob {layer_blob} within 2 s" in err, err
+
+        # With bars (a terminal, or ipywidgets in a kernel) the total bar carries the wait.
+        monkeypatch.setattr("nbimages.progress._choose_mode", lambda enabled, stream: "bars")
+        with pytest.raises(errors.RegistryError, match=r"within 1\.5 s"):
+            nbimages.pull(f"{srv.address}/x/y:1", timeout=1.5)
+        shown = capsys.readouterr().err
+        assert f"waiting for the registry {srv.address} (the manifest x/y:1)" in shown, shown
+        assert "gives up after 1.5 s" in shown and "asking again (attempt 2 of 2)" in shown
+
+
 # ---------------------------------------------------------------- a full or read-only store
 
 @pytest.fixture
@@ -438,7 +521,7 @@ def small_tmpfs(tmp_path):
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     if proc.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
         yield mnt
     finally:
@@ -468,6 +551,93 @@ def test_a_full_store_fails_cleanly_and_the_next_pull_works(small_tmpfs, tmp_pat
 
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     assert_clean_failure(cli("copy", f"oci:{layout}", "store:again", env=env), "read-only")
+
+
+# ---------------------------------------------------------------- a store owned by someone else
+
+# An unprivileged user (nobody) that may read everything (CAP_DAC_READ_SEARCH, so it can run
+# this tree's interpreter wherever it lives) but write only where permissions let it.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+
+
+def cli_as_nobody(*args: str, home: Path, store: Path | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NBIMAGES_HOME"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), NBIMAGES_PROGRESS="lines")
+    if store is not None:
+        env["NBIMAGES_HOME"] = str(store)
+    return subprocess.run([*AS_NOBODY, sys.executable, "-m", "nbimages", *args],
+                          capture_output=True, env=env, timeout=120, cwd=ROOT)
+
+
+def assert_permission_paragraph(proc: subprocess.CompletedProcess, place: Path) -> None:
+    err = assert_clean_failure(proc, "permission is denied", "NBIMAGES_HOME")
+    lines = [line for line in err.splitlines() if line.startswith("nbimages:")]
+    assert len(lines) == 1 and str(place) in lines[0], err
+
+
+@pytest.mark.registry
+def test_a_store_owned_by_someone_else_is_one_paragraph_and_stays_usable(tmp_path, registry):
+    if os.geteuid() != 0:
+        unavailable("switching to another user needs root")
+    base = tmp_path / "perm"
+    home = base / "home"            # root's, mode 0755: nobody may read it, not write it
+    store = home / "store"
+    out = base / "out"              # where nobody may write
+    for d in (base, home, out):
+        d.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o777)
+    layout = h.oci_layout(base / "lay", [(h.gz(h.layer({"etc/motd": b"hi\n"})), h.LAYER_GZIP)])
+    ref = f"{registry}/nbtest-hostile17/perm-{os.getpid()}:1"
+    nbimages.push(f"oci:{layout}", ref, progress=False)
+    gz_tar = base / "img.tar.gz"
+    gz_tar.write_bytes(gzip.compress((save(f"oci:{layout}", base / "img.tar")).read_bytes()))
+    ctx = base / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (ctx / "a").write_text("a\n")
+    owner = {"NBIMAGES_HOME": str(store)}
+    proc = cli("pull", ref, env=owner)  # the owner's store, with the image in it
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+    for args in (("pull", ref), ("build", str(ctx), "-t", "nbtest-hostile17/perm-b:1"),
+                 ("copy", f"oci:{layout}", "store:nbtest-hostile17/perm-c:1"),
+                 ("inspect", str(gz_tar)), ("inspect", f"docker-archive:{gz_tar}", "--files")):
+        assert_permission_paragraph(cli_as_nobody(*args, home=home, store=store), home)
+    err = assert_clean_failure(cli_as_nobody("save", ref, str(home / "x.tar"), home=home,
+                                             store=store), "Choose a folder you can write to")
+    assert f"cannot write {home / 'x.tar'}: Permission denied" in err
+    # Reading someone else's store is allowed: a save from it to a place of one's own works.
+    proc = cli_as_nobody("save", f"store:{ref}", str(out / "mine.tar"), home=home, store=store)
+    assert proc.returncode == 0 and (out / "mine.tar").stat().st_uid == 65534, proc.stderr
+    # Without a store of one's own, files and layouts still open (they need no store) ...
+    proc = cli_as_nobody("save", f"oci:{layout}", str(out / "nostore.tar"), home=home, store=None)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    # ... and what needs the store names the default one under HOME.
+    assert_permission_paragraph(cli_as_nobody("pull", ref, home=home, store=None), home / ".cache")
+    assert not (home / ".cache").exists()
+
+    # The owner's store is untouched: nothing of nobody's in it, sound, and it still pulls.
+    assert all(p.stat().st_uid == 0 for p in store.rglob("*"))
+    assert not list(store.rglob("*.partial")) and not list(store.rglob(".tmp-*"))
+    proc = cli("store", "check", env=owner)
+    assert proc.returncode == 0 and b"sound" in proc.stdout, proc.stderr.decode(errors="replace")
+    proc = cli("copy", f"oci:{layout}", "store:nbtest-hostile17/perm-c:1", env=owner)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+
+def test_save_to_a_transport_name_is_refused_not_written_under_the_working_directory(
+        tmp_path, monkeypatch):
+    layout = h.oci_layout(tmp_path / "ok", [(BENIGN, h.LAYER_TAR)])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    target = tmp_path / "out" / "x.tar"
+    with pytest.raises(errors.UnknownTransport, match=r"--format oci .*nbimages copy SOURCE"):
+        save(f"oci:{layout}", f"oci-archive:{target}", format="oci")
+    proc = cli("save", f"oci:{layout}", f"docker-archive:{target}")
+    assert_clean_failure(proc, f"Give the path alone ('{target}')")
+    assert not list(work.iterdir()) and not target.parent.exists()
 
 
 # ---------------------------------------------------------------- the same in the notebook

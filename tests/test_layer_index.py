@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 

@@ -6,10 +6,11 @@ import io
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
-from nbimages.progress import Progress, format_bytes, progress
+from nbimages.progress import Progress, format_bytes, note, progress, waiting
 
 
 class FakeTTY(io.StringIO):
@@ -187,3 +188,26 @@ def test_leaving_on_an_error_says_stopped_not_done():
             raise RuntimeError("network down")
     lines = out.getvalue().splitlines()
     assert lines[-1].startswith("pull x: stopped after 1 item, 4 B in ")
+
+
+def test_a_wait_that_lasts_is_shown_once_and_a_short_one_not_at_all():
+    out = io.StringIO()
+    with Progress("pull x", enabled=True, file=out) as p:
+        assert p.mode == "lines"
+        with waiting("the registry r:5000 (quick)", limit=60):
+            pass
+        with waiting("the registry r:5000 (the manifest x:1)", limit=0.6):
+            time.sleep(0.8)
+    waits = [line for line in out.getvalue().splitlines() if "waiting" in line]
+    assert len(waits) == 1, waits
+    assert waits[0].startswith("pull x: waiting for the registry r:5000 (the manifest x:1): no "
+                               "answer for 0."), waits
+    assert waits[0].endswith("(gives up after 0.6 s)"), waits
+
+
+def test_waits_and_notes_outside_a_progress_are_left_to_the_caller():
+    with waiting("nothing shown"):
+        pass
+    assert note("no progress open") is False
+    with Progress("push y", enabled=False):
+        assert note("progress turned off") is False

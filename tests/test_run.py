@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def _our_containers(docker_client) -> list[str]:
-    return [c.id for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={SESSION}"})]
+    return [c.id for c in docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL_SESSION}={SESSION}"})]
 
 
 def test_foreground_run_returns_nonzero_exit_code_with_output(eng, busybox_image, capsys, docker_client):
@@ -220,7 +220,7 @@ def test_in_a_jupyter_kernel_output_is_live_and_interrupt_stops_the_container(bu
             msg = kc.get_iopub_msg(timeout=30)
             if msg["msg_type"] == "stream":
                 seen += msg["content"]["text"]
-        assert [c.name for c in docker_client.containers.list(filters={"name": name})] == [name]
+        assert [c.name for c in docker_client.containers.list(ignore_removed=True, filters={"name": name})] == [name]
         km.interrupt_kernel()
         errors = []
         while True:
@@ -230,7 +230,7 @@ def test_in_a_jupyter_kernel_output_is_live_and_interrupt_stops_the_container(bu
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 break
         assert errors == ["KeyboardInterrupt"]
-        assert docker_client.containers.list(all=True, filters={"name": name}) == []
+        assert docker_client.containers.list(all=True, ignore_removed=True, filters={"name": name}) == []
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

@@ -15,11 +15,13 @@ import pytest
 
 from conftest import docker_build, run, tool
 from nbimages import errors
+from nbimages.image import Image
 from nbimages.oci import canonical, mediatypes as mt
 from nbimages.oci.descriptor import Descriptor, Platform
 from nbimages.oci.layout import OCILayout
 from nbimages.oci.manifest import Index, Manifest
-from nbimages.sources import open_image, parse_source, save
+from nbimages.sources import open_image, parse_source, save, write_image
+from nbimages.sources.copy import copy
 
 TAG = "nbtest/sources:1"
 DOCKERFILE = """\
@@ -492,3 +494,57 @@ def test_bare_name_found_nowhere_says_store_and_engine_were_looked_at_not_only_t
     msg = str(e.value)
     assert "'qa/mistyped:1' is not in the local store (and no Docker engine answers)" in msg
     assert "registry-1.docker.io" in msg
+
+
+def test_every_transport_writes_what_it_opens(reference, registry, tmp_path):
+    """One table, both directions: each transport's writer, then its opener on the same string."""
+    from nbimages.sources import TRANSPORTS, write_image
+    from nbimages.sources.opener import TRANSPORTS_IO
+    from nbimages.store import Store
+
+    assert set(TRANSPORTS_IO) == set(TRANSPORTS)
+    store = Store(tmp_path / "store")
+    dests = [f"docker-archive:{tmp_path / 'a.tar'}:nbtest/io16b:1",
+             f"oci-archive:{tmp_path / 'b.tar'}:v1", f"oci:{tmp_path / 'layout'}:v1",
+             "store:nbtest/io16b:1", f"docker://{registry}/nbtest/io16b:1",
+             "docker-daemon:nbtest/io16b:1"]
+    for dest in dests:
+        written = write_image(reference, dest, store=store, progress=False, insecure=True)
+        again = open_image(dest, store=store, insecure=True)
+        assert again.id == reference.id, dest
+        assert written in (again.digest, again.id), dest
+    with pytest.raises(errors.UnknownTransport, match="names no transport"):
+        write_image(reference, str(tmp_path / "c.tar"))
+
+
+def as_docker_manifest(image) -> Image:
+    """The same config and layers under a Docker schema 2 manifest (what a registry may serve)."""
+    m = image.manifest
+    docker_types = {mt.OCI_LAYER: mt.DOCKER_LAYER, mt.OCI_LAYER_GZIP: mt.DOCKER_LAYER_GZIP}
+    layers = [Descriptor(docker_types[d.media_type], d.digest, d.size) for d in m.layers]
+    manifest = Manifest.build(Descriptor(mt.DOCKER_CONFIG, m.config.digest, m.config.size),
+                              layers, docker=True)
+    return Image(manifest, image.config_bytes, list(image.layers), names=list(image.names))
+
+
+def test_oci_writers_return_the_digest_of_the_manifest_converted_to_oci(reference, tmp_path):
+    """A Docker manifest is written with OCI media types (a new digest): write_image returns
+    that digest, the one the destination reads back."""
+    docker = as_docker_manifest(reference)
+    assert docker.manifest.media_type == mt.DOCKER_MANIFEST
+    for dest in (f"oci:{tmp_path / 'layout'}", f"oci-archive:{tmp_path / 'a.tar'}"):
+        written = write_image(docker, dest)
+        again = open_image(dest)
+        assert again.manifest.media_type == mt.OCI_MANIFEST, dest
+        assert written == again.digest != docker.digest, dest
+
+
+def test_copy_into_a_layout_holding_another_image_returns_the_written_digest(
+        reference, busybox_image, tmp_path):
+    """oci:DIR without a tag adds the image under its own name beside the others: the copy
+    succeeds and returns its digest (it used to re-read DIR untagged and fail on 2 images)."""
+    layout = tmp_path / "layout"
+    save(open_image(f"docker-daemon:{busybox_image}"), layout, format="oci-dir", tag="other")
+    written = copy(reference, f"oci:{layout}", progress=False)
+    assert sorted(OCILayout(layout).refs()) == sorted(["other", reference.tag])
+    assert written == open_image(f"oci:{layout}:{reference.tag}").digest

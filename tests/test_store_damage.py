@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,51 @@ def test_a_missing_layer_blob_names_the_image_and_the_repair(_isolated_home):
     assert done.returncode == 1
     assert f"layer 1 of {NAME} is missing from the local store" in done.stderr
     assert "store check --repair" in done.stderr and "Traceback" not in done.stderr
+
+
+
+def _text(n: int) -> bytes:
+    """n bytes of compressible but varied text (its gzip blob is about half as large)."""
+    return " ".join(f"{i:x}-{(i * 7919) % 104729:x}" for i in range(n // 8)).encode()[:n]
+
+
+def _flip_where_inflating_fails_early(store: Store, digest: str) -> None:
+    """Flip the first byte from the middle of a gzip blob on which inflating fails while more
+    than 256 KB of the blob are still unread: the inflater's error comes before the blob's end,
+    where its digest would be checked."""
+    data = store.blob_path(digest).read_bytes()
+    for offset in range(len(data) // 2, len(data) // 2 + 4096):
+        bad = bytearray(data)
+        bad[offset] ^= 0xFF
+        inflate, pos = zlib.decompressobj(31), 0
+        try:
+            while pos < len(bad):
+                inflate.decompress(bytes(bad[pos:pos + 16384]))
+                pos += 16384
+        except zlib.error:
+            if pos < len(bad) - (256 << 10):
+                _flip(store, digest, offset)
+                return
+    raise AssertionError("no byte of the blob makes inflating fail early")  # pragma: no cover
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["trusted", "fresh-process"])
+def test_a_flipped_byte_inside_a_compressed_layer_is_store_damaged(in_process, _isolated_home):
+    # The inflater trips over the flipped byte long before the blob's end, where the digest
+    # check would run: its error must still become the store's StoreDamaged, not InvalidImage.
+    os.environ["NBIMAGES_HOME"] = str(_isolated_home)
+    img = nbimages.Recipe("scratch").file("/data/words.txt", _text(2_000_000)).build(NAME)
+    store = Store(_isolated_home)
+    digest = img.layers[0].digest
+    assert store.blob_path(digest).stat().st_size < 1_500_000  # deflated, not stored blocks
+    _flip_where_inflating_fails_early(store, digest)
+    if in_process:
+        with pytest.raises(StoreDamaged) as info:
+            nbimages.inspect(f"store:{NAME}").files()
+        assert (info.value.image, info.value.layer, info.value.expected) == (NAME, 0, digest)
+        _assert_named(str(info.value), digest, 0)
+    else:
+        done = _cli("inspect", "--files", f"store:{NAME}", home=_isolated_home)
+        assert done.returncode == 1
+        assert done.stderr.startswith("nbimages: StoreDamaged: "), done.stderr
+        _assert_named(done.stderr, digest, 0)

@@ -214,7 +214,7 @@ def test_magic_store_commands_return_the_same_reports(ip, _isolated_home):
     assert list(usage.images["repository"]) == ["nbt10/magic"]
     assert ip.run_line_magic("image", "store prune --dry-run").dry_run
     assert ip.run_line_magic("image", "store check").ok
-    assert ip.run_line_magic("image", "rm nbt10/magic:1 --where store") == {"nbt10/magic:1": ["store"]}
+    assert ip.run_line_magic("image", "rm nbt10/magic:1 --where store") == ["store"]
     assert "nbt10/magic" not in set(ip.run_line_magic("image", "images --engine embedded")["repository"])
 
 

@@ -32,6 +32,8 @@ LAZY_ALLOWED = {
     "pathspec": "only for .dockerignore files",
     "nbformat": "only to read notebooks",
     "filelock": "only when the store is written",
+    "jupyter_client": "~0.15 s; only when an image kernel is installed, listed, removed or run",
+    "nbclient": "~0.9 s; only when a notebook is executed (nbimages execute, verify --execute)",
 }
 
 
@@ -60,15 +62,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]):
     tree = ast.parse(path.read_text(), str(path))
     is_package = path.name == "__init__.py"
     top = {id(n) for n in tree.body}
-    typing_only: set[int] = set()
     for n in tree.body:
-        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
-            typing_only |= {id(c) for c in ast.walk(n)}  # never executed: no dependency
-        elif isinstance(n, (ast.If, ast.Try)):
-            top |= {id(c) for c in ast.walk(n)}  # still run when the module is imported
+        if isinstance(n, (ast.If, ast.Try)):
+            # still run when the module is imported; a TYPE_CHECKING import is a dependency
+            # too (a type checker follows it), so it counts for cycles and layers
+            top |= {id(c) for c in ast.walk(n)}
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno, id(node) in top
@@ -239,9 +238,10 @@ LAYERS = [
     ("nbimages.oci", 1), ("nbimages.image", 2), ("nbimages.store", 3), ("nbimages.validate", 3),
     ("nbimages.registry", 4), ("nbimages.sources", 5), ("nbimages.builder", 6),
     ("nbimages.analysis.layerindex", 6), ("nbimages.analysis", 6), ("nbimages.engines", 7),
-    ("nbimages.maintenance", 8), ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
+    ("nbimages.maintenance", 8), ("nbimages.kernel", 8),
+    ("nbimages.workflow.session", 8), ("nbimages.workflow.freeze", 8),
     ("nbimages.commands.parsing", 9), ("nbimages.commands.steps", 9),
-    ("nbimages.workflow", 10), ("nbimages.commands", 11),
+    ("nbimages.workflow", 10), ("nbimages.execution", 10), ("nbimages.commands", 11),
     ("nbimages.notebook", 12), ("nbimages.cli", 12), ("nbimages.__main__", 12), ("nbimages", 12),
 ]
 

@@ -18,13 +18,27 @@ numbers (dive-metrics.md §1.4).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, Sequence
 
 from ..oci.whiteout import MergedTree
 from .codes import DIR, ESCAPES, OPAQUE, WHITEOUT as WH_CODE
 
-if TYPE_CHECKING:
-    from .walk import LayerFiles, Walk
+
+class LayerColumns(Protocol):
+    """What dive reads of one walked layer (walk.LayerFiles is one)."""
+
+    paths: Sequence[str]
+    kinds: Sequence[int]
+    sizes: Sequence[int]
+    unsafe: list[tuple[int, str]]
+
+
+class WalkedLayers(Protocol):
+    """What dive reads of the layer walk (walk.Walk is one): the merged tree and the layers."""
+
+    tree: MergedTree
+    layers: Sequence[LayerColumns]
+
 
 BLANK = (False, 0)
 DOUBLE_WHITEOUT = ".wh..wh.."
@@ -60,7 +74,7 @@ def _target(p: str) -> str:
 class DiveModel:
     """Efficiency bookkeeping fed by the layer walk; `finish()` computes the results."""
 
-    def __init__(self, walk: Walk):
+    def __init__(self, walk: WalkedLayers):
         self.walk = walk
         # path -> size when seen once; [total, min, count] afterwards (or after an abort)
         self.eff: dict[str, object] = {}
@@ -87,7 +101,7 @@ class DiveModel:
                 parents.add(par)
                 par = _parent(par)
 
-    def add_layer(self, i: int, lf: LayerFiles, parents: set, duplicates: bool,
+    def add_layer(self, i: int, lf: LayerColumns, parents: set, duplicates: bool,
                   skip: set) -> None:
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
         # leaves: node path -> (entry index or -1 for a blank node)

@@ -29,6 +29,7 @@ from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED,
                     REASON, SHIFT, SKIPPED, UNSAFE)
 from .layerindex import LayerIndex
 from .packages import packages
+from .table import printable, table
 from .walk import Budget, LayerFiles, Walk, read_layer
 
 if TYPE_CHECKING:
@@ -75,7 +76,6 @@ class Inspection:
         self.image = image
         self._index = LayerIndex() if index else None
         self._walk: Walk | None = None
-        self._budget = Budget()
         self._cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ identity
@@ -118,9 +118,9 @@ class Inspection:
 
     def _ensure(self) -> Walk:
         if self._walk is None:
-            self._budget = Budget()
+            budget = Budget()  # per walk: a new walk starts from a full budget
             walk = Walk()
-            for lf in self._read_layers():
+            for lf in self._read_layers(budget):
                 walk.apply(lf)
             walk.finish()
             self._walk = walk
@@ -129,18 +129,18 @@ class Inspection:
                 self._cache.pop(key, None)
         return self._walk
 
-    def _read_layer(self, i: int) -> LayerFiles:
+    def _read_layer(self, i: int, budget: Budget) -> LayerFiles:
         layer = self.image.layers[i]
         index = self._index
         if index is not None:
             lf = index.load(layer.diff_id, layer.digest)
             if lf is not None:
-                self._budget.spend(len(lf), sum(map(len, lf.paths))
-                                   + sum(map(len, lf.links.values())))
+                budget.spend(len(lf), sum(map(len, lf.paths))
+                             + sum(map(len, lf.links.values())))
                 return lf
         try:
             with self.image.layer_tar(i) as stream:
-                lf = read_layer(stream, self._budget)
+                lf = read_layer(stream, budget)
             # only now, the tar verified against its diff_id (and the blob its digest)
             if index is not None:
                 index.save(lf, layer.diff_id, layer.digest)
@@ -149,7 +149,7 @@ class Inspection:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
                                f"{self.source or 'the image'}: {e}") from None
 
-    def _read_layers(self) -> Iterator[LayerFiles]:
+    def _read_layers(self, budget: Budget) -> Iterator[LayerFiles]:
         """The layers' file tables in order. Compressed or unverified layers are read two at a
         time in threads: the inflaters (isal, zstandard) and the hashes release the GIL, so
         one layer inflates or hashes while another is parsed; at most LOOKAHEAD tables wait
@@ -159,16 +159,16 @@ class Inspection:
         busy = sum(1 for layer in self.image.layers if layer.compression or not layer.verified)
         if n < 2 or not busy:
             for i in range(n):
-                yield self._read_layer(i)
+                yield self._read_layer(i, budget)
             return
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbimages-layer") as pool:
-            pending = [pool.submit(self._read_layer, i) for i in range(min(n, LOOKAHEAD))]
+            pending = [pool.submit(self._read_layer, i, budget) for i in range(min(n, LOOKAHEAD))]
             try:
                 for i in range(n):
                     lf = pending[i].result()
                     pending[i] = None  # type: ignore[call-overload]
                     if i + LOOKAHEAD < n:
-                        pending.append(pool.submit(self._read_layer, i + LOOKAHEAD))
+                        pending.append(pool.submit(self._read_layer, i + LOOKAHEAD, budget))
                     yield lf
             finally:
                 for f in pending:
@@ -569,7 +569,6 @@ class Inspection:
         With `content=True`, regular files of equal metadata from different layers are
         compared by a hash of their bytes (a second, targeted read of those layers).
         """
-        import pandas as pd
         other = inspect(other)
         a, b = self._final_map(), other._final_map()
         cols: dict[str, list] = {c: [] for c in DIFF_COLUMNS}
@@ -613,7 +612,7 @@ class Inspection:
             cols["mode_b"].append(y[3] if y else None)
             cols["layer_a"].append(x[8] if x else None)
             cols["layer_b"].append(y[8] if y else None)
-        frame = pd.DataFrame(cols)
+        frame = table(cols)
         for col in ("size_a", "size_b", "mode_a", "mode_b", "layer_a", "layer_b"):
             frame[col] = frame[col].astype("Int64")
         return frame
@@ -729,7 +728,7 @@ class Inspection:
             lines += [f"  note: {n}" for n in notes[:5]]
             if len(notes) > 5:
                 lines.append(f"  ... {len(notes) - 5} more notes: .notes()")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     def _repr_html_(self) -> str:
         if self._walk is None and not self.local:
@@ -745,7 +744,7 @@ class Inspection:
             items = "".join(f"<li>{html.escape(n)}</li>" for n in notes[:10])
             notes_html = f"<details><summary>{len(notes)} notes on dive's numbers</summary>" \
                          f"<ul>{items}</ul></details>"
-        return f"<div><table>{rows}</table>{notes_html}{table}</div>"
+        return printable(f"<div><table>{rows}</table>{notes_html}{table}</div>")
 
 
 # column dtypes, so that empty tables still have the right types
@@ -762,8 +761,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def _typed(cols: dict[str, list]) -> pd.DataFrame:
-    import pandas as pd
-    frame = pd.DataFrame(cols)
+    frame = table(cols)
     for col in frame.columns:
         dtype = _DTYPES.get(col)
         if dtype and (len(frame) == 0 or col != "layer" or frame[col].notna().all()):

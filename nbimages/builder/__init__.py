@@ -12,8 +12,7 @@ import sys
 import types
 from typing import Any
 
-from . import dockerfile
-from .dockerfile import build_dockerfile
+from .dockerfile import build_dockerfile, parse_dockerfile
 from .recipe import Recipe
 
 __all__ = ["Recipe", "build", "build_dockerfile", "parse_dockerfile"]
@@ -25,12 +24,6 @@ def build(source: "Recipe | str | os.PathLike", tag: str | None = None, *,
     if isinstance(source, Recipe):
         return source.build(tag, **kwargs)
     return build_dockerfile(source, tag, context, **kwargs)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("build_dockerfile", "parse_dockerfile"):
-        return getattr(dockerfile, name)
-    raise AttributeError(f"module 'nbimages.builder' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

@@ -1,7 +1,8 @@
 """Write a Recipe as a Dockerfile (and the build context its COPY lines read).
 
-The reading direction is dockerfile.py, which makes Recipes; this module only reads them,
-so recipe.py can offer `to_dockerfile()` without importing the reader.
+The reading direction is dockerfile.py, which makes Recipes; this module takes a recipe's
+base and steps, so recipe.py can offer `to_dockerfile()` without importing the reader and
+without this module knowing Recipe.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Sequence
 
-from .steps import Step
-
-if TYPE_CHECKING:
-    from .recipe import Recipe
+from .steps import Step, chown_flag, copy_flags
 
 
 def _dq(value: str) -> str:
@@ -43,7 +41,7 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
     a = step.args
     k = step.kind
     if k == "file":
-        chown = f" --chown={a['uid']}:{a['gid']}" if a["uid"] or a["gid"] else ""
+        chown = chown_flag(a)
         if files_dir is not None:
             return f"COPY{chown} {files_dir}/{_file_name(step, index)} {a['path']}"
         text = (step.content or b"").decode("utf-8", "replace")
@@ -53,9 +51,7 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
         return (f"COPY{chown} --chmod={a['mode']:o} <<'{marker}' {a['path']}\n"
                 f"{text.rstrip(chr(10))}\n{marker}")
     if k == "copy":
-        flags = f" --chown={a['uid']}:{a['gid']}" if a.get("uid") or a.get("gid") else ""
-        if a.get("chmod") is not None:
-            flags += f" --chmod={a['chmod']:o}"
+        flags = copy_flags(a)
         parts = a["src"] + [a["dest"]]
         instr = "ADD" if a.get("add") else "COPY"
         if any(" " in p for p in parts):
@@ -94,27 +90,29 @@ def _file_name(step: Step, index: int) -> str:
     return f"{index:03d}-{base}"
 
 
-def recipe_to_dockerfile(recipe: Recipe, files_dir: str | None = None) -> str:
+def dockerfile_text(base: Any, steps: Sequence[Step], files_dir: str | None = None) -> str:
+    """A Recipe's base and steps as Dockerfile text (file steps as heredocs, or as COPY from
+    `files_dir` when given)."""
     lines = []
-    uses_heredoc = files_dir is None and any(s.kind == "file" for s in recipe.steps)
+    uses_heredoc = files_dir is None and any(s.kind == "file" for s in steps)
     if uses_heredoc:
         lines.append("# syntax=docker/dockerfile:1.4")
-    lines.append(_from_line(recipe.base))
-    for i, step in enumerate(recipe.steps):
+    lines.append(_from_line(base))
+    for i, step in enumerate(steps):
         lines.append(_step_lines(step, files_dir, i + 1))
     return "\n".join(lines) + "\n"
 
 
-def write_context(recipe: Recipe, directory: Path, files_dir: str) -> Path:
+def write_context(base: Any, steps: Sequence[Step], directory: Path, files_dir: str) -> Path:
     """Dockerfile + file-step contents (with their modes) in `directory`; returns the Dockerfile."""
     directory.mkdir(parents=True, exist_ok=True)
     fdir = directory / files_dir
-    for i, step in enumerate(recipe.steps):
+    for i, step in enumerate(steps):
         if step.kind == "file":
             fdir.mkdir(parents=True, exist_ok=True)
             p = fdir / _file_name(step, i + 1)
             p.write_bytes(step.content or b"")
             os.chmod(p, step.args["mode"])
     path = directory / "Dockerfile"
-    path.write_text(recipe_to_dockerfile(recipe, files_dir=files_dir), encoding="utf-8")
+    path.write_text(dockerfile_text(base, steps, files_dir=files_dir), encoding="utf-8")
     return path

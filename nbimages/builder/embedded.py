@@ -96,8 +96,6 @@ def open_base(source: str | None, platform: str | Platform | None, store) -> Ima
     """The base image (None for scratch), opened by nbimages.sources.open_image."""
     if source is None or source.strip().lower() == "scratch":
         return None
-    if source.startswith("store:"):
-        return store.get(source[len("store:"):], platform)
     return open_image(source, platform=platform, store=store)
 
 

@@ -22,7 +22,7 @@ from ..image import Image
 from ..oci.descriptor import Descriptor
 from ..reference import Reference
 from ..verbs import provided
-from .dockerfile_writer import recipe_to_dockerfile, write_context
+from .dockerfile_writer import dockerfile_text, write_context
 from .embedded import build_recipe, open_base
 from .steps import (KINDS, Step, check_options, command, env_name, image_path, parse_mode,
                     parse_owner, port)
@@ -247,7 +247,7 @@ class Recipe:
     # ---- showing
     def to_dockerfile(self, files_dir: str | None = None) -> str:
         """The equivalent Dockerfile (file steps as heredocs, or COPY from `files_dir`)."""
-        return recipe_to_dockerfile(self, files_dir=files_dir)
+        return dockerfile_text(self.base, self.steps, files_dir=files_dir)
 
     def write_context(self, directory: str | os.PathLike, files_dir: str = ".nbimages-files"
                       ) -> Path:
@@ -255,7 +255,7 @@ class Recipe:
 
         COPY sources are expected in `directory` too (pass the recipe's own context).
         """
-        return write_context(self, Path(directory), files_dir)
+        return write_context(self.base, self.steps, Path(directory), files_dir)
 
     def to_frame(self):
         import pandas as pd

@@ -57,7 +57,7 @@ class Step:
             return (f"COPY --chmod={a['mode']:o}{chown_flag(a)} <cell> {a['path']} "
                     f"# {self.content_digest}")
         if self.kind == "copy":
-            return f"COPY{_copy_flags(a)} {' '.join(_q(s) for s in a['src'])} {_q(a['dest'])}"
+            return f"COPY{copy_flags(a)} {' '.join(_q(s) for s in a['src'])} {_q(a['dest'])}"
         if self.kind == "pip":
             opts = f" --index-url {_q(a['index_url'])}" if a.get("index_url") else ""
             opts += "".join(f" --find-links {_q(f)}" for f in a.get("find_links") or [])
@@ -101,7 +101,8 @@ def chown_flag(a: dict) -> str:
     return ""
 
 
-def _copy_flags(a: dict) -> str:
+def copy_flags(a: dict) -> str:
+    """` --chown=UID:GID` and ` --chmod=MODE` for a copy step that sets them, else ''."""
     flags = chown_flag(a)
     if a.get("chmod") is not None:
         flags += f" --chmod={a['chmod']:o}"

@@ -66,6 +66,52 @@ def arg(*flags: str, **kw: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, kw
 
 
+# -- options defined once, used by the %image subcommands and the CLI's own verbs alike
+
+# How a notebook is run and compared inside an image: `%image execute` and `%image verify
+# --execute` (which is also `nbimages verify --execute`) take the same options.
+EXECUTE_OPTIONS = (
+    arg("--timeout", type=float, default=600, metavar="S",
+        help="seconds a cell may run before it is interrupted (600)"),
+    arg("--ignore-cell", action="append", default=[], metavar="N", dest="ignore_cells",
+        help="run cell N (from 1, markdown cells included; or a cell id) but do not compare it; "
+             "cells tagged nbimages-volatile are ignored too"),
+)
+
+SOURCE = arg("source", metavar="SOURCE",
+             help="the image: transport:reference, a store name, or a variable holding an Image")
+PLATFORM = arg("--platform", metavar="OS/ARCH[/VARIANT]", default=None,
+               help="which image of a multi-platform index (default: this machine's)")
+# Options of the views of an image (`%image files|sizes|diff`, `nbimages inspect --files ...`).
+LAYER = arg("--layer", type=int, default=None, metavar="N", help="only layer N (0 is the base)")
+FINAL = arg("--final", action="store_true", help="the final filesystem instead: one row per path")
+DEPTH = arg("--depth", type=int, default=2, metavar="N", help="directory depth to group by (default 2)")
+CONTENT = arg("--content", action="store_true",
+              help="also compare the bytes of files whose metadata is equal (reads them)")
+# Options of a build (`%image build|dockerfile`, `nbimages build`) and of writing an image out.
+BUILD_ENGINE = arg("--engine", choices=["embedded", "docker", "auto"], default=None,
+                   help="build with the embedded builder (default, no daemon) or the Docker "
+                        "engine (for RUN)")
+BUILD_ARG = arg("--build-arg", action="append", default=[], metavar="K=V", dest="build_args",
+                help="a Dockerfile ARG value (repeat for more)")
+COMPRESSION = arg("--compression", default=None, metavar="NAME",
+                  help="layer compression: gzip (default), zstd or none")
+SAVE_FORMAT = arg("--format", choices=["docker", "oci", "oci-dir"], default="docker",
+                  help="docker: for `docker load` (default); oci: an OCI tar; oci-dir: an OCI layout")
+
+
+def qualified(option: tuple[tuple[str, ...], dict[str, Any]], condition: str):
+    """The same option, its help saying when it applies ("with --files: only layer N")."""
+    flags, kw = option
+    return flags, {**kw, "help": f"{condition}: {kw.get('help', '')}"}
+
+
+def add_arguments(parser: argparse.ArgumentParser, *options) -> None:
+    """Add options kept as data (`arg(...)`) to an argparse parser."""
+    for flags, kw in options:
+        parser.add_argument(*flags, **kw)
+
+
 @dataclass
 class Invocation:
     """What a subcommand function receives: parsed options, the cell body and the shell."""
@@ -78,6 +124,7 @@ class Invocation:
     raw: str = ""                        # the line after the subcommand name, unsplit
     user_ns: dict[str, Any] = field(default_factory=dict)
     show: Callable[[Any], None] = print  # how a side result (a build report) is shown
+    cli: bool = False                    # run as `nbimages NAME ...` from a terminal
 
 
 @dataclass
@@ -96,8 +143,7 @@ class Command:
         prog = prog or f"{CELL_MAGIC if cell_magic or self.cell == CELL_TEXT else MAGIC} {self.name}"
         p = MagicArgumentParser(prog=prog, description=self.description or self.summary,
                                 epilog=textwrap.fill(self.epilog, 88) if self.epilog else None)
-        for flags, kw in self.arguments:
-            p.add_argument(*flags, **kw)
+        add_arguments(p, *self.arguments)
         return p
 
 
@@ -191,22 +237,20 @@ class Call:
 
     command: Command | None            # None: the help was asked for and printed
     args: argparse.Namespace | None = None
-    rest: list[str] = field(default_factory=list)
     raw: str = ""
 
 
-def prepare(table: CommandTable, line: str, cell: str | None = None,
-            help_out: Callable[[str], None] = print) -> Call:
+def prepare(table: CommandTable, line: str, cell: str | None = None) -> Call:
     """Split and parse one `%image` call as the magic reads it (used by the magics and by the
     notebook replay alike): help, unknown subcommands, cell-body rules, options."""
     prog = CELL_MAGIC if cell is not None else MAGIC
     words = split_line(line, prog)
     if not words or words[0] in ("-h", "--help"):
-        help_out(table.help_text())
+        print(table.help_text())
         return Call(None)
     if words[0] == "help":
         if len(words) == 1:
-            help_out(table.help_text())
+            print(table.help_text())
             return Call(None)
         words = [words[1], "--help"]
     if words[0].startswith("-"):
@@ -229,4 +273,4 @@ def prepare(table: CommandTable, line: str, cell: str | None = None,
         ns = cmd.parser(cell is not None).parse_args(rest)
     except HelpShown:
         return Call(None)
-    return Call(cmd, ns, rest, raw)
+    return Call(cmd, ns, raw)

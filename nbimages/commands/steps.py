@@ -12,15 +12,12 @@ from typing import Any
 
 from ..progress import Progress
 from ..workflow import session
-from .parsing import CELL_ARGS, CELL_TEXT, CommandTable, Invocation, UsageError, arg, pairs
+from .parsing import (BUILD_ARG, BUILD_ENGINE as ENGINE_ARG, CELL_ARGS, CELL_TEXT, COMPRESSION,
+                      PLATFORM, CommandTable, Invocation, UsageError, arg, pairs)
 
 STEPS = CommandTable([("build", "Build an image from cells (no Docker needed)")])
 command = STEPS.add
 
-ENGINE_ARG = arg("--engine", choices=["embedded", "docker", "auto"], default=None,
-                 help="build with the embedded builder (default) or the Docker engine (for RUN)")
-PLATFORM = arg("--platform", metavar="OS/ARCH[/VARIANT]", default=None,
-               help="which image of a multi-platform index (default: this machine's)")
 
 
 # -- build: the notebook's recipe (nbimages/workflow/session.py), one step per cell --------------------
@@ -65,7 +62,7 @@ def _show_report(inv: Invocation, image: Any) -> None:
          arg("base", metavar="REF", help="the base: a reference, any SOURCE, or scratch"),
          PLATFORM, arg("--context", metavar="DIR", default=None,
                        help="directory that copy steps read from (default: the current directory)"),
-         arg("--compression", metavar="NAME", default=None, help="layer compression (default: gzip)"),
+         COMPRESSION,
          group="build")
 def from_(inv: Invocation) -> Any:
     """Start the notebook's recipe on REF (Dockerfile FROM); returns the Recipe.
@@ -180,7 +177,7 @@ def copy(inv: Invocation) -> Any:
 
 @command("build", "build this notebook's recipe",
          arg("tag", nargs="?", default=None, metavar="TAG", help="the name in the local store"),
-         ENGINE_ARG, arg("--compression", default=None, metavar="NAME"),
+         ENGINE_ARG, COMPRESSION,
          group="build")
 def build(inv: Invocation) -> Any:
     """Build the recipe (only the layers whose inputs changed) and return the Image.
@@ -200,8 +197,7 @@ def build(inv: Invocation) -> Any:
 @command("dockerfile", "build the Dockerfile in the cell",
          arg("tag", nargs="?", default=None, metavar="TAG", help="the name in the local store"),
          arg("--context", default=".", metavar="DIR", help="directory COPY reads from (default: .)"),
-         arg("--build-arg", action="append", default=[], metavar="K=V", dest="build_args"),
-         ENGINE_ARG, group="build", cell=CELL_TEXT)
+         BUILD_ARG, ENGINE_ARG, group="build", cell=CELL_TEXT)
 def dockerfile(inv: Invocation) -> Any:
     """The cell is a Dockerfile: build it (embedded unless it has RUN lines) and return the Image.
 

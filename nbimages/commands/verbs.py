@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import analysis, engines, maintenance, registry, sources
+from .. import analysis, engines, execution, kernel as kernels, maintenance, registry, sources
 from ..image import Image
+from ..progress import step_progress
 from ..sources import copy as copy_transports, remote
 from ..verbs import provided
-from ..workflow import freeze as freezing, verify as verifying
-from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CommandTable, Invocation, UsageError,
+from ..workflow import freeze as freezing, handout as handing_out, verify as verifying
+from .parsing import (CELL_ARGS, CELL_OPTIONAL, CELL_TEXT, CONTENT, DEPTH, EXECUTE_OPTIONS, FINAL,
+                      LAYER, PLATFORM, SAVE_FORMAT, SOURCE, CommandTable, Invocation, UsageError,
                       arg, pairs)
 from .steps import STEPS, cell_of
+from .summaries import SUMMARIES
 
 GROUPS = [
     ("look", "Look inside an image"),
@@ -30,10 +33,6 @@ TABLE = CommandTable(GROUPS)
 command = TABLE.add
 TABLE.commands.update(STEPS.commands)  # the build steps (steps.py), shared with notebook replay
 
-SOURCE = arg("source", metavar="SOURCE", help="the image: transport:reference, a store name, or a variable holding an Image")
-PLATFORM = arg("--platform", metavar="OS/ARCH[/VARIANT]", default=None,
-               help="which image of a multi-platform index (default: this machine's)")
-
 
 def _image_or_source(inv: Invocation, source: str) -> Any:
     """An Image/Inspection held in a notebook variable of that name, else the source string."""
@@ -44,6 +43,8 @@ def _image_or_source(inv: Invocation, source: str) -> Any:
 
 
 def _image_types() -> tuple[type, ...]:
+    # A function, not a constant: it reads analysis.Inspection when called, so a stand-in
+    # put there (tests/test_magics.py fakes one) is honoured by the magics and completion.
     return (Image, analysis.Inspection)
 
 
@@ -64,7 +65,9 @@ def inspect_(inv: Invocation) -> Any:
     """The Inspection object of an image (shown as a summary and the layer table).
 
     Same as nbimages.inspect(SOURCE); keep it in a variable to ask further questions:
-    `insp = %image inspect SOURCE`, then `insp.files()`, `insp.sizes()`, `insp.waste`.
+    `insp = %image inspect SOURCE`, then `insp.files()`, `insp.sizes()`, `insp.waste`,
+    `insp.unsafe` (tables that take options are methods; `layers`, `waste`, `unsafe` are
+    properties).
     """
     return _inspect(inv)
 
@@ -85,8 +88,7 @@ def history(inv: Invocation) -> Any:
 
 @command("files", "every entry of every layer, added/modified/deleted",
          SOURCE, PLATFORM,
-         arg("--layer", type=int, default=None, metavar="N", help="only layer N (0 is the base)"),
-         arg("--final", action="store_true", help="the final filesystem instead: one row per path"),
+         LAYER, FINAL,
          group="look")
 def files(inv: Invocation) -> Any:
     """The file table of an image, whiteouts resolved (nbimages.inspect(SOURCE).files(layer=N)).
@@ -100,7 +102,7 @@ def files(inv: Invocation) -> Any:
 
 @command("sizes", "size of the final filesystem by directory",
          SOURCE, PLATFORM,
-         arg("--depth", type=int, default=2, metavar="N", help="directory depth to group by (default 2)"),
+         DEPTH,
          group="look")
 def sizes(inv: Invocation) -> Any:
     """The size breakdown of the final filesystem (nbimages.inspect(SOURCE).sizes(depth=N))."""
@@ -116,8 +118,7 @@ def waste(inv: Invocation) -> Any:
 
 @command("diff", "what changed between two images, path by path",
          arg("a", metavar="A", help="the old image"), arg("b", metavar="B", help="the new image"),
-         arg("--content", action="store_true",
-             help="also compare the bytes of files whose metadata is equal (reads them)"),
+         CONTENT,
          PLATFORM, group="look")
 def diff(inv: Invocation) -> Any:
     """The paths added, removed and modified from image A to image B (inspect(A).diff(B))."""
@@ -128,7 +129,10 @@ def diff(inv: Invocation) -> Any:
                    "a missing path",
          SOURCE, PLATFORM, group="look")
 def unsafe(inv: Invocation) -> Any:
-    """Unsafe layer entries with the reason (reported, never followed; see Inspection.unsafe)."""
+    """Unsafe layer entries with the reason (reported, never followed).
+
+    The table of `nbimages.inspect(SOURCE).unsafe`, a property like `.waste` and `.layers`
+    (no parentheses)."""
     return _inspect(inv).unsafe
 
 
@@ -150,7 +154,7 @@ def _registry_kw(inv: Invocation) -> dict[str, Any]:
     return {"insecure": True} if getattr(inv.args, "insecure", None) else {}
 
 
-@command("pull", "pull into the local store, with progress",
+@command("pull", SUMMARIES["pull"],
          arg("ref", metavar="REF", help="an image reference, e.g. python:3.12-slim or 127.0.0.1:5000/app:1"),
          PLATFORM, INSECURE, QUIET, group="registry")
 def pull(inv: Invocation) -> Any:
@@ -162,7 +166,7 @@ def pull(inv: Invocation) -> Any:
     return remote.pull(a.ref, a.platform, progress=not a.quiet, **_registry_kw(inv))
 
 
-@command("push", "push to a registry, digests kept",
+@command("push", SUMMARIES["push"],
          arg("src", metavar="SRC", help="the image: a source string or a variable holding an Image"),
          arg("ref", metavar="REF", nargs="?", default=None,
              help="where to push, e.g. 127.0.0.1:5000/team/app:1 (default: the image's own name)"),
@@ -176,7 +180,7 @@ def push(inv: Invocation) -> Any:
     return copy_transports.push(_image_or_source(inv, a.src), a.ref, progress=not a.quiet, **_registry_kw(inv))
 
 
-@command("copy-image", "copy an image between any two transports",
+@command("copy-image", SUMMARIES["copy-image"],
          arg("src", metavar="SRC", help="docker://REF, store:NAME, docker-archive:FILE, oci:DIR, "
                                        "oci-archive:FILE, docker-daemon:REF or an Image variable"),
          arg("dest", metavar="DEST", help="docker://REF, store:NAME, docker-archive:FILE[:TAG], "
@@ -193,7 +197,7 @@ def copy_image(inv: Invocation) -> Any:
                          progress=not a.quiet, **_registry_kw(inv))
 
 
-@command("search", "search Docker Hub",
+@command("search", SUMMARIES["search"],
          arg("term", metavar="TERM", help="what to look for"),
          arg("--limit", type=int, default=25, metavar="N", help="at most N results (25)"),
          group="registry")
@@ -202,7 +206,7 @@ def search(inv: Invocation) -> Any:
     return registry.search(inv.args.term, limit=inv.args.limit)
 
 
-@command("tags", "the tags of a repository",
+@command("tags", SUMMARIES["tags"],
          arg("ref", metavar="REF", help="a repository, e.g. 127.0.0.1:5000/team/app"),
          arg("--details", action="store_true", help="also the digest, size and platforms of each tag"),
          INSECURE, group="registry")
@@ -211,7 +215,7 @@ def tags(inv: Invocation) -> Any:
     return registry.tags(inv.args.ref, details=inv.args.details, **_registry_kw(inv))
 
 
-@command("catalog", "the repositories of a private registry",
+@command("catalog", SUMMARIES["catalog"],
          arg("registry", metavar="HOST[:PORT]", help="the registry, e.g. 127.0.0.1:5000"),
          INSECURE, group="registry")
 def catalog(inv: Invocation) -> Any:
@@ -219,10 +223,9 @@ def catalog(inv: Invocation) -> Any:
     return registry.catalog(inv.args.registry, **_registry_kw(inv))
 
 
-@command("save", "write a docker-archive or OCI tar (or an OCI layout)",
+@command("save", SUMMARIES["save"],
          SOURCE, arg("path", metavar="PATH", help="the tar file (or directory for --format oci-dir)"),
-         arg("--format", choices=["docker", "oci", "oci-dir"], default="docker",
-             help="docker: for `docker load` (default); oci: an OCI tar; oci-dir: an OCI layout"),
+         SAVE_FORMAT,
          arg("--tag", metavar="NAME", help="the name inside (default: the image's own tagged name)"),
          PLATFORM, group="registry")
 def save(inv: Invocation) -> Any:
@@ -332,18 +335,34 @@ def rm(inv: Invocation) -> Any:
     """Remove image names from the engine and/or the store (nbimages.rm); `%image store prune`
     then reclaims the blobs only they used. Returns where each was removed from."""
     a = inv.args
-    return Removed({ref: engines.rm(ref, force=a.force, where=a.where, engine=a.engine)
-                    for ref in a.refs})
+    removed = [Removed(ref, engines.rm(ref, force=a.force, where=a.where, engine=a.engine))
+               for ref in a.refs]
+    return removed[0] if len(removed) == 1 else RemovedMany((r.ref, r) for r in removed)
 
 
-class Removed(dict):
-    """What `rm` removed: {name: [where it was removed from]}, shown as one line per name."""
+PRUNE_HINT = "(their blobs stay until `store prune` reclaims them)"
+
+
+class Removed(list):
+    """The places one name was removed from (as engines.rm returns them), shown as a sentence."""
+
+    def __init__(self, ref: str, places: list[str]):
+        super().__init__(places)
+        self.ref = ref
+
+    def line(self) -> str:
+        return f"removed {self.ref} from the {' and the '.join(self)}"
 
     def __repr__(self) -> str:
-        lines = [f"removed {ref} from the {' and the '.join(places)}" for ref, places in self.items()]
-        if any("store" in places for places in self.values()):
-            lines.append("(their blobs stay until `store prune` reclaims them)")
-        return "\n".join(lines)
+        return self.line() + (f"\n{PRUNE_HINT}" if "store" in self else "")
+
+
+class RemovedMany(dict):
+    """{name: Removed} for `rm` of several names, shown one line each."""
+
+    def __repr__(self) -> str:
+        hint = [PRUNE_HINT] if any("store" in r for r in self.values()) else []
+        return "\n".join([r.line() for r in self.values()] + hint)
 
 
 @command("store", "the local store: df, prune, check [--repair]",
@@ -419,17 +438,113 @@ def freeze(inv: Invocation) -> Any:
     return freezing.use_in_session(frozen, line=inv.raw, **cell_of(inv))
 
 
-@command("verify", "rebuild in a clean store and check the digest",
+@command("verify", SUMMARIES["verify"],
          arg("notebook", nargs="?", default=None, metavar="NOTEBOOK.ipynb",
-             help="a notebook file (default: this notebook's recipe)"),
+             help="the notebook whose cells build the image (in a notebook, default: this "
+                  "notebook's recipe)"),
          arg("--digest", default=None, metavar="sha256:…",
-             help="manifest digest or image ID (default: the last build's)"),
+             help="the manifest digest or image ID to expect (default: the one recorded in the "
+                  "notebook's metadata, else this kernel's last build)"),
          arg("--expected", default=None, metavar="SOURCE",
-             help="the expected image, to name the files that differ"),
+             help="the expected image (oci-archive:FILE, docker-archive:FILE, a store name), to "
+                  "name the files that differ"),
+         arg("--execute", action="store_true",
+             help="then also run the notebook in the verified image and compare its outputs "
+                  "(the image needs ipykernel)"),
+         *EXECUTE_OPTIONS,
          group="notebook")
 def verify(inv: Invocation) -> Any:
-    """Rebuild in a clean store: does the digest match? If not, which layer and files differ."""
+    """Rebuild in a clean store: does the digest match? If not, which layer and files differ.
+
+    With --execute (a notebook file), the verification is shown and the output check of the
+    notebook run inside the verified image is returned (nbimages.verify_outputs). From a
+    shell (`nbimages verify NOTEBOOK.ipynb`) the exit status is 0 when everything matched.
+    """
     a = inv.args
-    return verifying.verify(a.notebook, a.digest, expected=a.expected)
+    if not a.notebook and (a.execute or inv.cli):
+        where = "nbimages verify" if inv.cli else "%image verify --execute"
+        raise UsageError(f"{where}: name the notebook file (NOTEBOOK.ipynb)")
+    if not a.execute:
+        return verifying.verify(a.notebook, a.digest, expected=a.expected)
+    verification, result = execution.verify_outputs(a.notebook, a.digest, expected=a.expected,
+                                                    timeout=a.timeout, ignore_cells=a.ignore_cells)
+    if result is None:
+        return verification
+    inv.show(verification)
+    return result
+
+
+@command("handout", SUMMARIES["handout"],
+         arg("notebook", metavar="NOTEBOOK.ipynb", help="the notebook whose cells build it"),
+         arg("-o", "--output", required=True, metavar="DIR", help="the folder for the handout files"),
+         arg("-t", "--tag", default=None, metavar="NAME[:TAG]",
+             help="the image's name (default: the notebook's %%image build tag)"),
+         arg("--quiet", "-q", action="store_true", help="return (print) only the digest"),
+         group="notebook")
+def handout(inv: Invocation) -> Any:
+    """Build the notebook's image from its saved %image cells and write the handout folder:
+    the image as an OCI tar and a docker tar, its Dockerfile and a README saying how to load,
+    run and verify it (nbimages.handout). Returns the Handout, or with -q its digest."""
+    a = inv.args
+    with step_progress(f"handout {a.notebook}", a.quiet) as p:
+        h = handing_out.handout(a.notebook, a.output, tag=a.tag, progress=lambda row: p.update(1))
+    return h.digest if a.quiet else h
+
+
+KERNEL_ACTIONS = ("install", "list", "remove")
+
+
+@command("kernel", SUMMARIES["kernel"],
+         arg("action", nargs="?", metavar="ACTION",
+             help="install IMAGE: register a kernel (it appears in JupyterLab's launcher; "
+                  "`%%image kernel IMAGE` says the same); list: the nbimages kernels; "
+                  "remove NAME: unregister one"),
+         arg("target", nargs="?", default=None, metavar="IMAGE|NAME",
+             help="install: a store or engine name, a reference, or a variable holding an Image; "
+                  "remove: the kernel's name"),
+         arg("--name", default=None, help="install: the kernelspec name (default: nbimages-<image name>)"),
+         arg("--display-name", default=None, metavar="TEXT", help="install: what JupyterLab shows"),
+         arg("--sys-prefix", action="store_true",
+             help="install: into this Python environment instead of the user's Jupyter folder"),
+         arg("--no-check", action="store_true",
+             help="install: write the kernelspec without asking the engine (nothing checked or pinned)"),
+         group="engine")
+def kernel(inv: Invocation) -> Any:
+    """Kernels that run ipykernel inside an image on the Docker engine: `install IMAGE`
+    (nbimages.kernel.install; the image needs Python and ipykernel, `%image pip ipykernel`;
+    reload JupyterLab's launcher to see it), `list` (nbimages.kernel.list), `remove NAME`."""
+    a = inv.args
+    if a.action is None:
+        raise UsageError("%image kernel: say install, list or remove (see %image kernel --help)")
+    if a.action not in KERNEL_ACTIONS:
+        if a.target is not None:
+            raise UsageError(f"%image kernel: {a.action!r} is not one of "
+                             f"{', '.join(KERNEL_ACTIONS)} (see %image kernel --help)")
+        a.action, a.target = "install", a.action  # `%image kernel TAG` installs TAG
+    if a.action == "list":
+        return kernels.list()
+    if not a.target:
+        what = "the image" if a.action == "install" else "the kernel"
+        raise UsageError(f"%image kernel {a.action}: name {what} (see %image kernel --help)")
+    if a.action == "remove":
+        return f"removed {kernels.remove(a.target)}"
+    return kernels.install(_image_or_source(inv, a.target), a.name, display_name=a.display_name,
+                           sys_prefix=a.sys_prefix, check=not a.no_check)
+
+
+@command("execute", SUMMARIES["execute"],
+         arg("notebook", metavar="NOTEBOOK.ipynb"),
+         arg("--image", default=None, metavar="REF",
+             help="the image (needs Python and ipykernel; default: the build recorded in the notebook)"),
+         arg("-o", "--output", default=None, metavar="OUT.ipynb", help="write the executed notebook there"),
+         *EXECUTE_OPTIONS,
+         group="engine")
+def execute(inv: Invocation) -> Any:
+    """Run the notebook's cells in a kernel inside the image (its %image cells skipped) and
+    compare every cell's outputs with the saved ones (nbimages.execute)."""
+    a = inv.args
+    image = _image_or_source(inv, a.image) if a.image else None
+    return execution.execute(a.notebook, image, output=a.output, timeout=a.timeout,
+                             ignore_cells=a.ignore_cells)
 
 __all__ = ["TABLE", "GROUPS", "CELL_ARGS", "CELL_TEXT"]

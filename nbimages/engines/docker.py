@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from .. import docker_endpoint as ep
 from ..atomic import write_atomic
 from ..docker_endpoint import CONNECT_TIMEOUT, short_cause
-from ..errors import (AuthenticationError, BuildError, DigestMismatch, EngineUnavailable,
+from ..errors import (AuthenticationError, BuildError, EngineUnavailable,
                       ImageNotFound, InvalidImage, NbimagesError, RegistryError)
 from ..image import Image, parse_created
 from ..progress import Progress
 from ..sources import open_image
-from ..sources.sinks import docker_tar_stream
+from ..sources.daemon import load_streamed
 from ..store import default_store
 from ..verbs import provided
 from .base import (LABEL_COMMAND, LABEL_PORTS, LABEL_REMOVE, LABEL_SESSION, SESSION,
@@ -370,6 +370,11 @@ class DockerEngine(Engine):
         return EngineImage.from_inspect(self, ref, attrs)
 
     # -- run ------------------------------------------------------------------------------
+    def ensure_image(self, image, pull: str = "missing") -> str:
+        """A reference the engine can run for `image` (an Image, a store name, a file
+        source or a registry name): loaded from the store or pulled when the engine lacks it."""
+        return self._image_for_run(image, pull)
+
     def _image_for_run(self, image, pull: str) -> str:
         """An engine reference for `image`: an Image object is loaded in if missing, a name
         is found in the engine, else in the local store, else pulled (pull='missing')."""
@@ -412,17 +417,7 @@ class DockerEngine(Engine):
 
         Sent through this engine's own client, so a remote engine or a docker context gets it.
         """
-        chunks = docker_tar_stream(image)
-        try:
-            for ev in self.api.load_image(chunks):
-                if "error" in ev:
-                    raise InvalidImage(f"the Docker engine refused the image: {ev['error']}")
-        except _sdk().errors.APIError as e:
-            raise InvalidImage(f"the Docker engine refused the image: {_engine_message(e)}") from None
-        finally:
-            chunks.close()
-        if self.has_image(image.id) is None:  # the engine recomputes the config digest
-            raise DigestMismatch(f"the engine did not end up with image {image.id} after loading it.")
+        load_streamed(self.api, image)
 
     def run(self, image, command=None, *, env=None, ports=None, volumes=None, network=None,
             detach: bool = False, remove: bool = True, stream: bool = True, user=None,

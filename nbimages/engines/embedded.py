@@ -2,14 +2,13 @@
 
 It builds recipes without RUN steps, pulls and pushes, lists, tags, saves and loads the
 store's images. Running a container (or a RUN step) needs the Docker engine; those verbs say
-so in one paragraph. The modules it drives are imported when first used.
+so in one paragraph.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import store as _s
 from ..builder.dockerfile import build_dockerfile
 from ..builder.embedded import build_recipe
 from ..errors import ImageNotFound, InvalidImage
@@ -17,16 +16,8 @@ from ..oci.layout import REF_NAME
 from ..sources import open_image, save
 from ..sources.copy import push
 from ..sources.remote import pull
-from ..store import default_store
+from ..store import _name_forms, default_store
 from .base import Engine, ImageRow
-
-
-def _store():
-    return default_store()
-
-
-def _name_forms(name: str) -> list[str]:
-    return _s._name_forms(name)  # the store's own lookup order (as written, normalised, :latest)
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -49,7 +40,7 @@ class EmbeddedEngine(Engine):
         self.reason = reason
 
     def _resolve(self, name: str):
-        store = _store()
+        store = default_store()
         for form in _name_forms(name):
             try:
                 return store.resolve(form)
@@ -77,11 +68,11 @@ class EmbeddedEngine(Engine):
 
     def push(self, ref: str, *, source: str | None = None, **kw) -> str:
         """Push the stored image `source` (default: the one named `ref`) to `ref`."""
-        image = _store().get(source or ref)
+        image = default_store().get(source or ref)
         return push(image, ref, **kw)
 
     def images(self) -> list[ImageRow]:
-        store = _store()
+        store = default_store()
         rows = []
         for desc in store.index().manifests:
             name = desc.annotations.get(REF_NAME)
@@ -102,7 +93,7 @@ class EmbeddedEngine(Engine):
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         """Remove the name from the store (blobs stay until the store is pruned)."""
-        store = _store()
+        store = default_store()
         for form in _name_forms(ref):
             if store.untag(form):
                 return
@@ -110,10 +101,10 @@ class EmbeddedEngine(Engine):
                             "nbimages.images() lists what is there.")
 
     def tag(self, source: str, target: str) -> None:
-        _store().tag(target, self._resolve(source))
+        default_store().tag(target, self._resolve(source))
 
     def save(self, ref: str, path, format: str = "docker") -> Path:
-        return save(_store().get(ref), path, format=format)
+        return save(default_store().get(ref), path, format=format)
 
     def load(self, path) -> list[str]:
         """Read a docker-archive tar (from `docker save` or nbimages) into the store."""
@@ -123,7 +114,7 @@ class EmbeddedEngine(Engine):
                                "`docker save` or nbimages.save().")
         image = open_image(f"docker-archive:{path}")
         names = list(image.names) or [None]
-        store = _store()
+        store = default_store()
         for name in names:
             store.put_image(image, name)
         return [n for n in names if n] or [image.id]

@@ -11,6 +11,7 @@ import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+from ..analysis.table import printable
 from ..progress import format_bytes
 
 if TYPE_CHECKING:
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 PALETTE = ["#4e79a7", "#59a14f", "#9c755f", "#b07aa1", "#76b7b2", "#edc948", "#bab0ac",
            "#ff9da7", "#86bcb6", "#8cd17d", "#a0cbe8", "#d4a6c8"]
 WASTE = "#e15759"
+
+
+def _escape(text: str) -> str:
+    """HTML-escaped, with names that are not UTF-8 as \\xNN (see analysis/table.py)."""
+    return html.escape(printable(text))
 
 
 def layer_color(index: int) -> str:
@@ -63,7 +69,7 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
     height = top + len(bars) * (row_h + gap) + legend_h + 4
     plot_w = max(40, width - label_width - note_width - 16)
     scale_max = max((b.total for b in bars), default=0) or 1
-    out = [f'<svg class="{html.escape(css_class)}" xmlns="http://www.w3.org/2000/svg" '
+    out = [f'<svg class="{_escape(css_class)}" xmlns="http://www.w3.org/2000/svg" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'font-family="sans-serif" font-size="12">',
            '<defs><pattern id="nbimages-hatch" width="6" height="6" '
@@ -73,15 +79,15 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
            'stroke-opacity="0.6"/></pattern></defs>']
     if title:
         out.append(f'<text x="0" y="16" font-weight="bold" font-size="13">'
-                   f'{html.escape(title)}</text>')
+                   f'{_escape(title)}</text>')
     if not bars:
         out.append(f'<text x="0" y="{top + 14}" fill="#666">nothing to show</text>')
     for n, bar in enumerate(bars):
         y = top + n * (row_h + gap)
         label = _cut(bar.label, max(8, int((label_width - 10) / 6.6)), cut)
-        out.append(f'<g class="nbimages-bar" data-label="{html.escape(bar.label)}">')
+        out.append(f'<g class="nbimages-bar" data-label="{_escape(bar.label)}">')
         out.append(f'<text x="{label_width - 6}" y="{y + 14}" text-anchor="end">'
-                   f'<title>{html.escape(bar.tip or bar.label)}</title>{html.escape(label)}</text>')
+                   f'<title>{_escape(bar.tip or bar.label)}</title>{_escape(label)}</text>')
         x = float(label_width)
         for seg in bar.segments:
             if seg.value <= 0:
@@ -91,10 +97,10 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
             cls = "nbimages-seg nbimages-wasted" if seg.wasted else "nbimages-seg"
             out.append(f'<rect class="{cls}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
                        f'height="{row_h}" fill="{fill}" stroke="#fff" stroke-width="0.5">'
-                       f'<title>{html.escape(seg.tip)}</title></rect>')
+                       f'<title>{_escape(seg.tip)}</title></rect>')
             x += w
         note = bar.note or format_bytes(bar.total)
-        out.append(f'<text x="{x + 6:.1f}" y="{y + 14}" fill="#333">{html.escape(note)}</text>')
+        out.append(f'<text x="{x + 6:.1f}" y="{y + 14}" fill="#333">{_escape(note)}</text>')
         out.append("</g>")
     if legend:
         y = top + len(bars) * (row_h + gap) + 4
@@ -102,7 +108,7 @@ def hbar_chart(bars: list[Bar], *, title: str = "", width: int = 720, label_widt
         for name, color in legend:
             fill = "url(#nbimages-hatch)" if color == WASTE else color
             out.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{fill}"/>'
-                       f'<text x="{x + 16}" y="{y + 11}">{html.escape(name)}</text>')
+                       f'<text x="{x + 16}" y="{y + 11}">{_escape(name)}</text>')
             x += 24 + 7 * len(name)
     out.append("</svg>")
     return "".join(out)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from ..commands.parsing import CELL_MAGIC, MAGIC, Command
 from ..commands.verbs import TABLE, _image_types
 from ..errors import NbimagesError
-from ..store import default_home, default_store
+from ..store import existing_store
 
 FILE_TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:")  # followed by a local path
 TRANSPORTS = ("docker-daemon:", "docker-archive:", "oci:", "oci-archive:", "docker://", "store:")
@@ -181,10 +181,9 @@ def complete_path(fragment: str) -> list[str]:
 
 def stored_image_names() -> list[str]:
     """Names tagged in the local store (without creating a store where there is none)."""
-    if not (default_home() / "oci" / "index.json").exists():
-        return []
     try:
-        return sorted(default_store().refs())
+        store = existing_store()
+        return sorted(store.refs()) if store is not None else []
     except (OSError, ValueError, NbimagesError):
         return []
 

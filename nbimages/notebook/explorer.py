@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..analysis import inspect
+from ..analysis.table import printable
 from ..errors import NbimagesError
 from ..progress import format_bytes
 from .charts import WASTE, directory_bars, hbar_chart, layer_bars, layer_color, short_command
@@ -228,7 +229,7 @@ class Explorer:
             lines += [f"    {r.change:<9} {r.path}" for r in d.head(20).itertuples()]
             if len(d) > 20:
                 lines.append(f"    … {len(d) - 20} more")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 # -------------------------------------------------------------------- HTML pieces (shared)
@@ -242,7 +243,7 @@ def _name(insp: "Inspection") -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value))
+    return html.escape(printable(str(value)))
 
 
 def summary_html(a: "Inspection", b: "Inspection | None" = None) -> str:

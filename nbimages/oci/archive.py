@@ -72,7 +72,7 @@ class TarIndex:
                     if len(ti.name) > PATH_MAX or len(ti.linkname) > PATH_MAX:
                         raise InvalidImage(self._refused(f"a member name of {len(ti.name):,} "
                                                          "characters"))
-                    name = _norm(ti.name)
+                    name = member_name(ti.name)
                     if ti.isreg():
                         kind = "file"
                     elif ti.isdir():
@@ -122,7 +122,7 @@ class TarIndex:
 
     def resolve(self, name: str, _depth: int = 0) -> Member | None:
         """The regular-file member `name` refers to, following symlinks and hard links."""
-        m = self.members.get(_norm(name))
+        m = self.members.get(member_name(name))
         if m is None or _depth > 16:
             return None
         if m.kind == "symlink":
@@ -160,7 +160,8 @@ class TarIndex:
         return m
 
 
-def _norm(name: str) -> str:
+def member_name(name: str) -> str:
+    """A tar member's name as the index keys it: no leading `/` or `./`, normalised."""
     name = name.lstrip("/")
     while name.startswith("./"):
         name = name[2:]

@@ -37,7 +37,10 @@ DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error, zstandard.Zs
 
 class Inflating(io.RawIOBase):
     """Reads of a decompressor, with damage reported as InvalidImage instead of the
-    inflater's own exception; closing it closes the compressed stream too."""
+    inflater's own exception; closing it closes the compressed stream too.
+
+    A compressed stream that can say why it is damaged (`damage()`, the store's blobs) is
+    asked first, and the error it returns is raised instead (the store's StoreDamaged)."""
 
     def __init__(self, inner: BinaryIO, compressed: BinaryIO, kind: str):
         super().__init__()
@@ -52,13 +55,20 @@ class Inflating(io.RawIOBase):
         try:
             return self._inner.readinto(b) or 0
         except DAMAGED as e:
-            raise damaged(self.kind, e) from None
+            raise self._damaged(e) from None
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._inner.read(n)
         except DAMAGED as e:
-            raise damaged(self.kind, e) from None
+            raise self._damaged(e) from None
+
+    def _damaged(self, err: BaseException) -> BaseException:
+        """What to raise for the inflater's `err`: the compressed stream's own account of its
+        damage when it gives one, else InvalidImage."""
+        damage = getattr(self._compressed, "damage", None)
+        found = damage() if damage is not None else None
+        return found if isinstance(found, BaseException) else damaged(self.kind, err)
 
     def close(self) -> None:
         if not self.closed:

@@ -36,8 +36,8 @@ def hasher(digest: str | None = None):
     return hashlib.new(alg)
 
 
-def of_bytes(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def of_bytes(data: bytes, alg: str = "sha256") -> str:
+    return f"{alg}:{hashlib.new(alg, data).hexdigest()}"
 
 
 def of_stream(stream: BinaryIO, alg: str = "sha256") -> tuple[str, int]:
@@ -72,7 +72,7 @@ class VerifyingReader:
                  what: str = "blob"):
         self._stream = stream
         self.expected = digest
-        self.size = self.expected_size = size
+        self.expected_size = size
         self.what = what
         self._alg = parse(digest)[0]
         self._hash = hashlib.new(self._alg)
@@ -97,10 +97,10 @@ class VerifyingReader:
         if data:
             self._hash.update(data)
             self.count += len(data)
-            if self.size is not None and self.count > self.size:
-                self._fail(f"{self.what} is longer than the {self.size:,} bytes announced for "
-                           f"it (at least {self.count:,} arrived)")
-            if self.count == self.size and not self.verified:
+            if self.expected_size is not None and self.count > self.expected_size:
+                self._fail(f"{self.what} is longer than the {self.expected_size:,} bytes "
+                           f"announced for it (at least {self.count:,} arrived)")
+            if self.count == self.expected_size and not self.verified:
                 # Reaching the announced size is the end: readers that take exactly `size`
                 # bytes (a gzip member, a tar) never ask for the empty read after it.
                 self._finish()
@@ -145,9 +145,9 @@ class VerifyingReader:
         return f"{self._alg}:{self._hash.hexdigest()}"
 
     def _finish(self) -> None:
-        if self.size is not None and self.count != self.size:
+        if self.expected_size is not None and self.count != self.expected_size:
             self._fail(f"{self.what} is {self.count:,} bytes but was announced with "
-                       f"{self.size:,}")
+                       f"{self.expected_size:,}")
         actual = self.digest
         if actual != self.expected:
             self._fail(f"{self.what} hashed to {actual} but was announced as {self.expected}",
@@ -158,8 +158,8 @@ class VerifyingReader:
         raise DigestMismatch(
             f"{why}: it is corrupt, was changed, or its source describes other content than it "
             "holds, so it was not used. Fetch or save it again from a source you trust.",
-            expected=self.expected, actual=actual, what=self.what, expected_size=self.size,
-            actual_size=self.count)
+            expected=self.expected, actual=actual, what=self.what,
+            expected_size=self.expected_size, actual_size=self.count)
 
     def close(self) -> None:
         self._stream.close()

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from ..errors import ImageNotFound, InvalidImage, InvalidReference
 from ..image import Image, Layer
-from ..reference import Reference
+from ..reference import Reference, is_reference
 from . import canonical, compression, digest as dg, imageconfig, mediatypes as mt
-from .archive import (BlobArchive, Entry, TarIndex, blob_entries, is_oci_archive, oci_manifest,
-                      with_dirs)
+from .archive import (BlobArchive, Entry, TarIndex, blob_entries, is_oci_archive, member_name,
+                      oci_manifest, with_dirs)
 from .descriptor import Descriptor, Platform, check_platform
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs
 from .manifest import Index, Manifest, media_type_of
@@ -49,11 +49,8 @@ class DockerArchive:
         if not self.tar.has("manifest.json"):
             raise InvalidImage(f"{self.path} is a tar but not a docker-archive: it has no "
                                "manifest.json. An OCI archive opens as oci-archive:PATH.")
-        doc = canonical.loads(self.tar.read("manifest.json"), "docker-archive manifest.json",
-                              expect=list)
-        if not isinstance(doc, list):
-            raise InvalidImage(f"manifest.json in {self.path} is not a list of images; the "
-                               "archive is damaged.")
+        doc = canonical.loads(self.tar.read("manifest.json"),
+                              f"docker-archive manifest.json of {self.path}", expect=list)
         self.entries: list[ArchiveEntry] = []
         for item in doc:
             try:
@@ -88,7 +85,7 @@ class DockerArchive:
                 return self.entries[i]
             raise ImageNotFound(f"{self.path} holds {len(self.entries)} images; @{i} is past the "
                                 "end (they are numbered from @0).")
-        want = familiar(ref) if _looks_like_name(ref) else None
+        want = familiar(ref) if is_reference(ref) else None
         for e in self.entries:
             if want and any(familiar(t) == want for t in e.repo_tags):
                 return e
@@ -125,7 +122,7 @@ class DockerArchive:
         """manifest.json (what Docker before 25 loads) and index.json (what nbimages, skopeo
         and Docker 25 read) must name the same layer files, or the archive has two readings."""
         ours = [BlobArchive.blob_name(layer.digest) for layer in img.layers]
-        theirs = [_norm_member(name) for name in entry.layers]
+        theirs = [member_name(name) for name in entry.layers]
         if ours != theirs:
             diff = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
                         min(len(ours), len(theirs)))
@@ -188,25 +185,12 @@ class DockerArchive:
         return img
 
 
-def _norm_member(name: str) -> str:
-    while name.startswith(("./", "/")):
-        name = name[1:] if name.startswith("/") else name[2:]
-    return name
-
-
 def _config_hex(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     return base[:-5] if base.endswith(".json") else base
 
 
 # --------------------------------------------------------------------------- names
-
-def _looks_like_name(ref: str) -> bool:
-    try:
-        Reference.parse(ref)
-    except InvalidReference:
-        return False
-    return True
 
 
 def familiar(ref: str) -> str:

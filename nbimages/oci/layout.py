@@ -106,6 +106,10 @@ class OCILayout:
         return self.blob_path(digest).is_file()
 
     def open_blob(self, digest: str) -> BinaryIO:
+        return self._open_file(digest)
+
+    def _open_file(self, digest: str) -> BinaryIO:
+        """The blob's file as it is on disk, unverified; InvalidImage when it is missing."""
         try:
             return open(self.blob_path(digest), "rb")
         except FileNotFoundError:
@@ -113,12 +117,12 @@ class OCILayout:
                                "layout is incomplete. Copy the image again.") from None
 
     def read_blob(self, digest: str, limit: int = 64 << 20) -> bytes:
-        """A small blob (manifest, config) read whole and verified."""
-        with self.open_blob(digest) as f:
+        """A small blob (manifest, config) read whole and verified (hashed once, here)."""
+        with self._open_file(digest) as f:
             data = f.read(limit + 1)
         if len(data) > limit:
             raise InvalidImage(f"blob {digest} is too large to be a manifest or config.")
-        dg.check(digest, dg.of_bytes(data) if digest.startswith("sha256:") else digest, "blob")
+        dg.check(digest, dg.of_bytes(data, dg.parse(digest)[0]), "blob")
         return data
 
     def blob_writer(self, expected: str | None = None) -> BlobWriter:

@@ -30,6 +30,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from ..errors import (AuthenticationError, DigestMismatch, ImageNotFound, OSFailure,
                       RegistryError, os_errors)
 from ..oci import digest as dg, mediatypes as mt
+from ..progress import note, waiting
 from ..reference import Reference
 from .auth import Authenticator, Credentials, scope_for
 
@@ -162,9 +163,11 @@ class RegistryClient:
             if auth:
                 hdrs["Authorization"] = auth
             try:
-                resp = self.session.request(method, url, headers=hdrs, data=data, stream=stream,
-                                            timeout=self.timeout, allow_redirects=allow_redirects,
-                                            verify=self.verify)
+                with waiting(f"the registry {self.registry} ({what or method + ' ' + url})",
+                             self.timeout):
+                    resp = self.session.request(method, url, headers=hdrs, data=data,
+                                                stream=stream, timeout=self.timeout,
+                                                allow_redirects=allow_redirects, verify=self.verify)
             except _requests().exceptions.SSLError as e:
                 raise RegistryError(
                     f"TLS with the registry {self.registry} failed ({_ssl_reason(e)}). If it uses "
@@ -176,10 +179,9 @@ class RegistryClient:
                         or not (retry_body or data is None)):
                     raise self._connection_error(e) from None
                 if isinstance(e, _requests().Timeout):
-                    log.warning("the registry %s did not answer %s within %g s "
-                                "(NBIMAGES_REGISTRY_TIMEOUT); asking again (%d of %d)",
-                                self.registry, what or f"{method} {url}", self.timeout,
-                                attempt + 2, self.retries + 1)
+                    self._retrying(f"the registry {self.registry} did not answer "
+                                   f"{what or method + ' ' + url} within {self.timeout:g} s "
+                                   "(NBIMAGES_REGISTRY_TIMEOUT)", attempt)
                 attempt += 1
                 self._sleep(attempt, None)
                 continue
@@ -204,6 +206,8 @@ class RegistryClient:
                 answered_challenge = True
                 continue
             if resp.status_code in _RETRY_STATUS and attempt < self.retries and (retry_body or data is None):
+                self._retrying(f"the registry {self.registry} answered HTTP {resp.status_code} "
+                               f"for {what or method + ' ' + url}", attempt)
                 attempt += 1
                 retry_after = resp.headers.get("Retry-After")
                 resp.close()
@@ -223,6 +227,12 @@ class RegistryClient:
                 with self.session.get(f"{self.base}/v2/", timeout=self.timeout) as probe:
                     text = probe.text[:200] if probe.status_code == 400 else ""
         return "HTTP request to an HTTPS server" in text
+
+    def _retrying(self, why: str, attempt: int) -> None:
+        """Say why a request is sent again: on the transfer's progress, else in the log."""
+        text = f"{why}; asking again (attempt {attempt + 2} of {self.retries + 1})"
+        if not note(text):
+            log.warning("%s", text)
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * (2 ** (attempt - 1)) * (0.75 + random.random() / 2)

@@ -5,19 +5,22 @@ Sources use skopeo's transport names: `docker-daemon:REF`, `docker-archive:PATH[
 store. A bare string is detected: an existing path (layout directory, docker or OCI tar), else
 a reference looked up in the local store, then the Docker engine, then its registry.
 
-One module per transport, each with its opener and its writer: files.py (docker-archive,
-oci, oci-archive), daemon.py (docker-daemon), remote.py (docker://), the store (store.py);
-opener.py picks the opener for a source string, sinks.py writes files and loads the engine,
-copy.py copies between any two of them (and pushes any source).
+One module per transport, each with its opener and its writer: docker_archive.py,
+oci_archive.py, oci_layout.py, daemon.py (docker-daemon), local_store.py (store:),
+remote.py (docker://; pull and push too); files.py is what the file transports share.
+transports.py parses source and destination strings alike; opener.py holds the one table
+of openers and writers (open_image, write_image); sinks.py is the save/load front; copy.py
+copies between any two transports (and pushes any source).
 
 Sinks: `save(image, path, format="docker"|"oci"|"oci-dir")` and `load_into_engine(image)`.
 """
 
 from __future__ import annotations
 
-from .opener import open_image, open_remote
-from .sinks import FORMATS, default_tag, docker_tar_stream, load_into_engine, save
-from .transports import TRANSPORTS, Source, parse_source
+from .opener import open_image, write_image
+from .remote import open_remote
+from .sinks import FORMATS, docker_tar_stream, load_into_engine, save
+from .transports import TRANSPORTS, Source, parse_destination, parse_source
 
-__all__ = ["open_image", "open_remote", "save", "load_into_engine", "docker_tar_stream", "parse_source",
-           "Source", "TRANSPORTS", "FORMATS", "default_tag"]
+__all__ = ["open_image", "open_remote", "write_image", "save", "load_into_engine", "docker_tar_stream", "parse_source", "parse_destination",
+           "Source", "TRANSPORTS", "FORMATS"]

@@ -1,4 +1,5 @@
-"""Images in the Docker engine (`docker-daemon:REF`), through the docker SDK.
+"""The docker-daemon transport (`docker-daemon:REF`): images in the Docker engine, both ways,
+through the docker SDK. `load_into_engine` writes (a streamed `docker load`).
 
 The engine only hands images out as a `docker save` stream, so it is written to a temporary
 tar in the store's tmp directory and read in place as a docker-archive. The tar lives as long
@@ -14,12 +15,14 @@ import threading
 import weakref
 
 from .. import docker_endpoint
-from ..errors import (EngineUnavailable, ImageNotFound, InvalidReference, NbimagesError,
-                      RegistryError)
+from ..errors import (DigestMismatch, EngineUnavailable, ImageNotFound, InvalidImage,
+                      InvalidReference, NbimagesError, RegistryError)
 from ..oci.archive import TarIndex
 from ..oci.dockerarchive import DockerArchive, familiar
+from ..image import Image
 from ..reference import Reference
 from ..store import default_store
+from .docker_archive import docker_tar_stream
 from .files import _unlink
 
 _cache: "weakref.WeakValueDictionary[str, DockerArchive]" = weakref.WeakValueDictionary()
@@ -91,6 +94,8 @@ def open_daemon(ref: str, platform=None, *, source: str | None = None):
     image_id = engine_image.id
     with _cache_lock:
         archive = _cache.get(image_id)
+    if archive is not None and not os.path.exists(archive.tar.path):
+        archive = None  # exported into a store that is gone (verify's clean store, in this process)
     if archive is None:
         archive = _save_to_tmp(c, image_id)
         with _cache_lock:
@@ -152,3 +157,41 @@ def pull_through_engine(ref: str, platform=None):
         raise RegistryError(f"pulling {ref!r} through the Docker engine failed: "
                             f"{e.explanation or e}.") from None
     return open_daemon(pulled.id, platform, source=f"docker://{ref}")
+
+
+def write_daemon(image: Image, tag: str | None = None) -> str:
+    """Stream `image` into the Docker engine (`docker load`) and return its image ID.
+
+    The tar is generated on the fly and sent as a chunked request, never written to disk
+    (except zstd layers, which are inflated to temporary files first).
+    """
+    return load_streamed(client(timeout=600).api, image, tag)
+
+
+def load_streamed(api, image: Image, tag: str | None = None) -> str:
+    """`docker load` `image` (named `tag`, if given) through the low-level docker API client
+    `api`, the tar made on the fly; returns the image ID after checking the engine agrees."""
+    import docker
+    stream = docker_tar_stream(image, tag)
+    try:
+        ids = []
+        for chunk in api.load_image(stream):
+            if "error" in chunk:
+                raise InvalidImage(f"the Docker engine refused the image: {chunk['error']}")
+            text = chunk.get("stream", "")
+            for prefix in ("Loaded image ID: ", "Loaded image: "):
+                if text.startswith(prefix):
+                    ids.append(text[len(prefix):].strip())
+    except docker.errors.APIError as e:
+        message = (getattr(e, "explanation", None) or str(e)).strip()
+        raise InvalidImage(f"the Docker engine refused the image: {message}") from None
+    finally:
+        stream.close()
+    try:
+        loaded = api.inspect_image(image.id if not ids else ids[-1])["Id"]
+    except docker.errors.NotFound:
+        raise DigestMismatch(f"the engine did not end up with image {image.id} after loading "
+                             "it.") from None
+    if loaded != image.id:  # the engine recomputes the config digest: must agree
+        raise DigestMismatch(f"the engine loaded image {loaded}, expected {image.id}.")
+    return loaded

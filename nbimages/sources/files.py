@@ -1,4 +1,8 @@
-"""Images in files: docker-archive and oci-archive tars, OCI layout directories.
+"""What the file transports share: reading image tars in place, and writing files safely.
+
+The transports themselves are docker_archive.py, oci_archive.py and oci_layout.py, each with
+its opener and its writer; this module indexes image tars for them and gives their writers
+one way to report a place that cannot be written.
 
 Tars are read in place through member offsets. A compressed outer tar (`docker save | gzip`)
 cannot be seeked into, so it is inflated once into the store's tmp directory; that copy is
@@ -15,12 +19,11 @@ import io
 import os
 import weakref
 from pathlib import Path
+from typing import Iterator
 
-from ..errors import ImageNotFound, InvalidImage, os_errors
+from ..errors import ImageNotFound, InvalidImage, NbimagesError, os_errors
 from ..oci import compression
-from ..oci.archive import OCIArchive, TarIndex, is_oci_archive
-from ..oci.dockerarchive import DockerArchive
-from ..oci.layout import OCILayout, is_layout
+from ..oci.archive import TarIndex, is_oci_archive
 from ..oci.tarscan import records
 from ..store import default_store
 
@@ -30,15 +33,39 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def _missing(path: Path, what: str) -> ImageNotFound:
+def missing(path: Path, what: str) -> ImageNotFound:
+    """ImageNotFound for a file or directory that is not there, saying what to give."""
     return ImageNotFound(f"{path} does not exist. Give the path of {what}.")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[Path]:
+    """The destination path (user-expanded, its folder made); an OSError about that place
+    becomes a one-paragraph error (a missing, read-only or full place is the user's call)."""
+    dest = Path(os.path.expanduser(str(path)))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        yield dest
+    except OSError as e:
+        where = [str(f) for f in (e.filename, e.filename2) if f]
+        if not any(os.path.abspath(f).startswith(os.path.abspath(dest.parent)) for f in where):
+            raise
+        raise NbimagesError(f"cannot write {dest}: {e.strerror or e}. Choose a folder you can "
+                            "write to (with room for the image).") from None
+
+
+def tar_file_destination(dest: Path) -> None:
+    """Refuse a directory where a tar file is to be written."""
+    if dest.is_dir():
+        raise InvalidImage(f"{dest} is a directory; give a file name for the tar (or use "
+                           "format='oci-dir' / oci:DIR to write a layout directory).")
 
 
 def tar_index(path: str | os.PathLike) -> TarIndex:
     """Index an image tar; a gzip/zstd-compressed tar is inflated to a temporary copy first."""
     p = Path(os.path.expanduser(str(path)))
     if not p.exists():
-        raise _missing(p, "an image tar (`docker save -o FILE`, `skopeo copy ... oci-archive:FILE`)")
+        raise missing(p, "an image tar (`docker save -o FILE`, `skopeo copy ... oci-archive:FILE`)")
     if p.is_dir():
         raise InvalidImage(f"{p} is a directory, not a tar file; an OCI layout directory opens "
                            f"as oci:{p}.")
@@ -122,40 +149,3 @@ def tar_kind(index: TarIndex) -> str:
                        f"save) nor oci-layout and index.json (OCI archive); it starts with "
                        f"{', '.join(names) or 'nothing'}. Give a tar written by `docker save`, "
                        "`skopeo copy` or nbimages.save().")
-
-
-def open_docker_archive(path: str, ref: str | None = None, platform=None, *, source: str | None = None):
-    index = tar_index(path)
-    archive = DockerArchive(index.path, index)
-    return archive.image(ref, platform, source=source or f"docker-archive:{path}")
-
-
-def open_oci_archive(path: str, tag: str | None = None, platform=None, *, source: str | None = None):
-    index = tar_index(path)
-    archive = OCIArchive(index.path, index)
-    return archive.image(tag, platform, source=source or f"oci-archive:{path}")
-
-
-def open_oci_dir(path: str, tag: str | None = None, platform=None, *, source: str | None = None):
-    p = Path(os.path.expanduser(path))
-    if not p.exists():
-        raise _missing(p, "an OCI image layout directory (`skopeo copy ... oci:DIR`)")
-    if p.is_file():
-        raise InvalidImage(f"{p} is a file, not an OCI layout directory; a tar opens as "
-                           f"oci-archive:{p} or docker-archive:{p}.")
-    return OCILayout(p).image(tag, platform, source=source or f"oci:{path}")
-
-
-def open_path(path: str, platform=None):
-    """A bare existing path: an OCI layout directory or an image tar of either kind."""
-    p = Path(os.path.expanduser(path))
-    if p.is_dir():
-        if not is_layout(p):
-            raise InvalidImage(f"{p} is a directory but not an OCI image layout (no oci-layout "
-                               "and index.json). Give an image tar or a layout directory.")
-        return OCILayout(p).image(None, platform, source=f"oci:{path}")
-    index = tar_index(p)
-    kind = tar_kind(index)
-    if kind == "docker-archive":
-        return DockerArchive(index.path, index).image(None, platform, source=f"docker-archive:{path}")
-    return OCIArchive(index.path, index).image(None, platform, source=f"oci-archive:{path}")

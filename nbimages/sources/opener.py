@@ -1,18 +1,35 @@
-"""Open any source as an Image: the transport names, the bare-string detection, the openers."""
+"""The transports, both ways: one table of how each opens and writes an image.
+
+`open_image(source)` parses a source string (transports.py) and calls its transport's opener,
+or detects what a bare string means; `write_image(image, dest)` parses a destination with the
+same parser and calls its transport's writer. Each transport is one module holding both
+directions: docker_archive.py, oci_archive.py, oci_layout.py, daemon.py (docker-daemon),
+local_store.py (store), remote.py (docker://). copy.py sits on top of this table.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
-from ..errors import (AuthenticationError, ImageNotFound, InvalidImage, InvalidReference,
-                      NbimagesError, RegistryError)
+from ..errors import (AuthenticationError, ImageNotFound, InvalidImage, NbimagesError,
+                      RegistryError)
 from ..image import Image
-from ..reference import Reference
+from ..oci.archive import OCIArchive, oci_manifest
+from ..oci.dockerarchive import DockerArchive
+from ..oci.layout import OCILayout, is_layout
+from ..reference import Reference, is_reference
 from ..store import default_store
-from .daemon import engine_answers, open_daemon
-from .files import open_docker_archive, open_oci_archive, open_oci_dir, open_path
-from .remote import open_remote as remote
-from .transports import Source, looks_like_path, parse_source, split_path_ref
+from .remote import open_remote as remote, push as push_to_registry
+from .daemon import engine_answers, open_daemon, write_daemon
+from .docker_archive import open_docker_archive, write_docker_archive
+from .files import tar_index, tar_kind
+from .local_store import open_stored, write_stored
+from .oci_archive import open_oci_archive, write_oci_archive
+from .oci_layout import open_oci_dir, write_oci_dir
+from .transports import Source, looks_like_path, parse_destination, parse_source, split_path_ref
 
 
 def open_image(source, platform=None, *, store=None, **registry_kw):
@@ -28,9 +45,11 @@ def open_image(source, platform=None, *, store=None, **registry_kw):
         return source
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
-    src = parse_source(source)
-    opener = _OPENERS.get(src.transport, _open_auto)
-    return opener(src, platform, store or default_store(), **registry_kw)
+    src = source if isinstance(source, Source) else parse_source(source)
+    opener = TRANSPORTS_IO[src.transport].open if src.transport in TRANSPORTS_IO else _open_auto
+    # Files, layouts and the engine need no store: reading them works with a store that is
+    # missing, full or someone else's. Registry and store sources open it when they need it.
+    return opener(src, platform, store, **registry_kw)
 
 
 def _open_daemon(src: Source, platform, store, **registry_kw):
@@ -53,16 +72,25 @@ def _open_oci_archive(src: Source, platform, store, **registry_kw):
 
 
 def _open_registry(src: Source, platform, store, **registry_kw):
-    return remote(src.target, platform=platform, store=store, **registry_kw)
+    return remote(src.target, platform=platform, store=store or default_store(), **registry_kw)
 
 
 def _open_store(src: Source, platform, store, **registry_kw):
-    return store.get(src.target, platform)
+    return open_stored(store or default_store(), src.target, platform)
 
 
-def open_remote(ref: str, platform=None):
-    """`docker://REF`: the registry-backed image (nbimages/sources/remote.py)."""
-    return remote(ref, platform=platform)
+def open_path(path: str, platform=None) -> Image:
+    """A bare existing path: an OCI layout directory or an image tar of either kind."""
+    p = Path(os.path.expanduser(path))
+    if p.is_dir():
+        if not is_layout(p):
+            raise InvalidImage(f"{p} is a directory but not an OCI image layout (no oci-layout "
+                               "and index.json). Give an image tar or a layout directory.")
+        return OCILayout(p).image(None, platform, source=f"oci:{path}")
+    index = tar_index(p)
+    if tar_kind(index) == "docker-archive":
+        return DockerArchive(index.path, index).image(None, platform, source=f"docker-archive:{path}")
+    return OCIArchive(index.path, index).image(None, platform, source=f"oci-archive:{path}")
 
 
 def _open_auto(src: Source, platform, store, **registry_kw):
@@ -74,13 +102,14 @@ def _open_auto(src: Source, platform, store, **registry_kw):
             return open_path(text, platform)
         except InvalidImage as e:
             # `busybox` may be a file in the working directory and an image name too.
-            if looks_like_path(text) or not _is_reference(text):
+            if looks_like_path(text) or not is_reference(text):
                 raise
             path_error = e
     elif looks_like_path(text):
         raise ImageNotFound(f"{path} does not exist. Give the path of an image tar or OCI layout "
                             "directory, or an image reference such as busybox:latest.")
     Reference.parse(text)  # InvalidReference explains a malformed name
+    store = store or default_store()
     try:
         return store.get(text, platform)
     except ImageNotFound:
@@ -109,19 +138,62 @@ def _open_auto(src: Source, platform, store, **registry_kw):
         raise
 
 
-def _is_reference(text: str) -> bool:
-    try:
-        Reference.parse(text)
-    except InvalidReference:
-        return False
-    return True
+# --------------------------------------------------------------------------- writing
+
+def write_image(image: Image, dest: str | Source, *, platform=None, store=None,
+                progress: bool = True, **registry_kw: Any) -> str:
+    """Write `image` to the destination string `dest` (read by the same parser as sources);
+    returns the manifest digest there (the image ID for docker-archive and docker-daemon,
+    which keep no manifest)."""
+    dst = dest if isinstance(dest, Source) else parse_destination(dest)
+    writer = TRANSPORTS_IO[dst.transport].write
+    return writer(image, dst, platform=platform, store=store or default_store(),
+                  progress=progress, **registry_kw)
 
 
-_OPENERS = {
-    "docker-daemon": _open_daemon,
-    "docker-archive": _open_docker_archive,
-    "oci": _open_oci,
-    "oci-archive": _open_oci_archive,
-    "docker": _open_registry,
-    "store": _open_store,
+def _write_registry(image, dst: Source, *, progress, platform, store, **registry_kw) -> str:
+    return push_to_registry(image, dst.target, progress=progress, **registry_kw)
+
+
+def _write_store(image, dst: Source, *, store, **_) -> str:
+    return write_stored(store, image, dst.target)
+
+
+def _write_daemon(image, dst: Source, **_) -> str:
+    return write_daemon(image, dst.target or None)
+
+
+def _write_docker_archive(image, dst: Source, **_) -> str:
+    path, tag = split_path_ref(dst.target)
+    write_docker_archive(image, path, tag)
+    return image.id  # a docker-archive keeps no manifest: the image ID identifies it
+
+
+def _write_oci_archive(image, dst: Source, **_) -> str:
+    path, tag = split_path_ref(dst.target)
+    write_oci_archive(image, path, tag)
+    return oci_manifest(image).digest  # what the writer wrote: a Docker manifest as OCI
+
+
+def _write_oci(image, dst: Source, **_) -> str:
+    path, tag = split_path_ref(dst.target)
+    write_oci_dir(image, path, tag)
+    return oci_manifest(image).digest  # what the writer wrote: a Docker manifest as OCI
+
+
+@dataclass(frozen=True)
+class TransportIO:
+    """How one transport opens a parsed Source and writes an Image to one."""
+
+    open: Callable[..., Image]
+    write: Callable[..., str]
+
+
+TRANSPORTS_IO: dict[str, TransportIO] = {
+    "docker-daemon": TransportIO(_open_daemon, _write_daemon),
+    "docker-archive": TransportIO(_open_docker_archive, _write_docker_archive),
+    "oci": TransportIO(_open_oci, _write_oci),
+    "oci-archive": TransportIO(_open_oci_archive, _write_oci_archive),
+    "docker": TransportIO(_open_registry, _write_registry),
+    "store": TransportIO(_open_store, _write_store),
 }

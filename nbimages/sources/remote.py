@@ -8,6 +8,7 @@ registry instead of uploading them again.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -136,7 +137,8 @@ def _run_parallel(jobs: list, fn) -> None:
             raise _Cancelled()
 
     pool = ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)), thread_name_prefix="nbimages-blob")
-    futures = [pool.submit(fn, j, check) for j in jobs]
+    # Each job runs in a copy of the caller's context: the open progress shows its waits.
+    futures = [pool.submit(contextvars.copy_context().run, fn, j, check) for j in jobs]
     try:
         for f in futures:
             f.result()
@@ -168,10 +170,11 @@ def pull(ref: str | Reference, platform: str | Platform | None = None, *, progre
 
 
 def _pull(ref: Reference, platform, progress: bool, store, **registry_kw: Any) -> Image:
-    remote = open_remote(ref, platform, store=store, **registry_kw)
-    client = remote.client
     seen: set[str] = set()
+    # Opened inside the progress: a registry slow to send the manifest is shown waiting.
     with _progress(f"pull {ref.familiar()}", progress) as p:
+        remote = open_remote(ref, platform, store=store, **registry_kw)
+        client = remote.client
         jobs = []
         for layer in remote.layers:
             if layer.digest in seen:

@@ -1,4 +1,4 @@
-"""Source strings: skopeo's transport names, and auto-detection for bare paths and references.
+"""Source and destination strings: skopeo's transport names, and auto-detection for bare paths and references.
 
 `docker-daemon:REF`, `docker-archive:PATH[:REF]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`,
 `docker://REF`, `store:NAME`. A bare string is a path if one exists (or it plainly names a
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidReference, UnknownTransport
-from ..reference import Reference
+from ..reference import is_reference
 
 TRANSPORTS: dict[str, str] = {
     "docker-daemon": "docker-daemon:REF (an image in the Docker engine)",
@@ -63,11 +63,7 @@ def _unknown(prefix: str, text: str) -> UnknownTransport:
 
 
 def _is_reference(text: str) -> bool:
-    try:
-        Reference.parse(text)
-    except InvalidReference:
-        return False
-    return "://" not in text
+    return is_reference(text) and "://" not in text
 
 
 def parse_source(text: str) -> Source:
@@ -101,6 +97,17 @@ def parse_source(text: str) -> Source:
                 # `word:rest` that is neither a file nor a reference: a transport we lack.
                 raise _unknown(prefix, text)
     return Source("auto", text)
+
+
+def parse_destination(text: str) -> Source:
+    """A destination string, read by the same parser as sources; it must name its transport
+    (writing has no auto-detection: a bare name could mean a file or a registry)."""
+    dst = parse_source(text)
+    if dst.transport == "auto":
+        raise UnknownTransport(f"{text!r} names no transport; write docker://REF, store:NAME, "
+                               "docker-archive:FILE[:TAG], oci-archive:FILE[:TAG], oci:DIR[:TAG] or "
+                               "docker-daemon:NAME.")
+    return dst
 
 
 def _looks_like_path(text: str) -> bool:

@@ -26,7 +26,6 @@ from typing import Any
 import json
 from ..builder.embedded import PIP_LABEL
 from ..sources import save
-from ..sources.sinks import default_tag
 from .notebook_recipe import build_notebook
 from .verify import image_epoch
 
@@ -63,7 +62,7 @@ def handout(notebook: str | os.PathLike, directory: str | os.PathLike, *,
     """Build the notebook's image and write the handout files into `directory`."""
     nb = Path(notebook).expanduser().resolve()
     image = build_notebook(nb, tag, store=store, progress=progress)
-    name = tag or default_tag(image) or f"{_slug(nb.stem)}:handout"
+    name = tag or image.tag or f"{_slug(nb.stem)}:handout"
     out = Path(directory).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".nbimages-handout-", dir=out))
@@ -156,6 +155,7 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
     if epoch:
         lines += ["", f"It was built with `SOURCE_DATE_EPOCH={epoch}` (the files' dates): a",
                   "rebuild needs the same value to give the same digest."]
+    lines += _outputs_section(pins, tag, notebook.name, image.digest, env)
     if dockerfile:
         there = q(os.path.join(here, FILES["dockerfile"]) if here != "." else FILES["dockerfile"])
         need = (" (its file cells are heredocs: BuildKit, Docker 23 or newer)"
@@ -178,3 +178,45 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
             lines.append(f"| {r['step']} | {cell} | `{instr}` | "
                          f"{'`' + r['diff_id'] + '`' if r.get('diff_id') else ''} |")
     return "\n".join(lines) + "\n"
+
+
+JUPYTERLAB_PORT = 8888
+
+
+def jupyterlab_command(tag: str, notebook: str, port: int = JUPYTERLAB_PORT) -> str:
+    """One `docker run` that opens the notebook (from the current folder) in JupyterLab inside
+    the image: host network on 127.0.0.1, the caller's uid so saved files stay theirs."""
+    q = shlex.quote
+    return (f'docker run --rm --network host --user "$(id -u):$(id -g)" -e HOME=/tmp '
+            f'-v "$PWD":/home/notebook -w /home/notebook {q(tag)} python3 -m jupyterlab '
+            f"--no-browser --allow-root --ip=127.0.0.1 --port={port} {q(notebook)}")
+
+
+def _outputs_section(pins: list, tag: str, notebook: str, digest: str, env: str) -> list[str]:
+    """README sections: check the notebook's outputs in the image, open it in JupyterLab."""
+    q = shlex.quote
+    names = {str(p.get("name", "")).lower().replace("_", "-") for p in pins}
+    lines = ["", "## Check the outputs", "",
+             "The image also vouches for the notebook's results: run its cells in a kernel inside",
+             "the image (Docker engine) and compare every cell's outputs with the saved ones:", "",
+             "```sh",
+             f"{env}nbimages verify {q(notebook)} --digest {digest} --execute",
+             f"nbimages execute {q(notebook)} --image {q(tag)}   # outputs only, after docker load",
+             "```", "",
+             "Both exit with status 0 only when every cell gives its saved output again (a table",
+             "names the cells that differ); `--ignore-cell N` or the cell tag `nbimages-volatile`",
+             "leaves out cells whose output changes from run to run (times, random numbers)."]
+    if "ipykernel" not in names:
+        lines += ["", "The pinned packages do not include ipykernel: unless the base image has it,",
+                  "add `%image pip ipykernel` to the notebook to make its outputs checkable."]
+    lines += ["", "## Open the notebook in JupyterLab", ""]
+    if "jupyterlab" in names:
+        lines += ["In this folder, after `docker load`, JupyterLab runs inside the image:", "",
+                  "```sh", jupyterlab_command(tag, notebook), "```", "",
+                  f"and prints the address to open (http://127.0.0.1:{JUPYTERLAB_PORT}/lab?token=…)."]
+    else:
+        lines += ["JupyterLab is not in the image (add `%image pip jupyterlab` to open the",
+                  "notebook with one `docker run`). To use the image as a kernel of your own",
+                  "JupyterLab instead:", "", "```sh", f"nbimages kernel install {q(tag)}", "```"]
+    return lines
+

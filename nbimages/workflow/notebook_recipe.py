@@ -120,9 +120,15 @@ def _reads(text: str) -> dict:
     raise ValueError(f"unknown notebook format {version!r} (the 'nbformat' field)")
 
 
-def _source(cell: dict) -> str:
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else str(src or "")
+def notebook_text(value: Any) -> str:
+    """One of a notebook's multi-line strings (a cell's source, a stream's text, an output's
+    data) as one str: the file holds it as a list of lines or as a string."""
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def cell_source(cell: dict) -> str:
+    """A cell's source as one str."""
+    return notebook_text(cell.get("source"))
 
 
 # IPython's escapes, read the way IPython.core.inputtransformer2 reads them (without importing
@@ -191,7 +197,7 @@ def image_calls(nb, path: str | os.PathLike = "notebook") -> list[ImageCall]:
     for index, cell in enumerate(nb["cells"], start=1):
         if cell.get("cell_type") != "code":
             continue
-        source = _source(cell)
+        source = cell_source(cell)
         if "%image" not in source:
             continue
         first = next((l.strip() for l in source.splitlines() if l.strip()), "")[:80]
@@ -369,7 +375,7 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
         return "skipped"
     parsed = prepare(STEPS, call.line, call.body)
     cmd, ns = parsed.command, parsed.args
-    if cmd is None:
+    if cmd is None:  # --help on a body line of `%%image pip|env|label` (its lines are arguments)
         return "skipped"
     inv = Invocation(ns, call.body, None, call.cell_id, call.cell, parsed.raw, {},
                      show=lambda value: None)
@@ -385,11 +391,8 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
         image = session.dockerfile(call.body or "", ns.tag, context=ns.context,
                                    build_args=pairs(ns.build_args, "dockerfile --build-arg")
                                    or None, **cell_kw, **kw)
-    elif cmd.name == "recipe":
-        if not ns.reset:
-            return "skipped"
-        cmd.func(inv)  # type: ignore[misc]
-        return "step"
+    elif cmd.name == "recipe" and not ns.reset:
+        return "skipped"  # it only shows the recipe; --reset changes it, as a step does
     else:
         cmd.func(inv)  # type: ignore[misc]
         return "step"
@@ -495,6 +498,10 @@ def record_build(path: str | os.PathLike, image: Any, tag: str | None = None) ->
 
 def notebook_record(path: str | os.PathLike) -> dict[str, Any] | None:
     """The build record in a notebook's metadata, if any."""
-    nb = read_notebook(path)
+    return record_in(read_notebook(path))
+
+
+def record_in(nb: dict) -> dict[str, Any] | None:
+    """The build record in the metadata of a notebook already read (read_notebook), if any."""
     rec = (nb.get("metadata") or {}).get(METADATA_KEY)
     return dict(rec) if isinstance(rec, dict) else None

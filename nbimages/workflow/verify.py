@@ -34,7 +34,7 @@ from ..oci import digest as dg, mediatypes as mt
 from ..oci.compressor import COMPRESSOR_ANNOTATION
 from ..oci.descriptor import Descriptor
 from ..sources import open_image
-from ..store import Store, default_home
+from ..store import Store, existing_store
 from .notebook_recipe import build_notebook, notebook_record
 from .session import current
 
@@ -176,8 +176,7 @@ def verify(source: Any = None, digest: str | None = None, *, expected: Any = Non
                          "no recorded build to take it from.")
     digest = _digest(digest)
 
-    home = default_home()
-    user_store = Store(home) if (home / "oci" / "index.json").exists() else None
+    user_store = existing_store()
     expected_image, compared_with = _expected(expected, digest, user_store)
     if record and digest not in (record.get("digest"), record.get("image_id")):
         record = None  # the notebook records another build: no use for this digest
@@ -283,8 +282,8 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
         if not v.layers:
             v.config = _config_differences(expected.config, rebuilt.config)
             if not v.config and expected.id == rebuilt.id:
-                theirs_c = expected.manifest.annotations.get(_compressor_key())
-                ours_c = rebuilt.manifest.annotations.get(_compressor_key())
+                theirs_c = expected.manifest.annotations.get(COMPRESSOR_ANNOTATION)
+                ours_c = rebuilt.manifest.annotations.get(COMPRESSOR_ANNOTATION)
                 v.notes.append(f"same image ID {rebuilt.id}: the files and config are identical, "
                                f"only the compressed layers differ (compressor {theirs_c!r} "
                                f"then, {ours_c!r} now); verify with the image ID instead.")
@@ -334,10 +333,6 @@ def _epoch_note(v: Verification, expected: dict, rebuilt: dict) -> None:
         v.notes.append(f"the expected image was built with SOURCE_DATE_EPOCH={theirs} "
                        f"(created {expected.get('created')}), this rebuild with {ours}: every "
                        f"file's mtime differs. Run again with SOURCE_DATE_EPOCH={theirs} set.")
-
-
-def _compressor_key() -> str:
-    return COMPRESSOR_ANNOTATION
 
 
 def _stored_layer(store, rec: dict):
