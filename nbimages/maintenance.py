@@ -517,6 +517,16 @@ def check(*, repair: bool = False, store: Store | None = None) -> CheckReport:
             if e.problem and not any(r["blob"] in e.blobs for r in rows):
                 rows.append({"blob": e.digest, "kind": "manifest", "images": e.name or e.digest,
                              "problem": e.problem, "action": "none"})
+        # the layer index is a cache: a damaged file is never used (an inspection deletes and
+        # rebuilds it); check reports it and --repair removes it
+        for diff_id, p in LayerIndex(store.home).damaged():
+            action = "none (run with --repair; the next inspection rebuilds it too)"
+            if repair:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                action = "removed (rebuilt from the layer by the next inspection)"
+            rows.append({"blob": diff_id, "kind": "layer index file", "images": "",
+                         "problem": "damaged", "action": action})
     frame = pd.DataFrame(rows, columns=["blob", "kind", "images", "problem", "action"])
     return CheckReport(frame, len(digests), sum(st.st_size for st in g.on_disk.values()), repair)
 

@@ -248,3 +248,22 @@ def test_a_damaged_blob_behind_a_warm_index_is_found_by_store_check(tmp_path):
     _same(expected, _tables(inspect("store:team/indexed:1"), content=False))
     report = maintenance.check()
     assert not report.ok and image.layers[1].digest in set(report.problems.blob)
+
+
+def test_store_check_reports_a_damaged_index_file_and_repair_removes_it(tmp_path):
+    source, _ = _saved(tmp_path)
+    inspect(source)
+    index = LayerIndex()
+    files = sorted(index.files())
+    assert maintenance.check().ok  # sound index files are not reported
+    data = bytearray(files[0].read_bytes())
+    data[-10] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    report = maintenance.check()
+    damaged = f"{files[0].parent.name}:{files[0].name}"
+    assert not report.ok and list(report.problems.blob) == [damaged]
+    assert list(report.problems.kind) == ["layer index file"] and files[0].exists()
+    report = maintenance.check(repair=True)
+    assert report.ok and report.problems.action[0].startswith("removed")
+    assert sorted(index.files()) == files[1:]
+    assert maintenance.check().ok

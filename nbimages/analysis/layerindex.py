@@ -107,6 +107,20 @@ class LayerIndex:
                 os.utime(p)  # least recently used is evicted first
         return lf
 
+    def damaged(self) -> list[tuple[str, Path]]:
+        """(diff_id, file) of every index file that does not check out: its SHA-256, its
+        shape, or the diff_id it names differs from the one in its file name."""
+        bad = []
+        for p in self.files():
+            diff_id = f"{p.parent.name}:{p.name}"
+            try:
+                data = p.read_bytes()
+            except OSError:
+                continue
+            if not dg.is_digest(diff_id) or _decode(data, diff_id) is None:
+                bad.append((diff_id, p))
+        return bad
+
     # ------------------------------------------------------------------ write
     def save(self, lf: LayerFiles, diff_id: str | None, digest: str | None) -> Path | None:
         """Record the table of a layer whose tar was just verified against `diff_id` (and its
