@@ -293,19 +293,22 @@ class Inspection:
                 why[c] = how
         # path -> [layers that wrote or removed it, bytes lost, reason, dive's total]
         rows: dict[str, list] = {}
+        kept = set(final.values())
         for i, lf in enumerate(layers):
             base = i << SHIFT
             sizes = lf.sizes
             changes = lf.changes
             kinds = lf.kinds
-            for idx, p in enumerate(lf.paths):
+            paths = lf.paths
+            # the copies of this layer not in the final filesystem, found by set difference
+            # (most entries are final: no per-entry work for them)
+            for code in sorted(set(range(base, base + len(lf))) - kept):
+                idx = code & MASK
                 # Directories hold no bytes: a directory written again (a chmod, a new file
                 # inside) or deleted is not waste; its files are listed themselves.
                 if changes[idx] >= UNSAFE or kinds[idx] == DIR:  # unsafe: its own table
                     continue
-                code = base | idx
-                if final.get(p) == code:
-                    continue
+                p = paths[idx]
                 r = rows.get(p)
                 if r is None:
                     r = rows[p] = [0, 0, "", None]
