@@ -179,20 +179,28 @@ def layer_tars(paths: dict[str, Path]) -> tuple[list[str], list[str]]:
 def timed(cmd: str, runs: int) -> tuple[float, float, str]:
     """Median wall time (s) and max peak RSS (MB) of the shell script `cmd` under
     /usr/bin/time (RSS: the largest process of the script)."""
-    times, rss = [], []
+    wall, _cpu, rss, out = timed_cpu(cmd, runs)
+    return wall, rss, out
+
+
+def timed_cpu(cmd: str, runs: int) -> tuple[float, float, float, str]:
+    """`timed`, plus the median CPU seconds (user + system, the script's processes): on a
+    machine shared with other jobs the wall time follows the load, the CPU time much less."""
+    times, cpus, rss = [], [], []
     out = ""
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as script:
         script.write(cmd + "\n")
     for _ in range(runs):
         with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-            proc = sh(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, "sh", script.name],
+            proc = sh(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name, "sh", script.name],
                       capture_output=True, text=True, check=False)
-            wall, kb = tf.read().split()[-2:]
+            wall, user, system, kb = tf.read().split()[-4:]
         times.append(float(wall))
+        cpus.append(float(user) + float(system))
         rss.append(int(kb) / 1024)
         out = proc.stdout
     os.unlink(script.name)
-    return statistics.median(times), max(rss), out
+    return statistics.median(times), statistics.median(cpus), max(rss), out
 
 
 def warm(paths: list[str]) -> None:

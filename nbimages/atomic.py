@@ -11,11 +11,12 @@ from typing import Iterable
 
 
 def write_atomic(target: str | os.PathLike, data: bytes | Iterable[bytes], *,
-                 mode: int = 0o644) -> Path:
+                 mode: int = 0o644, fsync: bool = True) -> Path:
     """Write `data` (bytes or an iterable of chunks) to `target` atomically; returns the path.
 
     On any error (or interrupt) the temporary file is removed and `target` is untouched.
-    An iterable with a `close()` (a generator) is closed when done.
+    An iterable with a `close()` (a generator) is closed when done. `fsync=False` skips the
+    flush to disk, for caches whose readers check what they read (the layer index).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +29,8 @@ def write_atomic(target: str | os.PathLike, data: bytes | Iterable[bytes], *,
                 for chunk in data:
                     f.write(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:

@@ -105,8 +105,9 @@ def _json_value(v: Any) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    import pandas as pd
-    if isinstance(value, pd.DataFrame):
+    # a DataFrame exists only once pandas is loaded: the summary's JSON never loads it
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, pd.DataFrame):
         # row by row: an 80,000-row file table is never held as JSON text or records
         out = sys.stdout
         cols = [str(c) for c in value.columns]

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import filelock
 import pandas as pd
 
+from .analysis.layerindex import LayerIndex
 from .builder.cache import BuildCache
 from .engines.embedded import split_name
 from .errors import InvalidImage, NbimagesError
@@ -295,6 +296,8 @@ def df(store: Store | None = None) -> StoreUsage:
         temps[kind][0] += 1
         temps[kind][1] += _size_of(p)
 
+    indexed = LayerIndex(store.home).usage()
+
     def row(kind: str, count: int, size: int, reclaimable: int) -> dict:
         return {"type": kind, "count": count, "size": size, "reclaimable": reclaimable}
     image_bytes = sum(g.size(d) for d in used)
@@ -307,6 +310,7 @@ def df(store: Store | None = None) -> StoreUsage:
         row("temporaries", *temps["temporary"], temps["temporary"][1]),
         row("unreferenced blobs", len(unreferenced), sum(g.size(d) for d in unreferenced),
             sum(g.size(d) for d in unreferenced)),
+        row("layer index", *indexed, indexed[1]),
     ], columns=["type", "count", "size", "reclaimable"])
     return StoreUsage(store.home, images, summary)
 
@@ -395,6 +399,12 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
                 continue
             temps.append(p)
             removed.append({"kind": kind, "what": str(p.relative_to(store.home)), "size": _size_of(p)})
+        # 5. the layer index: a cache of per-layer file tables, rebuilt on the next inspection
+        index = LayerIndex(store.home)
+        indexed = [p for p in index.files() if old(_mtime(p))]
+        for p in indexed:
+            removed.append({"kind": "layer index file", "what": str(p.relative_to(store.home)),
+                            "size": _size_of(p)})
 
         if not dry_run:
             if drop:
@@ -414,6 +424,8 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                     if p.name.endswith(".partial"):
                         Path(str(p) + ".lock").unlink(missing_ok=True)
+            for p in indexed:
+                p.unlink(missing_ok=True)
             store.forget_origins({e.digest for e in keep_entries})
     frame = pd.DataFrame(removed, columns=["kind", "what", "size"])
     return PruneReport(frame, dry_run)
@@ -505,6 +517,16 @@ def check(*, repair: bool = False, store: Store | None = None) -> CheckReport:
             if e.problem and not any(r["blob"] in e.blobs for r in rows):
                 rows.append({"blob": e.digest, "kind": "manifest", "images": e.name or e.digest,
                              "problem": e.problem, "action": "none"})
+        # the layer index is a cache: a damaged file is never used (an inspection deletes and
+        # rebuilds it); check reports it and --repair removes it
+        for diff_id, p in LayerIndex(store.home).damaged():
+            action = "none (run with --repair; the next inspection rebuilds it too)"
+            if repair:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                action = "removed (rebuilt from the layer by the next inspection)"
+            rows.append({"blob": diff_id, "kind": "layer index file", "images": "",
+                         "problem": "damaged", "action": action})
     frame = pd.DataFrame(rows, columns=["blob", "kind", "images", "problem", "action"])
     return CheckReport(frame, len(digests), sum(st.st_size for st in g.on_disk.values()), repair)
 

@@ -50,6 +50,14 @@ def _assert_named(text: str, digest: str, layer: int) -> None:
     assert "Traceback" not in text and "BadGzipFile" not in text
 
 
+@pytest.fixture(autouse=True)
+def _layers_are_read(monkeypatch):
+    """These tests are about meeting damage while a layer is read. The builder indexes the
+    layers it writes, and an inspection answered from the layer index reads no layer (see
+    tests/test_layer_index.py: `store check` finds the damage then), so the index is off."""
+    monkeypatch.setenv("NBIMAGES_LAYER_INDEX", "0")
+
+
 @pytest.fixture
 def damaged(_isolated_home) -> tuple[Store, "nbimages.Image", str]:
     img = _build(_isolated_home)

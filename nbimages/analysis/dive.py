@@ -28,7 +28,7 @@ class LayerColumns(Protocol):
     """What dive reads of one walked layer (walk.LayerFiles is one)."""
 
     paths: Sequence[str]
-    kinds: Sequence[int]
+    kinds: bytearray
     sizes: Sequence[int]
     unsafe: list[tuple[int, str]]
 
@@ -41,6 +41,7 @@ class WalkedLayers(Protocol):
 
 
 BLANK = (False, 0)
+_WH_BYTE = bytes([WH_CODE])
 DOUBLE_WHITEOUT = ".wh..wh.."
 WHITEOUT = ".wh."
 _LAST = "\U0010ffff"  # sorts after any path component: children-first order
@@ -125,11 +126,16 @@ class DiveModel:
                     have.add(node)
             self._markers = []
 
-        whiteouts = [(p, idx) for p, idx in leaves if idx >= 0 and kinds[idx] == WH_CODE]
+        whiteouts = [(p, idx) for p, idx in leaves if idx >= 0 and kinds[idx] == WH_CODE] \
+            if _WH_BYTE in kinds else []
         eff = self.eff
         if not whiteouts:
-            for p, idx in leaves:
-                _count(eff, p, sizes[idx] if idx >= 0 else 0)
+            # the leaves' paths are distinct: only those seen in a layer below need _count,
+            # the rest go in at once
+            seen = {p: sizes[idx] if idx >= 0 else 0 for p, idx in leaves}
+            for p in seen.keys() & eff.keys():
+                _count(eff, p, seen.pop(p))
+            eff.update(seen)
             return
 
         stacked = self._stacked_below(i)
@@ -186,7 +192,7 @@ class DiveModel:
         nodes: dict[str, tuple[bool, int]] = {}
         kinds, sizes = lf.kinds, lf.sizes
         for idx, p in enumerate(lf.paths):
-            if not p or idx in skip:
+            if not p or skip and idx in skip:
                 continue
             k = kinds[idx]
             if k >= OPAQUE:
@@ -200,7 +206,8 @@ class DiveModel:
                 p = node
             else:
                 nodes[p] = (k == DIR, sizes[idx])
-            par = _parent(p)
+            slash = p.rfind("/")  # _parent(p), inline: this runs once per entry
+            par = p[:slash] if slash >= 0 else ""
             while par and par not in nodes:
                 nodes[par] = BLANK
                 par = _parent(par)
@@ -224,11 +231,18 @@ class DiveModel:
             stacked.remove(_target(p))
         wset = set(outs)
         values = stacked.values
+        kids = stacked.kids
         for p, info in nodes.items():
             if p in values:
                 values[p] = info  # replaces the payload, keeps the children
             elif p not in wset:
-                stacked.set(p, info)
+                slash = p.rfind("/")
+                siblings = kids.get(p[:slash] if slash >= 0 else "")
+                if siblings is None:
+                    stacked.set(p, info)  # links the missing parents too
+                else:
+                    siblings.add(p)
+                    values[p] = info
 
     # ------------------------------------------------------------------ results
     def finish(self) -> None:

@@ -28,6 +28,7 @@ from ..sources import open_image
 from .advice import HUGE, MIN_DUPLICATE, advice
 from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
                     REASON, SHIFT, SKIPPED, UNSAFE)
+from .layerindex import LayerIndex
 from .packages import packages
 from .table import printable, table
 from .walk import Budget, LayerFiles, Walk, read_layer
@@ -48,12 +49,14 @@ DIFF_COLUMNS = ["path", "change", "what", "kind_a", "kind_b", "size_a", "size_b"
 HISTORY_COLUMNS = ["index", "created", "created_by", "comment", "empty_layer", "layer", "author"]
 
 
-def inspect(source: Any, platform: str | None = None) -> Inspection:
+def inspect(source: Any, platform: str | None = None, *, index: bool = True) -> Inspection:
     """Open `source` (an Image or any source string) and walk its layers once.
 
     Sources are those of `nbimages.open_image`: docker-daemon:REF, docker-archive:PATH,
     oci:DIR[:TAG], oci-archive:PATH, docker://REF, a store name, a bare path or reference.
     `platform` picks one image of a multi-platform image (default: this machine's).
+    A layer seen before (by any image) is read from the store's layer index instead of its
+    tar; `index=False` reads every layer (and neither reads nor writes the index).
     """
     if isinstance(source, Inspection):
         return source
@@ -62,19 +65,20 @@ def inspect(source: Any, platform: str | None = None) -> Inspection:
         image = source.index.image(platform) if source.index and platform else source
     else:
         image = open_image(source, platform=platform)
-    insp = Inspection(image)
-    if insp.local:
+    insp = Inspection(image, index=index)
+    if insp.local or insp.indexed:
         insp._ensure()
     # A registry image is not downloaded yet: `.layers` shows what the manifest says at once,
-    # and the first file-level table (or `.walk()`) fetches the layers.
+    # and the first file-level table (or `.walk()`) fetches the layers never indexed.
     return insp
 
 
 class Inspection:
     """What is inside an image: tables derived from one walk over its layers."""
 
-    def __init__(self, image: Image):
+    def __init__(self, image: Image, *, index: bool = True):
         self.image = image
+        self._index = LayerIndex() if index else None
         self._walk: Walk | None = None
         self._cache: dict[str, Any] = {}
 
@@ -98,6 +102,13 @@ class Inspection:
     def local(self) -> bool:
         """True when every layer can be read without downloading it."""
         return all(layer.local for layer in self.image.layers)
+
+    @property
+    def indexed(self) -> bool:
+        """True when every layer's table is in the layer index (nothing to download)."""
+        index = self._index
+        return index is not None and all(
+            layer.diff_id and index.path(layer.diff_id).is_file() for layer in self.image.layers)
 
     @property
     def walked(self) -> bool:
@@ -124,9 +135,19 @@ class Inspection:
 
     def _read_layer(self, i: int, budget: Budget) -> LayerFiles:
         layer = self.image.layers[i]
+        index = self._index
+        if index is not None:
+            lf = index.load(layer.diff_id, layer.digest)
+            if lf is not None:
+                budget.spend(len(lf), sum(map(len, lf.paths))
+                             + sum(map(len, lf.links.values())))
+                return lf
         try:
             with self.image.layer_tar(i) as stream:
                 lf = read_layer(stream, budget)
+            # only now, the tar verified against its diff_id (and the blob its digest)
+            if index is not None:
+                index.save(lf, layer.diff_id, layer.digest)
             return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
@@ -276,19 +297,22 @@ class Inspection:
                 why[c] = how
         # path -> [layers that wrote or removed it, bytes lost, reason, dive's total]
         rows: dict[str, list] = {}
+        kept = set(final.values())
         for i, lf in enumerate(layers):
             base = i << SHIFT
             sizes = lf.sizes
             changes = lf.changes
             kinds = lf.kinds
-            for idx, p in enumerate(lf.paths):
+            paths = lf.paths
+            # the copies of this layer not in the final filesystem, found by set difference
+            # (most entries are final: no per-entry work for them)
+            for code in sorted(set(range(base, base + len(lf))) - kept):
+                idx = code & MASK
                 # Directories hold no bytes: a directory written again (a chmod, a new file
                 # inside) or deleted is not waste; its files are listed themselves.
                 if changes[idx] >= UNSAFE or kinds[idx] == DIR:  # unsafe: its own table
                     continue
-                code = base | idx
-                if final.get(p) == code:
-                    continue
+                p = paths[idx]
                 r = rows.get(p)
                 if r is None:
                     r = rows[p] = [0, 0, "", None]

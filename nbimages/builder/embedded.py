@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..analysis.layerindex import index_written_layer
 from ..errors import BuildError
 from ..image import Image, Layer, trust
 from ..oci import canonical, compressor as cz, digest as dg, mediatypes as mt
@@ -320,6 +321,7 @@ class _Staged:
     """A layer blob written under the store's tmp area; renamed into blobs/ at commit."""
 
     def __init__(self, store, entries: list[Entry], comp: cz.Compressor, epoch: int):
+        self.entries, self.epoch = entries, epoch  # for the layer index, at commit
         self._stage(store, comp, lambda pipe: [pipe.write(c) for c in iter_tar(entries, epoch)])
 
     def _stage(self, store, comp: cz.Compressor, write_tar: Callable[[cz.LayerPipeline], Any]
@@ -344,12 +346,19 @@ class _Staged:
         target = store.blob_path(self.result.digest)
         if target.exists():
             self.discard()
-            return
-        os.chmod(self.path, 0o644)
-        os.replace(self.path, target)
-        self.done = True
+        else:
+            os.chmod(self.path, 0o644)
+            os.replace(self.path, target)
+            self.done = True
+        # the layer's file table, from the entries just written (a failed build has none;
+        # a layer copied from tar members is indexed when it is first read)
+        if self.entries is not None:
+            r = self.result
+            index_written_layer(store.home, self.entries, self.epoch, r.diff_id, r.digest)
+            self.entries = None
 
     done = False
+    entries: "list[Entry] | None" = None
 
     def discard(self) -> None:
         if self.done:

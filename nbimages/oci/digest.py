@@ -11,6 +11,7 @@ from ..errors import DigestMismatch, InvalidImage
 _DIGEST = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
 _LENGTHS = {"sha256": 64, "sha512": 128}
 CHUNK = 1 << 20
+DRAIN_CHUNK = 4 << 20
 
 
 def parse(digest: str) -> tuple[str, str]:
@@ -136,8 +137,11 @@ class VerifyingReader:
         return self.read()
 
     def drain(self) -> None:
-        """Read (and hash) whatever is left, so the end-of-stream check runs."""
-        while self.read(CHUNK):
+        """Read (and hash) whatever is left, so the end-of-stream check runs: into one buffer
+        of DRAIN_CHUNK, so a hash running in a thread of its own needs the GIL rarely (each
+        read and each update give it up and take it back)."""
+        buffer = bytearray(DRAIN_CHUNK)
+        while self.readinto(buffer):
             pass
 
     @property

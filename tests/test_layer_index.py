@@ -1,0 +1,269 @@
+"""The persistent layer index: same tables with and without it, read instead of the layers,
+verified (a damaged file is rebuilt from the layer), bounded, dropped by prune."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import nbimages
+from nbimages.errors import InvalidImage
+from nbimages import maintenance
+from nbimages.analysis.inspection import inspect
+from nbimages.analysis.layerindex import LayerIndex
+from nbimages.store import default_store
+
+from bases import image_from_tars
+
+
+def _tar(path: Path, entries: list[tuple]) -> Path:
+    """entries: (name, kind, payload-or-link); kinds f d l h."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, arg in entries:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 0
+            if kind == "d":
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(ti)
+            elif kind == "l":
+                ti.type, ti.linkname = tarfile.SYMTYPE, arg
+                tf.addfile(ti)
+            elif kind == "h":
+                ti.type, ti.linkname = tarfile.LNKTYPE, arg
+                tf.addfile(ti)
+            else:
+                ti.size, ti.mode, ti.uid, ti.gid = len(arg), 0o644, 1000, 100
+                tf.addfile(ti, io.BytesIO(arg))
+    return path
+
+
+def _layers(tmp: Path) -> list[Path]:
+    """Layers with every rule the walk knows: whiteouts, opaque dirs, links, rewrites,
+    unsafe names, non-ASCII and undecodable names, a directory replaced by a file."""
+    return [
+        _tar(tmp / "l0.tar", [
+            ("etc", "d", None), ("etc/passwd", "f", b"root:x:0:0\n"),
+            ("usr", "d", None), ("usr/lib", "d", None),
+            *[(f"usr/lib/mod{i}.py", "f", bytes(i * 10)) for i in range(40)],
+            ("opt/data/keep.bin", "f", bytes(5000)), ("opt/data/sub/x", "f", b"x" * 300),
+            ("bin", "d", None), ("bin/sh", "f", b"#!" + bytes(100)), ("bin/ash", "h", "bin/sh"),
+            ("lib", "l", "usr/lib"), ("caf\u00e9/na\u00efve.txt", "f", b"ok"),
+            ("tmp/big", "f", bytes(20000)), ("replaced/child", "f", b"c" * 50),
+        ]),
+        _tar(tmp / "l1.tar", [
+            ("usr/lib/mod3.py", "f", b"rewritten" * 20), ("usr/lib/.wh.mod4.py", "f", b""),
+            ("opt/data/.wh..wh..opq", "f", b""), ("opt/data/new", "f", b"n" * 70),
+            ("tmp/.wh.big", "f", b""), (".wh.nothing-here", "f", b""),
+            ("replaced", "f", b"now a file"), ("../escape", "f", b"evil"),
+            ("lib/through-link", "f", b"via link"),
+        ]),
+        _tar(tmp / "l2.tar", [
+            ("usr/lib/mod3.py", "f", b"third" * 30), ("etc/passwd", "f", b"root:x:0:0:r\n"),
+            ("usr/.wh.lib", "f", b""), ("bad\udcff-name", "f", b"raw bytes name"),
+        ]),
+    ]
+
+
+def _tables(insp, content: bool = True) -> dict:
+    """Every table of an inspection; `content=False` leaves out the one that reads file bytes
+    (packages() reads the package databases from the layers themselves)."""
+    out = {"layers": insp.layers, "history": insp.history, "files": insp.files(),
+            "final": insp.files(final=True), "layer1": insp.files(layer=1),
+            "sizes": insp.sizes(), "sizes0": insp.sizes(depth=0), "waste": insp.waste,
+            "unsafe": insp.unsafe,
+            "numbers": pd.DataFrame([{**insp.dive, "size": insp.size,
+                                      "final_size": insp.final_size,
+                                      "wasted_bytes": insp.wasted_bytes,
+                                      "unsafe_size": insp.unsafe_size,
+                                      "corrected": insp.corrected_efficiency,
+                                      "notes": "\n".join(insp.notes())}]),
+            "json": pd.DataFrame([{"json": insp.to_json(files=True, sizes=True)}])}
+    if content:
+        out["packages"] = insp.packages()
+    return out
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+def test_every_table_is_the_same_with_and_without_the_index(tmp_path):
+    image = image_from_tars(_layers(tmp_path))
+    plain = _tables(inspect(image, index=False))
+    index = LayerIndex()
+    assert index.files() == []  # index=False neither reads nor writes it
+    cold = _tables(inspect(image))
+    assert len(index.files()) == 3
+    warm_insp = inspect(image_from_tars(_layers(tmp_path)))
+    warm = _tables(warm_insp)
+    _same(plain, cold)
+    _same(plain, warm)
+    assert plain["unsafe"].shape[0] >= 2 and plain["numbers"]["notes"][0]  # rules exercised
+
+
+def _saved(tmp_path: Path) -> tuple[str, Path]:
+    out = tmp_path / "image-oci"
+    image_from_tars(_layers(tmp_path)).save(str(out), format="oci-dir")
+    return f"oci:{out}", out
+
+
+def test_a_warm_inspection_reads_no_layer(tmp_path):
+    source, out = _saved(tmp_path)
+    expected = _tables(inspect(source), content=False)
+    layers = [l.digest for l in nbimages.open_image(source).layers]
+    for d in layers:  # the layer blobs are gone: only the index can answer
+        (out / "blobs" / "sha256" / d.split(":")[1]).unlink()
+    _same(expected, _tables(inspect(source), content=False))
+    with pytest.raises(InvalidImage, match="missing from the OCI layout"):
+        inspect(source, index=False)
+
+
+def test_a_damaged_index_file_is_rebuilt_from_the_layer(tmp_path):
+    source, _ = _saved(tmp_path)
+    expected = _tables(inspect(source, index=False))
+    inspect(source)
+    index = LayerIndex()
+    files = sorted(index.files())
+    assert len(files) == 3
+    good = {p: p.read_bytes() for p in files}
+    data = bytearray(good[files[0]])
+    data[-10] ^= 0xFF  # one flipped bit in the compressed columns
+    files[0].write_bytes(bytes(data))
+    files[1].write_bytes(good[files[1]][:50])  # cut short
+    header_end = good[files[2]].index(b"}") + 1
+    files[2].write_bytes(good[files[2]].replace(b'"entries":', b'"entries":1', 1)
+                         if b'"entries":' in good[files[2]][:header_end] else b"junk")
+    _same(expected, _tables(inspect(source)))
+    assert {p: p.read_bytes() for p in sorted(index.files())} == good  # rebuilt, the same
+
+
+def test_an_index_file_of_another_layer_is_not_used(tmp_path):
+    source, _ = _saved(tmp_path)
+    expected = _tables(inspect(source, index=False))
+    inspect(source)
+    files = sorted(LayerIndex().files())
+    a, b = files[0].read_bytes(), files[1].read_bytes()
+    files[0].write_bytes(b)  # a valid file, under the wrong diff_id
+    files[1].write_bytes(a)
+    _same(expected, _tables(inspect(source)))
+
+
+def test_the_index_is_bounded_and_evicts_the_least_recently_used(tmp_path, monkeypatch):
+    source, _ = _saved(tmp_path)
+    inspect(source)
+    index = LayerIndex()
+    sizes = sorted(p.stat().st_size for p in index.files())
+    monkeypatch.setenv("NBIMAGES_LAYER_INDEX_MAX_BYTES", str(sizes[-1] + sizes[-2]))
+    for p in index.files():
+        p.unlink()
+    inspect(source)
+    count, used = index.usage()
+    assert count == 2 and used <= sizes[-1] + sizes[-2]
+
+
+def test_store_df_counts_and_prune_drops_the_index(tmp_path):
+    source, _ = _saved(tmp_path)
+    inspect(source)
+    count, used = LayerIndex().usage()
+    assert count == 3 and used > 0
+    summary = maintenance.df().summary.set_index("type")
+    assert summary.loc["layer index", "count"] == 3
+    assert summary.loc["layer index", "size"] == used
+    assert summary.loc["layer index", "reclaimable"] == used
+    dry = maintenance.prune(dry_run=True)
+    assert (dry.removed.kind == "layer index file").sum() == 3 and LayerIndex().usage()[0] == 3
+    report = maintenance.prune()
+    assert (report.removed.kind == "layer index file").sum() == 3
+    assert LayerIndex().usage() == (0, 0)
+
+
+def test_registry_source_downloads_only_layers_never_seen(tmp_path, registry):
+    base = image_from_tars(_layers(tmp_path)[:2])
+    ref = f"{registry}/nbimages-test/layerindex-{os.getpid()}:base"
+    base.push(ref)
+    top = image_from_tars(_layers(tmp_path)[:3])
+    ref2 = f"{registry}/nbimages-test/layerindex-{os.getpid()}:top"
+    top.push(ref2)
+    store = default_store()
+    first = inspect(f"docker://{ref}")
+    assert not first.walked  # nothing indexed yet: the manifest's table, nothing downloaded
+    expected = _tables(first.walk(), content=False)
+    downloaded = [l.digest for l in first.image.layers if store.has_blob(l.digest)]
+    assert len(downloaded) == 2
+    for d in downloaded:  # forget the blobs: a later inspection must not need them
+        store.blob_path(d).unlink()
+    warm = inspect(f"docker://{ref}")
+    assert warm.walked
+    _same(expected, _tables(warm, content=False))
+    assert not any(store.has_blob(l.digest) for l in warm.image.layers)
+    upper = inspect(f"docker://{ref2}").walk()
+    assert [store.has_blob(l.digest) for l in upper.image.layers] == [False, False, True]
+    _same(_tables(inspect(f"docker://{ref2}", index=False).walk(), content=False),
+          _tables(upper, content=False))
+    _same(_tables(inspect(f"docker://{ref}", index=False).walk(), content=False), expected)
+
+
+def test_the_builder_indexes_the_layers_it_writes(tmp_path):
+    ctx = tmp_path / "ctx"
+    (ctx / "data" / "deep").mkdir(parents=True)
+    (ctx / "data" / "deep" / "big.bin").write_bytes(os.urandom(3000))
+    (ctx / "data" / "caf\u00e9.txt").write_text("x" * 700)
+    (ctx / "data" / "link").symlink_to("deep/big.bin")
+    r = nbimages.Recipe("scratch", context=ctx)
+    r.file("/app/a.py", "print('a')\n" * 50)
+    r.copy("data/", "/data/")
+    r.file("/app/a.py", "print('b')\n")
+    image = r.build(f"layerindex-built:{os.getpid()}")
+    index = LayerIndex()
+    assert sorted(index.files()) == sorted(index.path(l.diff_id) for l in image.layers)
+    built = {p: p.read_bytes() for p in index.files()}
+    from_index = _tables(inspect(image), content=False)
+    assert {p: p.read_bytes() for p in index.files()} == built  # read, not rewritten
+    for p in index.files():
+        p.unlink()
+    _same(_tables(inspect(nbimages.open_image(f"layerindex-built:{os.getpid()}"), index=False),
+                  content=False), from_index)
+    inspect(nbimages.open_image(f"layerindex-built:{os.getpid()}"))  # from the blobs this time
+    assert {p: p.read_bytes() for p in index.files()} == built
+
+
+def test_a_damaged_blob_behind_a_warm_index_is_found_by_store_check(tmp_path):
+    r = nbimages.Recipe("scratch").file("/etc/hello", "hello\n")
+    r.file("/data/random.bin", os.urandom(300_000))
+    image = r.build("team/indexed:1")
+    expected = _tables(inspect("store:team/indexed:1", index=False), content=False)
+    store = default_store()
+    path = store.blob_path(image.layers[1].digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    # the index answers for the diff_id (a fact, verified when written): same tables
+    _same(expected, _tables(inspect("store:team/indexed:1"), content=False))
+    report = maintenance.check()
+    assert not report.ok and image.layers[1].digest in set(report.problems.blob)
+
+
+def test_store_check_reports_a_damaged_index_file_and_repair_removes_it(tmp_path):
+    source, _ = _saved(tmp_path)
+    inspect(source)
+    index = LayerIndex()
+    files = sorted(index.files())
+    assert maintenance.check().ok  # sound index files are not reported
+    data = bytearray(files[0].read_bytes())
+    data[-10] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    report = maintenance.check()
+    damaged = f"{files[0].parent.name}:{files[0].name}"
+    assert not report.ok and list(report.problems.blob) == [damaged]
+    assert list(report.problems.kind) == ["layer index file"] and files[0].exists()
+    report = maintenance.check(repair=True)
+    assert report.ok and report.problems.action[0].startswith("removed")
+    assert sorted(index.files()) == files[1:]
+    assert maintenance.check().ok
