@@ -50,7 +50,7 @@ def test_handout_dockerfile_and_readme_describe_the_steps(tmp_path, busybox_tar)
     assert 'CMD ["sh", "/app/run.sh"]' in dockerfile and "ENV GREETING=hi" in dockerfile
     readme = h.path("readme").read_text()
     assert f"`{h.image.id}`" in readme
-    assert "| 2 | 6 | `COPY --chmod=644 <cell> /app/data.txt` | `sha256:" in readme
+    assert "| 2 | cell 6 | `COPY --chmod=644 <cell> /app/data.txt` | `sha256:" in readme
 
 
 def test_a_failed_handout_leaves_the_folder_as_it_was(tmp_path):

@@ -87,7 +87,8 @@ def test_the_build_is_recorded_in_the_notebook_metadata(tmp_path, busybox_tar):
     assert rec["tag"] == "nbtest/notebook:1"
     layer_steps = [s for s in rec["steps"] if s.get("diff_id")]
     assert [s["diff_id"] for s in layer_steps] == image.diff_ids[2:]
-    assert [s["cell"] for s in layer_steps] == [4, 6]  # counted from 1, markdown included
+    # cells that never ran are named by position, counted from 1, markdown included
+    assert [s["cell"] for s in layer_steps] == ["cell 4", "cell 6"]
     assert layer_steps[0]["instruction"].startswith("COPY --chmod=644 <cell> /app/run.sh")
     after = nbformat.read(str(nb), as_version=4)
     assert after.cells == before.cells  # only the metadata changed
@@ -219,3 +220,28 @@ def test_the_cli_build_gives_the_digest_a_real_kernel_gets_running_the_notebook(
     in_kernel = printed[-1].split()[-1]
     assert in_kernel.startswith("sha256:")
     assert cli("build", str(nb_path), "-q", home=tmp_path / "clean").stdout.strip() == in_kernel
+
+
+def test_cells_that_ran_are_named_by_their_in_n_everywhere(tmp_path, busybox_tar):
+    """The kernel's vocabulary in the CLI's report, the record, the handout and verify: a cell
+    saved with execution count 7 is `In [7]`, whatever its position."""
+    nb_path = handout_notebook(tmp_path, busybox_tar)
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for cell, count in zip(nb.cells[1:], (1, 2, 5, 6, 7, 9, 12)):
+        cell.execution_count = count
+    nbformat.write(nb, str(nb_path))
+    built = cli("build", str(nb_path), "-t", "nbtest/notebook:counts", home=tmp_path / "home")
+    rows = [l.split() for l in built.stderr.splitlines() if "COPY --chmod=644" in l]
+    assert [r[1:3] for r in rows] == [["In", "[5]"], ["In", "[7]"]], built.stderr
+    steps = [s for s in notebook_record(nb_path)["steps"] if s.get("diff_id")]
+    assert [s["cell"] for s in steps] == [5, 7]
+    out = tmp_path / "handout"
+    cli("handout", str(nb_path), "-o", str(out), "-q", home=tmp_path / "home")
+    readme = (out / "README.md").read_text()
+    assert "| 1 | In [5] | `COPY --chmod=644 <cell> /app/run.sh`" in readme
+    assert "| 2 | In [7] | `COPY --chmod=644 <cell> /app/data.txt`" in readme
+    nb.cells[5].source = "%%image file /app/data.txt\nchanged"
+    nbformat.write(nb, str(nb_path))
+    proc = cli("verify", str(nb_path), home=tmp_path / "home", check=False)
+    assert proc.returncode == 1
+    assert "from In [7] ('%%image file /app/data.txt') differs" in proc.stdout, proc.stdout

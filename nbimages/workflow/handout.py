@@ -27,6 +27,7 @@ import json
 from ..builder.apt import APT_LABEL
 from ..builder.dockerfile_writer import local_only_base
 from ..builder.embedded import PIP_LABEL
+from ..builder.steps import cell_name
 from ..sources import save
 from .notebook_recipe import build_notebook
 from .verify import image_epoch
@@ -197,7 +198,7 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
             instr = r["instruction"].split(" # sha256:")[0].replace("|", "\\|")
             if len(instr) > 90:
                 instr = instr[:89] + "…"
-            cell = "" if r.get("origin") is None else r["origin"]
+            cell = cell_name(r.get("origin"))
             lines.append(f"| {r['step']} | {cell} | `{instr}` | "
                          f"{'`' + r['diff_id'] + '`' if r.get('diff_id') else ''} |")
     return "\n".join(lines) + "\n"

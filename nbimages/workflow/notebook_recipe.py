@@ -64,9 +64,17 @@ class ImageCall:
     body: str | None           # the cell body of a `%%image` cell
     first_line: str            # the cell's first line, to name it in messages
     outputs: list = field(default_factory=list, repr=False)
+    execution_count: int | None = None   # the `In [n]` saved with the cell, if it ran
+
+    @property
+    def origin(self) -> int | str:
+        """The origin its steps get, in the kernel's vocabulary: the execution count the
+        notebook shows as `In [n]`, or `cell k` (its position) for a cell that never ran."""
+        return self.execution_count if self.execution_count is not None else f"cell {self.cell}"
 
     def where(self) -> str:
-        return f"cell {self.cell} ({self.first_line!r})"
+        count = "" if self.execution_count is None else f", In [{self.execution_count}]"
+        return f"cell {self.cell}{count} ({self.first_line!r})"
 
 
 @dataclass
@@ -219,8 +227,10 @@ def image_calls(nb, path: str | os.PathLike = "notebook") -> list[ImageCall]:
             if magic is not None:
                 found.append((node.lineno, node.col_offset, magic))
         for _, _, (line, body) in sorted(found, key=lambda t: t[:2]):
+            count = cell.get("execution_count")
             calls.append(ImageCall(index, cell_id, line, body, first,
-                                   list(cell.get("outputs") or [])))
+                                   list(cell.get("outputs") or []),
+                                   count if isinstance(count, int) else None))
     return calls
 
 
@@ -344,7 +354,7 @@ def _named(err: NbimagesError, path: Path, calls: list[ImageCall], session: Any,
             return NotebookError(f"{path.name}: {start.where()}: {err}")
     if building and recipe is not None and report is not None and len(report) < len(recipe.steps):
         cell = recipe.steps[len(report)].origin
-        failed = next((c for c in calls if c.cell == cell), None)
+        failed = next((c for c in calls if c.origin == cell), None)
         if failed is not None:
             by = f" (building for {call.where()})" if call is not None and call is not failed \
                 else ""
@@ -384,9 +394,9 @@ def _apply(call: ImageCall, session: Any, result: NotebookBuild, build_kw: dict,
     cmd, ns = parsed.command, parsed.args
     if cmd is None:  # --help on a body line of `%%image pip|env|label` (its lines are arguments)
         return "skipped"
-    inv = Invocation(ns, call.body, None, call.cell_id, call.cell, parsed.raw, {},
+    inv = Invocation(ns, call.body, None, call.cell_id, call.origin, parsed.raw, {},
                      show=lambda value: None)
-    cell_kw = {"cell_id": call.cell_id, "execution_count": call.cell}
+    cell_kw = {"cell_id": call.cell_id, "execution_count": call.origin}
     if cmd.name == "build":
         kw = dict(build_kw)
         kw.update({k: v for k, v in (("engine", ns.engine), ("compression", ns.compression)) if v})
@@ -429,7 +439,7 @@ def _replay_freeze(call: ImageCall, session: Any, path: Path, line: str) -> str:
                             f"(it ran `%image freeze {record['line']}`): run it again and save "
                             "the notebook.")
     use_in_session(frozen_recipe(record, path.parent), session, line=record.get("line"),
-                   cell_id=call.cell_id, execution_count=call.cell)
+                   cell_id=call.cell_id, execution_count=call.origin)
     return "step"
 
 

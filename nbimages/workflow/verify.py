@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 import datetime as _dt
 from ..builder.recipe import Recipe
+from ..builder.steps import cell_name
 from ..errors import BuildError, NbimagesError
 from ..image import Layer
 from ..oci import digest as dg, mediatypes as mt
@@ -64,8 +65,8 @@ class LayerDifference:
             return f"{where} ({what})"
         origin = ""
         if self.cell is not None:
-            origin = f", from cell {self.cell}" + (f" ({self.cell_text!r})" if self.cell_text
-                                                    else "")
+            text = f" ({self.cell_text!r})" if self.cell_text else ""
+            origin = f", from {cell_name(self.cell)}{text}"
         return f"{where}: step {self.step} `{_short_instr(self.instruction)}`{origin}"
 
 
@@ -296,7 +297,7 @@ def _explain(v: Verification, rebuilt, expected, compared_with, record, store) -
     ours = rebuilt.diff_ids
     base = len(ours) - len(rows)
     build = rebuilt.notebook_build
-    first_lines = {c.cell: c.first_line for c in (build.calls if build is not None else [])}
+    first_lines = {c.origin: c.first_line for c in (build.calls if build is not None else [])}
 
     def describe(d: LayerDifference) -> None:
         if d.index >= base and d.index - base < len(rows):
