@@ -180,7 +180,7 @@ def test_the_magic_builds_an_apk_step(ip, repo, tmp_path):
     recipe = ip.run_line_magic("image", "recipe")
     assert [s.describe() for s in recipe.steps] == [f"APK --mirror {repo.url} hello"]
     assert "RUN apk add --no-cache hello" in recipe.to_dockerfile()
-    built = cell(ip, f"%image build nbtest15/apk-magic:1", "a3")
+    built = cell(ip, "%image build nbtest15/apk-magic:1", "a3")
     assert set(_pins(built)) == {"hello", "libgreet", "greet-data"}
     session.reset()
 

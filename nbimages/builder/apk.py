@@ -30,8 +30,8 @@ from pathlib import Path
 from ..errors import BuildError
 from ..oci.tarwriter import Entry
 from .apkpkg import ApkFile, installed_record, read_apk, script_notes, unpack_apk
+from .apt import AptResult, BaseFiles, apt_cache, listed
 from .dpkg import REFUSED_SCRIPT, bytes_entry
-from .target import scan_layers
 
 APK_LABEL = "org.nbimages.apk"
 INSTALLED = "lib/apk/db/installed"
@@ -238,25 +238,17 @@ def _wanted(path: str) -> str | None:
 
 def read_base(image) -> AlpineBase:
     """What the apk step needs from the image below it (one streaming pass over its layers)."""
-    tree = scan_layers(image, interesting=_wanted, fact=lambda kind, data: data)
-
-    def text(path: str) -> str | None:
-        e = tree.get(path)
-        return e.fact.decode("utf-8", "replace") if e is not None and e.fact is not None else None
-
-    osr = {}
-    for line in (text("etc/os-release") or text("usr/lib/os-release") or "").splitlines():
-        k, sep, v = line.partition("=")
-        if sep:
-            osr[k.strip()] = v.strip().strip("\"'")
+    files = BaseFiles(image, _wanted)
+    text = files.text
+    osr = files.os_release()
     installed = text(INSTALLED)
     if "alpine" not in {osr.get("ID", ""), *osr.get("ID_LIKE", "").split()} or installed is None:
         what = osr.get("PRETTY_NAME") or osr.get("ID") or "an image without /etc/os-release"
         raise BuildError(f"the apk step needs an Alpine base with an apk database "
                          f"(/lib/apk/db/installed); the base is {what}. Start from an Alpine "
                          "image, or use an apt step on a Debian or Ubuntu base.")
-    keys = {path.rsplit("/", 1)[1]: tree.get(path).fact for path in sorted(tree.entries)
-            if path.startswith("etc/apk/keys/") and tree.get(path).fact}
+    keys = {path.rsplit("/", 1)[1]: files.data(path) or b"" for path in files.paths
+            if path.startswith("etc/apk/keys/") and files.data(path)}
     arch = (text("etc/apk/arch") or "").strip() or \
         _APK_ARCH.get(image.config.get("architecture") or "amd64", "x86_64")
     return AlpineBase(arch, installed, text(WORLD) or "",
@@ -477,19 +469,6 @@ class _VersionKey:
 
 # ---------------------------------------------------------------- the layer
 
-@dataclass
-class ApkResult:
-    entries: list[Entry]
-    pins: list[dict]
-    notes: list[str]
-
-
-def apk_cache(store) -> Path:
-    """Where verified .apk files are kept: NBIMAGES_APK_CACHE or the store's."""
-    env = os.environ.get("NBIMAGES_APK_CACHE")
-    return Path(env) if env else Path(store.home) / "apk"
-
-
 def _keys(base: AlpineBase, given: list[str] | None) -> dict[str, bytes]:
     if not given:
         return base.keys
@@ -544,7 +523,7 @@ def check_scripts(c: Package, apk: ApkFile) -> None:
 
 
 def apk_layer(parent, packages: list[str], staging: Path, *, store, mirror: str | None = None,
-              repository: list[str] | None = None, key: list[str] | None = None) -> ApkResult:
+              repository: list[str] | None = None, key: list[str] | None = None) -> AptResult:
     """Resolve, download, verify and unpack `packages` for the Alpine image `parent`.
 
     Returns the layer's entries (file contents under `staging`), the pins (name, version,
@@ -561,7 +540,7 @@ def apk_layer(parent, packages: list[str], staging: Path, *, store, mirror: str 
         resolver.request(spec)
     resolver.check_conflicts()
     todo = sorted(resolver.chosen.values(), key=lambda c: c.name)
-    cache = apk_cache(store)
+    cache = apt_cache(store, "apk")
     fetched = [fetch_apk(c, base.arch, cache) for c in todo]
     entries: dict[str, Entry] = {}
     records = {p.name: p.text + "\n" for p in installed}
@@ -579,7 +558,7 @@ def apk_layer(parent, packages: list[str], staging: Path, *, store, mirror: str 
                      + ", ".join(resolver.kept))
     pins = [{"name": c.name, "version": c.version, "architecture": c.arch,
              "checksum": c.checksum, "sha256": sha} for c, (_, sha) in zip(todo, fetched)]
-    return ApkResult([entries[p] for p in sorted(entries)], pins, notes)
+    return AptResult([entries[p] for p in sorted(entries)], pins, notes)
 
 
 def world(text: str, specs: list[str]) -> str:
@@ -590,11 +569,8 @@ def world(text: str, specs: list[str]) -> str:
 
 
 def check_packages(packages) -> list[str]:
-    if isinstance(packages, str):
-        packages = [packages]
     specs = []
-    for p in packages:
-        p = str(p).strip()
+    for p in listed(packages):
         m = re.fullmatch(r"((?:so:|cmd:|pc:)?[A-Za-z0-9][A-Za-z0-9+._-]*)"
                          r"(?:(<|<=|=|>=|>|~)([0-9][0-9A-Za-z._-]*))?", p)
         if not m or (m.group(3) and not version_ok(m.group(3))):
