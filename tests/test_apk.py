@@ -16,6 +16,7 @@ from apk_repo import AlpineRepo
 from conftest import run
 from nbimages.builder import apk
 from nbimages.builder.apk import APK_LABEL, Package, Resolver
+from nbimages.builder.apkpkg import ApkFile
 from nbimages.errors import BuildError
 from nbimages.store import Store
 from nbimages.workflow.handout import readme
@@ -238,3 +239,21 @@ def test_repositories_follow_the_mirror_or_replace_the_base_list():
         "http://127.0.0.1:1/alpine/v3.20/main"]
     assert apk.repositories(base, None, ["http://m/alpine/edge/testing/"]) == [
         "http://m/alpine/edge/testing"]
+
+
+def test_packages_whose_scripts_add_users_are_refused_naming_the_engine():
+    pkg = ApkFile(None, {".pre-install": b"#!/bin/sh\naddgroup -S postgres\n"}, (0, 0))
+    with pytest.raises(BuildError, match=r"runs addgroup in its .pre-install .* %image run apk "
+                                         r"add --no-cache postgresql"):
+        apk.check_scripts(_p("postgresql", "16.4-r0"), pkg)
+
+
+def test_a_request_the_base_already_meets_only_goes_to_the_world():
+    r = Resolver([_p("busybox", "1.37-r0")],
+                 [_p("busybox", "1.36.1-r29", provides="cmd:sh=1.36.1-r29")], "test")
+    r.request("busybox")
+    r.request("cmd:sh")
+    assert not r.chosen and r.kept == ["busybox", "cmd:sh"]
+    r.request("busybox>=1.37")  # an upgrade replaces the base's record
+    assert r.chosen["busybox"].version == "1.37-r0"
+    assert apk.world("busybox\n", ["hello", "busybox>=1.37"]) == "busybox>=1.37\nhello\n"
