@@ -34,6 +34,7 @@ LAZY_ALLOWED = {
     "filelock": "only when the store is written",
     "jupyter_client": "~0.15 s; only when an image kernel is installed, listed, removed or run",
     "nbclient": "~0.9 s; only when a notebook is executed (nbimages execute, verify --execute)",
+    "cryptography": "only when an apk step checks an APKINDEX signature",
 }
 
 

@@ -94,15 +94,30 @@ def _wanted(path: str) -> str | None:
     return None
 
 
+class BaseFiles:
+    """The base's files that `wanted` names, read in one streaming pass over its layers."""
+
+    def __init__(self, image, wanted):
+        self.tree = scan_layers(image, interesting=wanted, fact=lambda kind, data: data)
+        self.paths = sorted(self.tree.entries)
+
+    def data(self, path: str) -> bytes | None:
+        e = self.tree.get(path)
+        return e.fact if e is not None else None
+
+    def text(self, path: str) -> str | None:
+        data = self.data(path)
+        return data.decode("utf-8", "replace") if data is not None else None
+
+    def os_release(self) -> dict[str, str]:
+        return _os_release(self.text("etc/os-release") or self.text("usr/lib/os-release") or "")
+
+
 def read_base(image) -> BaseFacts:
     """What the apt step needs from the image below it (one streaming pass over its layers)."""
-    tree = scan_layers(image, interesting=_wanted, fact=lambda kind, data: data)
-
-    def text(path: str) -> str | None:
-        e = tree.get(path)
-        return e.fact.decode("utf-8", "replace") if e is not None and e.fact is not None else None
-
-    osr = _os_release(text("etc/os-release") or text("usr/lib/os-release") or "")
+    files = BaseFiles(image, _wanted)
+    text = files.text
+    osr = files.os_release()
     distro = osr.get("ID", "")
     family = {distro, *osr.get("ID_LIKE", "").split()}
     status = text("var/lib/dpkg/status")
@@ -117,7 +132,7 @@ def read_base(image) -> BaseFacts:
     sources = parse_sources_list(text("etc/apt/sources.list") or "")
     keyrings: dict[str, bytes] = {}
     alternatives: dict[str, str] = {}
-    for path in sorted(tree.entries):
+    for path in files.paths:
         if path.startswith("etc/apt/sources.list.d/"):
             body = text(path) or ""
             if path.endswith(".list"):
@@ -127,9 +142,9 @@ def read_base(image) -> BaseFacts:
         elif path.startswith(ALTERNATIVES_DB + "/"):
             alternatives[path.rsplit("/", 1)[1]] = text(path) or ""
         elif _wanted(path) and (path.endswith((".gpg", ".asc")) or path == "etc/apt/trusted.gpg"):
-            e = tree.get(path)
-            if e is not None and e.fact:
-                keyrings["/" + path] = dearmor(e.fact)
+            data = files.data(path)
+            if data:
+                keyrings["/" + path] = dearmor(data)
     arch = image.config.get("architecture") or "amd64"
     return BaseFacts(distro, osr.get("VERSION_CODENAME", ""), _DPKG_ARCH.get(arch, arch),
                      status, sources, keyrings, alternatives)
@@ -600,10 +615,11 @@ class AptResult:
     notes: list[str]
 
 
-def apt_cache(store) -> Path:
-    """Where verified indexes and .debs are kept (by sha256): NBIMAGES_APT_CACHE or the store's."""
-    env = os.environ.get("NBIMAGES_APT_CACHE")
-    return Path(env) if env else Path(store.home) / "apt"
+def apt_cache(store, kind: str = "apt") -> Path:
+    """Where verified indexes and .debs (an apk step: .apk files) are kept:
+    NBIMAGES_APT_CACHE (NBIMAGES_APK_CACHE) or the store's apt/ (apk/)."""
+    env = os.environ.get(f"NBIMAGES_{kind.upper()}_CACHE")
+    return Path(env) if env else Path(store.home) / kind
 
 
 def _mirror_sources(facts: BaseFacts, mirror: str | None, snapshot: str | None,
@@ -702,12 +718,14 @@ def apt_layer(parent, packages: list[str], staging: Path, *, store, mirror: str 
             for c in todo]
     return AptResult([entries[p] for p in sorted(entries)], pins, notes)
 
+def listed(packages) -> list[str]:
+    """A step's package arguments as stripped strings (a single string is one package)."""
+    return [str(p).strip() for p in ([packages] if isinstance(packages, str) else packages)]
+
+
 def check_packages(packages) -> list[str]:
-    if isinstance(packages, str):
-        packages = [packages]
     specs = []
-    for p in packages:
-        p = str(p).strip()
+    for p in listed(packages):
         if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?", p):
             raise BuildError(f"{p!r} is not a package name (or NAME=VERSION) for apt: names are "
                              "lower case letters, digits and + - ., e.g. libgomp1 or "

@@ -94,6 +94,8 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
     if k == "apt":
         return ("RUN apt-get update && apt-get install -y --no-install-recommends "
                 + " ".join(a["packages"]) + " && rm -rf /var/lib/apt/lists/*")
+    if k == "apk":
+        return "RUN apk add --no-cache " + " ".join(a["packages"])
     if k == "remove":
         return "RUN rm -rf " + " ".join(_dq(p) for p in a["paths"])
     if k == "run":

@@ -29,7 +29,7 @@ from ..errors import BuildError
 from ..oci.tarwriter import DIR, FILE, HARDLINK, SYMLINK, Entry
 
 # Maintainer-script commands that change the system in ways a layer cannot express safely.
-_REFUSED = re.compile(r"\b(adduser|addgroup|useradd|groupadd|systemd-sysusers|"
+REFUSED_SCRIPT = re.compile(r"\b(adduser|addgroup|useradd|groupadd|systemd-sysusers|"
                       r"dpkg-statoverride)\b")
 ALTERNATIVES_DB = "var/lib/dpkg/alternatives"
 INFO_DIR = "var/lib/dpkg/info"
@@ -135,11 +135,11 @@ def unpack_deb(deb: Path, staging: Path, entries: dict[str, Entry], label: str) 
                         paths.append("/." if path == "." else "/" + path)
                         if path == ".":
                             continue
-                        entries[path] = _entry(m, path, tf, staging, label, i)
+                        entries[path] = member_entry(m, path, tf, staging, label, i)
     return Unpacked(label, control, paths)
 
 
-def _entry(m: tarfile.TarInfo, path: str, tf, staging: Path, label: str, i: int) -> Entry:
+def member_entry(m: tarfile.TarInfo, path: str, tf, staging: Path, label: str, i: int) -> Entry:
     mode = m.mode & 0o7777
     if m.isdir():
         return Entry(path, DIR, mode, m.uid, m.gid)
@@ -345,7 +345,7 @@ def script_notes(unpacked) -> list[str]:
 def check_scripts(c, u: Unpacked) -> None:
     for script in ("preinst", "postinst"):
         body = u.control.get(script, b"").decode("utf-8", "replace")
-        m = _REFUSED.search(body)
+        m = REFUSED_SCRIPT.search(body)
         if m:
             raise BuildError(f"{c.name} {c.version} runs {m.group(1)} in its {script} (it "
                              "creates users or groups), which cannot be done without running "

@@ -42,6 +42,7 @@ from ..progress import format_bytes
 from ..oci.tarwriter import DIR, FILE, Entry, LayerTree, iter_tar, normalize_path, source_date_epoch
 from ..sources import open_image
 from ..store import default_store
+from .apk import APK_LABEL, apk_layer
 from .apt import APT_LABEL, apt_layer
 from .cache import BuildCache
 from .context import Context, file_digest
@@ -408,7 +409,7 @@ class _Build:
         self.staged: list[_Staged] = shared.staged if shared else []
         self.records: dict[str, dict] = shared.records if shared else {}
         self.pins: list[dict] = []
-        self.apt_pins: list[dict] = []
+        self.system_pins: dict[str, list[dict]] = {"apt": [], "apk": []}
         self.report = BuildReport()
         self._ctx: Context | None = None
         self.view: LowerView | None = None
@@ -488,8 +489,8 @@ class _Build:
         assert view is not None
         if step.kind == "pip":
             return self._pip(step)
-        if step.kind == "apt":
-            return self._apt(step)
+        if step.kind in ("apt", "apk"):
+            return self._system(step)
         if step.kind == "file":
             raw = _file_tree(step, state)
         elif step.kind == "copy":
@@ -545,27 +546,34 @@ class _Build:
         })).hexdigest()
         return key, self.cache.get(key) or self.records.get(key)
 
-    def _apt(self, step: Step) -> tuple[Layer, bool]:
-        """Debian packages resolved against the image below (its dpkg status), in one layer."""
+    def _system(self, step: Step) -> tuple[Layer, bool]:
+        """Debian (apt) or Alpine (apk) packages resolved against the image below (its
+        package database), in one layer."""
         view = self.view
         assert view is not None
+        pins = self.system_pins[step.kind]
         key, rec = self._below_key(step)
         if rec:
             view.apply_summary(rec.get("summary") or [])
-            self.apt_pins += rec.get("pins") or []
+            pins += rec.get("pins") or []
             self.report.notes += rec.get("notes") or []
             return self._cached_layer(rec), True
-        staging = Path(tempfile.mkdtemp(prefix="apt-", dir=self.store.tmpdir()))
+        staging = Path(tempfile.mkdtemp(prefix=f"{step.kind}-", dir=self.store.tmpdir()))
         try:
             a = step.args
             parent = _intermediate(self.cfg, self.layers, self.history)
-            result = apt_layer(parent, list(a["packages"]), staging, store=self.store,
-                               mirror=a.get("mirror"), snapshot=a.get("snapshot"),
-                               suite=a.get("suite"), keyring=a.get("keyring"))
+            if step.kind == "apt":
+                result = apt_layer(parent, list(a["packages"]), staging, store=self.store,
+                                   mirror=a.get("mirror"), snapshot=a.get("snapshot"),
+                                   suite=a.get("suite"), keyring=a.get("keyring"))
+            else:
+                result = apk_layer(parent, list(a["packages"]), staging, store=self.store,
+                                   mirror=a.get("mirror"), repository=a.get("repository"),
+                                   key=a.get("key"))
             tree = _resolve_entries(view, result.entries, keep_lower_dirs=True)
             entries = tree.entries(parent_meta=view.dir_meta)
             view.apply(entries)
-            self.apt_pins += result.pins
+            pins += result.pins
             self.report.notes += result.notes
             extra = {"pins": result.pins, "notes": result.notes,
                      "summary": LowerView.summary(entries)}
@@ -606,10 +614,11 @@ class _Build:
             labels = dict(cfg["config"].get("Labels") or {})
             labels[PIP_LABEL] = canonical.dumps(self.pins).decode("utf-8")
             cfg["config"]["Labels"] = labels
-        if self.apt_pins:
-            labels = dict(cfg["config"].get("Labels") or {})
-            labels[APT_LABEL] = canonical.dumps(self.apt_pins).decode("utf-8")
-            cfg["config"]["Labels"] = labels
+        for kind, label in (("apt", APT_LABEL), ("apk", APK_LABEL)):
+            if self.system_pins[kind]:
+                labels = dict(cfg["config"].get("Labels") or {})
+                labels[label] = canonical.dumps(self.system_pins[kind]).decode("utf-8")
+                cfg["config"]["Labels"] = labels
         cfg["created"] = self.created
         cfg["history"] = self.history
         cfg["rootfs"] = {"type": "layers", "diff_ids": [l.diff_id for l in self.layers]}

@@ -5,7 +5,7 @@
     r.env(PYTHONUNBUFFERED="1"); r.cmd(["python", "/app/clean.py"])
     img = r.build("handout:1"); print(r.to_dockerfile())
 
-Each file/copy/pip/apt/remove step makes one layer; the other steps change only the config.
+Each file/copy/pip/apt/apk/remove step makes one layer; the other steps change only the config.
 Steps carry a `key` (a notebook cell id) so re-running a cell replaces its step in place
 (`put`), and an `origin` (execution count, Dockerfile line) shown in the build report.
 """
@@ -25,6 +25,7 @@ from ..reference import Reference
 from ..store import default_store
 from ..verbs import provided
 from .dockerfile_writer import dockerfile_text, write_context
+from .apk import check_packages as check_apk_packages
 from .apt import check_packages
 from .embedded import BASE_DIGEST_ANNOTATION, PIP_LABEL, build_recipe, open_base
 from .pip import check_requirements
@@ -176,6 +177,26 @@ class Recipe:
         if keyring:
             args["keyring"] = [keyring] if isinstance(keyring, str) else [str(k) for k in keyring]
         return self._add("apt", args)
+
+    def apk(self, *packages: str, mirror: str | None = None,
+            repository: list[str] | str | None = None, key: list[str] | str | None = None,
+            **options: Any) -> "Recipe":
+        """Alpine packages (and their dependencies) from the base's own repositories, one layer.
+
+        No container: the packages are resolved against the base's /lib/apk/db/installed and
+        each repository's APKINDEX (signature checked against the base's /etc/apk/keys and
+        the `key` files), from the base's /etc/apk/repositories (or `repository` URLs, or the
+        same on `mirror`); each .apk is checked against the index and unpacked, and apk's
+        database records it. NAME=VERSION pins.
+        """
+        check_options("apk", options, ("mirror", "repository", "key"))
+        args: dict[str, Any] = {"packages": check_apk_packages(packages)}
+        if mirror:
+            args["mirror"] = str(mirror)
+        for k, v in (("repository", repository), ("key", key)):
+            if v:
+                args[k] = [v] if isinstance(v, str) else [str(x) for x in v]
+        return self._add("apk", args)
 
     def remove(self, *paths: str) -> "Recipe":
         """A layer of whiteouts: each path (and everything under it) disappears from the image."""

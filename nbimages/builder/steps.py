@@ -1,7 +1,7 @@
 """Recipe steps: one small record per instruction, with a kind, a JSON definition and an origin.
 
 A step's `kind` decides who can build it: the embedded builder makes layers for `file`,
-`copy`, `pip`, `apt` and `remove` and config changes for the rest; `run` needs a container engine
+`copy`, `pip`, `apt`, `apk` and `remove` and config changes for the rest; `run` needs a container engine
 (an engine builder takes the same recipe and handles every kind). `key` identifies the step
 for replacement (a notebook cell id); `origin` says where it came from (execution count,
 Dockerfile line) and is shown in the build report but never affects the image.
@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import BuildError
 
-LAYER_KINDS = ("file", "copy", "pip", "apt", "remove", "run")
+LAYER_KINDS = ("file", "copy", "pip", "apt", "apk", "remove", "run")
 CONFIG_KINDS = ("env", "workdir", "user", "cmd", "entrypoint", "label", "expose", "arg")
 KINDS = LAYER_KINDS + CONFIG_KINDS
 EMBEDDED_KINDS = frozenset(KINDS) - {"run"}
@@ -65,6 +65,8 @@ class Step:
             return "PIP" + opts + " " + " ".join(_q(r) for r in a["requirements"])
         if self.kind == "apt":
             return "APT" + apt_options(a) + " " + " ".join(a["packages"])
+        if self.kind == "apk":
+            return "APK" + apt_options(a) + " " + " ".join(a["packages"])
         if self.kind == "remove":
             return "REMOVE " + " ".join(_q(p) for p in a["paths"])
         if self.kind == "run":
@@ -119,12 +121,14 @@ def chown_flag(a: dict) -> str:
 
 
 def apt_options(a: dict) -> str:
-    """` --mirror URL --snapshot TS --suite S --keyring F` of an apt step that sets them, else ''."""
+    """` --mirror URL --snapshot TS --suite S --keyring F` of an apt step (` --mirror URL
+    --repository URL --key F` of an apk step) that sets them, else ''."""
     out = ""
-    for k in ("mirror", "snapshot", "suite"):
-        if a.get(k):  # a mirror's user:password never goes into the image's history
-            out += f" --{k} {_q(re.sub(r'//[^/@]*@', '//***@', a[k]))}"
-    return out + "".join(f" --keyring {_q(k)}" for k in a.get("keyring") or [])
+    for k in ("mirror", "snapshot", "suite", "repository", "keyring", "key"):
+        for v in [a[k]] if isinstance(a.get(k), str) else a.get(k) or []:
+            # a mirror's user:password never goes into the image's history
+            out += f" --{k} {_q(re.sub(r'//[^/@]*@', '//***@', v))}"
+    return out
 
 
 def copy_flags(a: dict) -> str:

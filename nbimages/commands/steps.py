@@ -131,6 +131,30 @@ def apt(inv: Invocation) -> Any:
                           suite=a.suite, keyring=a.keyring, **cell_of(inv))
 
 
+@command("apk", "a layer of Alpine packages from the base's own repositories, no engine",
+         arg("packages", nargs="+", metavar="PACKAGE", help="e.g. curl, so:libz.so.1 or curl=8.9.1-r0"),
+         arg("--mirror", default=None, metavar="URL",
+             help="host the base's repositories from here instead (URL/v3.20/main ...)"),
+         arg("--repository", action="append", default=None, metavar="URL",
+             help="repository to use instead of the base's /etc/apk/repositories"),
+         arg("--key", action="append", default=None, metavar="FILE",
+             help="RSA public key that signs an index, trusted besides the base's /etc/apk/keys"),
+         group="build", cell=CELL_ARGS,
+         epilog="As %%image apk, the cell body lists packages (one or more per line, # comments). "
+                "Install scripts are not run; the build report lists what was skipped.")
+def apk(inv: Invocation) -> Any:
+    """Install Alpine packages and their dependencies in one layer, without a container.
+
+    Resolved against the base's apk database and repositories, verified against each
+    repository's signed APKINDEX, unpacked and recorded in /lib/apk/db/installed so `apk info`
+    and scanners see them; versions and checksums are pinned in the image label
+    org.nbimages.apk.
+    """
+    a = inv.args
+    return _session().add("apk", *a.packages, mirror=a.mirror, repository=a.repository,
+                          key=a.key, **cell_of(inv))
+
+
 @command("env", "set environment variables K=V",
          arg("pairs", nargs="+", metavar="K=V"), group="build", cell=CELL_ARGS)
 def env(inv: Invocation) -> Any:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import json
+from ..builder.apk import APK_LABEL
 from ..builder.apt import APT_LABEL
 from ..builder.dockerfile_writer import local_only_base
 from ..builder.embedded import PIP_LABEL
@@ -112,6 +113,9 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
     debs = []
     with contextlib.suppress(ValueError, TypeError):
         debs = json.loads(image.labels.get(APT_LABEL) or "[]")
+    apks = []
+    with contextlib.suppress(ValueError, TypeError):
+        apks = json.loads(image.labels.get(APK_LABEL) or "[]")
     recipe = image.recipe
     report = list(image.build_report or [])
     cmd = image.container_config.get("Cmd") or []
@@ -191,6 +195,12 @@ def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) 
                   "|---|---|---|---|"]
         lines += [f"| {p.get('name')} | {p.get('version')} | {p.get('architecture')} | "
                   f"`{p.get('sha256', '')}` |" for p in debs]
+    if apks:
+        lines += ["", "## Alpine packages", "",
+                  "| package | version | architecture | index checksum | .apk sha256 |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {p.get('name')} | {p.get('version')} | {p.get('architecture')} | "
+                  f"`{p.get('checksum', '')}` | `{p.get('sha256', '')}` |" for p in apks]
     if report:
         lines += ["", "## Steps", "", "| step | cell | instruction | layer diff_id |",
                   "|---|---|---|---|"]
