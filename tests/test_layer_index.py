@@ -3,6 +3,7 @@ verified (a damaged file is rebuilt from the layer), bounded, dropped by prune."
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import tarfile
@@ -106,6 +107,20 @@ def test_every_table_is_the_same_with_and_without_the_index(tmp_path):
     _same(plain, cold)
     _same(plain, warm)
     assert plain["unsafe"].shape[0] >= 2 and plain["numbers"]["notes"][0]  # rules exercised
+
+
+def test_the_cycle_collector_is_left_as_the_caller_had_it(tmp_path):
+    # the walk pauses the cycle collector; it must come back on (and stay off if it was off)
+    image = image_from_tars(_layers(tmp_path))
+    assert gc.isenabled()
+    _tables(inspect(image, index=False))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _tables(inspect(image_from_tars(_layers(tmp_path)), index=False))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def _saved(tmp_path: Path) -> tuple[str, Path]:

@@ -40,7 +40,9 @@ class WalkedLayers(Protocol):
     layers: Sequence[LayerColumns]
 
 
-BLANK = (False, 0)
+# A node of dive's trees as one int, size << 1 | is_dir: a tuple per node held the stacked
+# tree of an image with whiteouts 8 MB above dive's own peak (150,000 nodes).
+BLANK = 0
 _WH_BYTE = bytes([WH_CODE])
 DOUBLE_WHITEOUT = ".wh..wh.."
 WHITEOUT = ".wh."
@@ -146,8 +148,8 @@ class DiveModel:
             info = svalues.get(target)
             if info is None:
                 weights[p] = None
-            elif info[0]:
-                weights[p] = sum(v[1] for _, v in stacked.walk(target))
+            elif info & 1:
+                weights[p] = sum(v >> 1 for _, v in stacked.walk(target))
             else:
                 weights[p] = 0
         if None in weights.values():
@@ -185,11 +187,12 @@ class DiveModel:
             self._stack(self.stacked_upto)
         return self.stacked
 
-    def _nodes(self, j: int) -> dict[str, tuple[bool, int]]:
-        """Layer j's tree as dive builds it: path -> (is_dir, size), blank implicit parents."""
+    def _nodes(self, j: int) -> dict[str, int]:
+        """Layer j's tree as dive builds it: path -> size << 1 | is_dir, blank implicit
+        parents."""
         lf = self.walk.layers[j]
         skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
-        nodes: dict[str, tuple[bool, int]] = {}
+        nodes: dict[str, int] = {}
         kinds, sizes = lf.kinds, lf.sizes
         for idx, p in enumerate(lf.paths):
             if not p or skip and idx in skip:
@@ -205,7 +208,7 @@ class DiveModel:
                     nodes[node] = BLANK
                 p = node
             else:
-                nodes[p] = (k == DIR, sizes[idx])
+                nodes[p] = sizes[idx] << 1 | (k == DIR)
             slash = p.rfind("/")  # _parent(p), inline: this runs once per entry
             par = p[:slash] if slash >= 0 else ""
             while par and par not in nodes:

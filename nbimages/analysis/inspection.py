@@ -11,6 +11,8 @@ are relative, as in the layer tars ('usr/bin/env').
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import html
 import json
@@ -73,6 +75,22 @@ def inspect(source: Any, platform: str | None = None, *, index: bool = True) -> 
     return insp
 
 
+
+@contextlib.contextmanager
+def _cycle_collection_paused():
+    """The walk and the tables allocate a tuple or two per entry and make no reference
+    cycles; left on, the cycle collector would traverse the growing tables again and again
+    (a fifth of a warm inspection of 150,000 entries). Reference counting still frees
+    everything as usual."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 class Inspection:
     """What is inside an image: tables derived from one walk over its layers."""
 
@@ -124,9 +142,10 @@ class Inspection:
         if self._walk is None:
             budget = Budget()  # per walk: a new walk starts from a full budget
             walk = Walk()
-            for lf in self._read_layers(budget):
-                walk.apply(lf)
-            walk.finish()
+            with _cycle_collection_paused():
+                for lf in self._read_layers(budget):
+                    walk.apply(lf)
+                walk.finish()
             self._walk = walk
             # the manifest-only layer table, if one was shown, now gets its file columns
             for key in ("layers", "cols:layers"):
@@ -257,7 +276,8 @@ class Inspection:
     def _columns(self, name: str, build: Callable[[], dict[str, list]]) -> dict[str, list]:
         key = "cols:" + name
         if key not in self._cache:
-            self._cache[key] = build()
+            with _cycle_collection_paused():  # tables of a tuple or list per file
+                self._cache[key] = build()
         return self._cache[key]
 
     def _layer_columns(self) -> dict[str, list]:
