@@ -292,3 +292,16 @@ def test_a_package_adding_a_loader_directory_is_reported():
     u = dpkg.Unpacked("libfakeroot", {}, ["/.", "/etc/ld.so.conf.d/fakeroot-x86_64-linux-gnu.conf"])
     (note,) = dpkg.script_notes([(_c("libfakeroot"), u)])
     assert "/etc/ld.so.conf.d/fakeroot-x86_64-linux-gnu.conf adds library directories" in note
+
+
+def test_on_the_engine_an_apt_step_runs_the_distributions_apt_get(docker_client):
+    """`engine="docker"` turns the step into `apt-get install` in a RUN (the engine reaches
+    Debian's mirror with host networking), never into an invalid `APT` instruction."""
+    recipe = nbimages.Recipe(python_base_oci()).apt("libgomp1")
+    image = recipe.build("nbtest15/apt-engine:1", engine="docker")
+    out = docker_client.containers.run(
+        "nbtest15/apt-engine:1", ["dpkg-query", "-W", "-f=${Status}", "libgomp1"],
+        network_mode="none", remove=True).decode()
+    assert out == "install ok installed"
+    assert any("apt-get install -y --no-install-recommends libgomp1" in h.get("created_by", "")
+               for h in image.config["history"])

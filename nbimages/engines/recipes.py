@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ def instruction(step, index: int, files: list[tuple[str, bytes, int]]) -> str:
         for link in a.get("find_links") or []:
             cmd += ["--find-links", link]
         return "RUN " + json.dumps(cmd + list(a["requirements"]))
+    if step.kind == "apt":  # on the engine, the distribution's own tool does it
+        install = " ".join(shlex.quote(p) for p in a["packages"])
+        return "RUN " + json.dumps(["/bin/sh", "-c", "apt-get update && DEBIAN_FRONTEND="
+                                    "noninteractive apt-get install -y --no-install-recommends "
+                                    f"{install} && rm -rf /var/lib/apt/lists/*"])
+    if step.kind == "apk":
+        return "RUN " + json.dumps(["apk", "add", "--no-cache", *a["packages"]])
     if step.kind == "remove":
         return "RUN " + json.dumps(["rm", "-rf", "--", *a["paths"]])
     if step.kind == "run":
@@ -111,4 +119,5 @@ def engine_build(recipe, base_ref: str) -> Iterator[EngineBuild]:
                 info.size, info.mode, info.mtime = len(data), file_mode, 0
                 tar.addfile(info, io.BytesIO(data))
         tar_file.seek(0)
-        yield EngineBuild(text, tar_file, any(s.kind == "pip" for s in recipe.steps), names)
+        online = any(s.kind in ("pip", "apt", "apk") for s in recipe.steps)  # index, mirror
+        yield EngineBuild(text, tar_file, online, names)
