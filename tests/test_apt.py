@@ -300,8 +300,9 @@ def test_on_the_engine_an_apt_step_runs_the_distributions_apt_get(docker_client)
     recipe = nbimages.Recipe(python_base_oci()).apt("libgomp1")
     image = recipe.build("nbtest15/apt-engine:1", engine="docker")
     out = docker_client.containers.run(
-        "nbtest15/apt-engine:1", ["dpkg-query", "-W", "-f=${Status}", "libgomp1"],
+        # a last line without a newline can reach the engine's log after the container ends
+        "nbtest15/apt-engine:1", ["dpkg-query", "-W", "-f=${Status}\\n", "libgomp1"],
         network_mode="none", remove=True).decode()
-    assert out == "install ok installed"
+    assert out == "install ok installed\n"
     assert any("apt-get install -y --no-install-recommends libgomp1" in h.get("created_by", "")
                for h in image.config["history"])

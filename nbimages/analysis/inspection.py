@@ -75,7 +75,6 @@ def inspect(source: Any, platform: str | None = None, *, index: bool = True) -> 
     return insp
 
 
-
 @contextlib.contextmanager
 def _cycle_collection_paused():
     """The walk and the tables allocate a tuple or two per entry and make no reference

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError
+from ..oci import digest as dg
 from ..oci.tarwriter import Entry
 from .apkpkg import ApkFile, installed_record, read_apk, script_notes, unpack_apk
 from .apt import AptResult, BaseFiles, apt_cache, listed
@@ -483,7 +485,9 @@ def fetch_apk(c: Package, arch: str, cache: Path) -> tuple[ApkFile, str]:
     label = f"{c.name}-{c.version}.apk"
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / (hashlib.sha256(c.checksum.encode()).hexdigest()[:32] + "-" + label)
-    if not target.exists():
+    if target.exists():
+        apk = read_apk(target, c.checksum, label)  # the cache is checked again, not trusted
+    else:
         url = f"{c.repo}/{arch}/{label}"
         size = int(c.fields.get("S") or 0) or None
         fd, tmp = tempfile.mkstemp(prefix="dl-", dir=cache)
@@ -499,17 +503,13 @@ def fetch_apk(c: Package, arch: str, cache: Path) -> tuple[ApkFile, str]:
                 raise BuildError(f"{url} is {n} bytes, the repository's signed index says "
                                  f"{size}: the download was altered or the mirror is "
                                  "inconsistent; nothing was installed.")
-            read_apk(Path(tmp), c.checksum, label)
+            apk = dataclasses.replace(read_apk(Path(tmp), c.checksum, label), path=target)
             os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    apk = read_apk(target, c.checksum, label)
-    h = hashlib.sha256()
     with open(target, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return apk, h.hexdigest()
+        return apk, dg.of_stream(f)[0].split(":", 1)[1]
 
 
 def check_scripts(c: Package, apk: ApkFile) -> None:

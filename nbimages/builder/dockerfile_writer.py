@@ -66,6 +66,16 @@ def _from_line(base: str) -> str:
     return f"FROM {base}"
 
 
+def package_install(step: Step) -> str:
+    """The RUN line that installs an apt or apk step's packages with the distribution's own
+    tool (package names are checked when the step is added: no shell quoting needed)."""
+    packages = " ".join(step.args["packages"])
+    if step.kind == "apk":
+        return f"RUN apk add --no-cache {packages}"
+    return (f"RUN apt-get update && apt-get install -y --no-install-recommends {packages} "
+            "&& rm -rf /var/lib/apt/lists/*")
+
+
 def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
     a = step.args
     k = step.kind
@@ -91,11 +101,8 @@ def _step_lines(step: Step, files_dir: str | None, index: int) -> str:
         opts += "".join(f" --find-links {f}" for f in a.get("find_links") or [])
         return "RUN pip install --no-cache-dir" + opts + " " + " ".join(
             _dq(r) if " " in r or "<" in r or ">" in r else r for r in a["requirements"])
-    if k == "apt":
-        return ("RUN apt-get update && apt-get install -y --no-install-recommends "
-                + " ".join(a["packages"]) + " && rm -rf /var/lib/apt/lists/*")
-    if k == "apk":
-        return "RUN apk add --no-cache " + " ".join(a["packages"])
+    if k in ("apt", "apk"):
+        return package_install(step)
     if k == "remove":
         return "RUN rm -rf " + " ".join(_dq(p) for p in a["paths"])
     if k == "run":

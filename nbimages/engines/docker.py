@@ -701,7 +701,8 @@ class DockerEngine(Engine):
         for file/copy/pip/remove/run) per step, the log streamed into the cell.
 
         The base is used from the engine when it has it, else opened by nbimages (store,
-        registry, tar ...) and loaded in. Network is 'none' unless a pip, apt or apk step needs 'host'.
+        registry, tar ...) and loaded in. Network is 'none' unless a pip, apt or apk step
+        needs 'host'.
         `progress` (the embedded builder's per-step callback) is not used: the log streams.
         """
         base_ref = self._base_for(recipe, store)

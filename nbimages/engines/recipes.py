@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shlex
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+from ..builder.dockerfile_writer import package_install
 from ..builder.steps import chown_flag
 from ..errors import BuildError
 
@@ -56,13 +56,8 @@ def instruction(step, index: int, files: list[tuple[str, bytes, int]]) -> str:
         for link in a.get("find_links") or []:
             cmd += ["--find-links", link]
         return "RUN " + json.dumps(cmd + list(a["requirements"]))
-    if step.kind == "apt":  # on the engine, the distribution's own tool does it
-        install = " ".join(shlex.quote(p) for p in a["packages"])
-        return "RUN " + json.dumps(["/bin/sh", "-c", "apt-get update && DEBIAN_FRONTEND="
-                                    "noninteractive apt-get install -y --no-install-recommends "
-                                    f"{install} && rm -rf /var/lib/apt/lists/*"])
-    if step.kind == "apk":
-        return "RUN " + json.dumps(["apk", "add", "--no-cache", *a["packages"]])
+    if step.kind in ("apt", "apk"):  # on the engine, the distribution's own tool does it
+        return package_install(step)
     if step.kind == "remove":
         return "RUN " + json.dumps(["rm", "-rf", "--", *a["paths"]])
     if step.kind == "run":

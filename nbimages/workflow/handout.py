@@ -101,21 +101,20 @@ def _slug(text: str) -> str:
     return slug or "notebook"
 
 
+def _label_list(image: Any, label: str) -> list:
+    """The JSON list in one of the image's pin labels; [] when missing or unreadable."""
+    with contextlib.suppress(ValueError, TypeError):
+        return json.loads(image.labels.get(label) or "[]")
+    return []
+
+
 def readme(image: Any, tag: str, notebook: Path, directory: Path | None = None) -> str:
     """The handout's README: what the image is, exactly, and how to load, run and verify it.
 
     The verify and build commands run in the notebook's folder (the cells copy files from
     there), so they name the handout's files by their path from that folder.
     """
-    pins = []
-    with contextlib.suppress(ValueError, TypeError):
-        pins = json.loads(image.labels.get(PIP_LABEL) or "[]")
-    debs = []
-    with contextlib.suppress(ValueError, TypeError):
-        debs = json.loads(image.labels.get(APT_LABEL) or "[]")
-    apks = []
-    with contextlib.suppress(ValueError, TypeError):
-        apks = json.loads(image.labels.get(APK_LABEL) or "[]")
+    pins, debs, apks = (_label_list(image, label) for label in (PIP_LABEL, APT_LABEL, APK_LABEL))
     recipe = image.recipe
     report = list(image.build_report or [])
     cmd = image.container_config.get("Cmd") or []
