@@ -401,7 +401,7 @@ def prune(*, all: bool = False, older_than: str | float | None = None, dry_run: 
             removed.append({"kind": kind, "what": str(p.relative_to(store.home)), "size": _size_of(p)})
         # 5. the layer index: a cache of per-layer file tables, rebuilt on the next inspection
         index = LayerIndex(store.home)
-        indexed = [p for p in index.files() if old(_mtime(p))]
+        indexed = [p for p in index.all_files() if old(_mtime(p))]
         for p in indexed:
             removed.append({"kind": "layer index file", "what": str(p.relative_to(store.home)),
                             "size": _size_of(p)})

@@ -15,8 +15,9 @@ import pytest
 import nbimages
 from nbimages.errors import InvalidImage
 from nbimages import maintenance
+from nbimages.analysis import inspection as inspection_module
 from nbimages.analysis.inspection import inspect
-from nbimages.analysis.layerindex import LayerIndex
+from nbimages.analysis.layerindex import LayerIndex, chain_id
 from nbimages.store import default_store
 
 from bases import image_from_tars
@@ -101,12 +102,109 @@ def test_every_table_is_the_same_with_and_without_the_index(tmp_path):
     index = LayerIndex()
     assert index.files() == []  # index=False neither reads nor writes it
     cold = _tables(inspect(image))
-    assert len(index.files()) == 3
+    assert len(index.files()) == 3 and len(index.results_files()) == 1
     warm_insp = inspect(image_from_tars(_layers(tmp_path)))
+    assert warm_insp.walked and warm_insp._walk is None  # the stack's results, no walk yet
     warm = _tables(warm_insp)
+    for p in index.files():  # the stack's results alone, the layers read again for files()
+        p.unlink()
+    results_only = _tables(inspect(image_from_tars(_layers(tmp_path))))
     _same(plain, cold)
     _same(plain, warm)
+    _same(plain, results_only)
     assert plain["unsafe"].shape[0] >= 2 and plain["numbers"]["notes"][0]  # rules exercised
+
+
+def _summary(insp) -> tuple:
+    return insp.to_json(), repr(insp), insp._repr_html_(), insp.layers, insp.waste, insp.unsafe
+
+
+def _same_summary(a: tuple, b: tuple) -> None:
+    assert a[:3] == b[:3]
+    for x, y in zip(a[3:], b[3:]):
+        pd.testing.assert_frame_equal(x, y)
+
+
+def test_a_stack_seen_before_is_summarised_without_reading_a_layer(tmp_path, monkeypatch):
+    source, out = _saved(tmp_path)
+    expected = _summary(inspect(source, index=False))
+    inspect(source)  # stores the tables and the results
+    layers = [l.digest for l in nbimages.open_image(source).layers]
+    for d in layers:  # no layer blob ...
+        (out / "blobs" / "sha256" / d.split(":")[1]).unlink()
+
+    def no_table(self, *args, **kwargs):
+        raise AssertionError("a layer table was read")
+    with monkeypatch.context() as patched:  # ... and no layer table is read
+        patched.setattr(LayerIndex, "load", no_table)
+        warm = inspect(source)
+        _same_summary(expected, _summary(warm))
+        assert warm._walk is None and "to download" not in repr(warm)
+    files = warm.files()  # the file tables read the layer tables, as before
+    assert "/etc/passwd" in set(files.path) and warm._walk is not None
+    _same_summary(expected, _summary(warm))
+
+
+def test_results_of_another_version_are_not_used(tmp_path, monkeypatch):
+    source, _ = _saved(tmp_path)
+    expected = _summary(inspect(source, index=False))
+    inspect(source)
+    index = LayerIndex()
+    [stored] = index.results_files()
+    before = stored.read_bytes()
+    with monkeypatch.context() as patched:
+        patched.setattr(inspection_module, "_producer", lambda: "sha256:" + "0" * 64)
+        again = inspect(source)
+        assert again._walk is not None  # walked again, not taken from the other version's
+        _same_summary(expected, _summary(again))
+        assert stored.read_bytes() != before and b"0" * 64 in stored.read_bytes()
+    assert inspect(source)._walk is not None  # and back: replaced once more, never mixed
+    assert stored.read_bytes() == before
+
+
+def test_damaged_results_are_rebuilt_and_reported_by_store_check(tmp_path):
+    source, _ = _saved(tmp_path)
+    expected = _summary(inspect(source, index=False))
+    inspect(source)
+    index = LayerIndex()
+    [stored] = index.results_files()
+    good = stored.read_bytes()
+    data = bytearray(good)
+    data[-5] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    report = maintenance.check()
+    assert not report.ok and list(report.problems.kind) == ["layer index file"]
+    assert list(report.problems.blob) == [f"sha256:{stored.name}"]
+    again = inspect(source)  # never trusted: deleted, computed again, stored again
+    assert again._walk is not None
+    _same_summary(expected, _summary(again))
+    assert stored.read_bytes() == good and maintenance.check().ok
+    stored.write_bytes(b"NBSTACKRESULTS1\n" + bytes(4))
+    assert maintenance.check(repair=True).ok is True and not stored.exists()
+
+
+def test_stack_results_are_keyed_by_the_chain_id_the_engine_uses(tmp_path, docker_client):
+    # Docker's layer store names each stack of layers by its OCI ChainID: an image we wrote,
+    # loaded into the engine, must have a layerdb entry under each of our chain ids.
+    image = image_from_tars(_layers(tmp_path)[:2] + [_tar(tmp_path / "l3.tar", [
+        ("usr/share/doc/readme", "f", os.urandom(2000))])])
+    archive = tmp_path / "image.tar"
+    image.save(str(archive), format="docker", tag=f"nbimages-test/chain:{os.getpid()}")
+    with open(archive, "rb") as f:
+        docker_client.images.load(f.read())
+    try:
+        root = Path(docker_client.info()["DockerRootDir"]) / "image"
+        layerdb = next(root.glob("*/layerdb/sha256"))
+        ids = image.diff_ids
+        for n in range(1, len(ids) + 1):
+            chain = chain_id(ids[:n])
+            entry = layerdb / chain.split(":")[1]
+            assert entry.is_dir(), f"no engine layer for the chain of {n} layers"
+            assert (entry / "diff").read_text().strip() == ids[n - 1]
+        assert chain_id(ids[:1]) == ids[0] and chain_id([]) is None
+        assert chain_id([ids[0], "sha256:short"]) is None
+    finally:
+        docker_client.images.remove(f"nbimages-test/chain:{os.getpid()}", force=True)
 
 
 def test_the_cycle_collector_is_left_as_the_caller_had_it(tmp_path):
@@ -174,28 +272,30 @@ def test_the_index_is_bounded_and_evicts_the_least_recently_used(tmp_path, monke
     source, _ = _saved(tmp_path)
     inspect(source)
     index = LayerIndex()
-    sizes = sorted(p.stat().st_size for p in index.files())
+    sizes = sorted(p.stat().st_size for p in index.all_files())
+    assert len(sizes) == 4  # three layer tables and the results of the stack
     monkeypatch.setenv("NBIMAGES_LAYER_INDEX_MAX_BYTES", str(sizes[-1] + sizes[-2]))
-    for p in index.files():
+    for p in index.all_files():
         p.unlink()
     inspect(source)
     count, used = index.usage()
-    assert count == 2 and used <= sizes[-1] + sizes[-2]
+    assert 2 <= count < 4 and used <= sizes[-1] + sizes[-2]
+    assert len(index.results_files()) == 1  # the newest file is kept
 
 
 def test_store_df_counts_and_prune_drops_the_index(tmp_path):
     source, _ = _saved(tmp_path)
     inspect(source)
     count, used = LayerIndex().usage()
-    assert count == 3 and used > 0
+    assert count == 4 and used > 0  # three layer tables and the results of the stack
     summary = maintenance.df().summary.set_index("type")
-    assert summary.loc["layer index", "count"] == 3
+    assert summary.loc["layer index", "count"] == 4
     assert summary.loc["layer index", "size"] == used
     assert summary.loc["layer index", "reclaimable"] == used
     dry = maintenance.prune(dry_run=True)
-    assert (dry.removed.kind == "layer index file").sum() == 3 and LayerIndex().usage()[0] == 3
+    assert (dry.removed.kind == "layer index file").sum() == 4 and LayerIndex().usage()[0] == 4
     report = maintenance.prune()
-    assert (report.removed.kind == "layer index file").sum() == 3
+    assert (report.removed.kind == "layer index file").sum() == 4
     assert LayerIndex().usage() == (0, 0)
 
 
@@ -241,7 +341,7 @@ def test_the_builder_indexes_the_layers_it_writes(tmp_path):
     built = {p: p.read_bytes() for p in index.files()}
     from_index = _tables(inspect(image), content=False)
     assert {p: p.read_bytes() for p in index.files()} == built  # read, not rewritten
-    for p in index.files():
+    for p in index.all_files():
         p.unlink()
     _same(_tables(inspect(nbimages.open_image(f"layerindex-built:{os.getpid()}"), index=False),
                   content=False), from_index)

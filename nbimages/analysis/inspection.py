@@ -12,21 +12,27 @@ are relative, as in the layer tars ('usr/bin/env').
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import html
 import json
 import math
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidImage, NbimagesError
+from .. import __version__
 from ..image import Image
 from ..oci import digest as dg
+from ..oci import tarscan, whiteout
 from ..oci.tarscan import TarEntry, records
 from ..progress import format_bytes as fb
 from ..sources import open_image
+from . import codes, dive as dive_model, walk as walk_module, waste as waste_module
 from .advice import HUGE, MIN_DUPLICATE, advice
 from .codes import (ADDED, CHANGE_NAME, DELETED, DIR, KIND_NAME, MASK, MODIFIED, OVERWRITTEN,
                     REASON, SHIFT, SKIPPED, UNSAFE)
@@ -43,6 +49,9 @@ HASH_LIMIT = 256 << 20  # diff(content=True) compares files up to this size by t
 LOOKAHEAD = 3  # layers read ahead of the one being applied (compressed images only)
 LAYER_COLUMNS = ["index", "digest", "diff_id", "size", "compressed_size", "created_by",
                  "files_added", "files_modified", "files_deleted", "wasted_bytes", "entries"]
+# the layer table's columns that only walking the layers tells
+WALK_COLUMNS = ["size", "files_added", "files_modified", "files_deleted", "wasted_bytes",
+                "entries"]
 FILE_COLUMNS = ["layer", "path", "kind", "size", "mode", "uid", "gid", "change", "linkname"]
 WASTE_COLUMNS = ["path", "count", "total_bytes", "wasted_bytes", "dive", "reason"]
 SIZE_COLUMNS = ["path", "size", "files", "layers", "top_layer", "share"]
@@ -68,11 +77,27 @@ def inspect(source: Any, platform: str | None = None, *, index: bool = True) -> 
     else:
         image = open_image(source, platform=platform)
     insp = Inspection(image, index=index)
-    if insp.local or insp.indexed:
-        insp._ensure()
-    # A registry image is not downloaded yet: `.layers` shows what the manifest says at once,
-    # and the first file-level table (or `.walk()`) fetches the layers never indexed.
+    # The summary, the layer table and the waste at once: from the results stored for this
+    # stack of layers if an earlier inspection left them, else by walking the layers now.
+    # A registry image not seen before is not downloaded yet: `.layers` shows what the
+    # manifest says, and the first file-level table (or `.walk()`) fetches the layers never
+    # indexed.
+    insp._known_results()
     return insp
+
+
+@functools.cache
+def _producer() -> str:
+    """A fingerprint of the code that computes an inspection's results, so results stored by
+    another version (or a changed checkout) are never taken for this one's."""
+    h = hashlib.sha256(__version__.encode())
+    for module in (sys.modules[__name__], walk_module, dive_model, codes, waste_module,
+                   whiteout, tarscan):
+        try:
+            h.update(Path(module.__file__ or "").read_bytes())
+        except OSError:
+            h.update(module.__name__.encode())
+    return "sha256:" + h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -129,8 +154,9 @@ class Inspection:
 
     @property
     def walked(self) -> bool:
-        """True once the layers have been read (the file-level columns are known)."""
-        return self._walk is not None
+        """True once the file-level columns of `.layers` are known: the layers were read,
+        or an earlier inspection of the same stack of layers left its results."""
+        return self._walk is not None or "results" in self._cache
 
     def walk(self) -> "Inspection":
         """Read every layer now (downloading registry layers first); returns self."""
@@ -150,6 +176,63 @@ class Inspection:
             for key in ("layers", "cols:layers"):
                 self._cache.pop(key, None)
         return self._walk
+
+    # ------------------------------------------------------------------ results
+    def _stored_results(self) -> dict | None:
+        """The results an earlier inspection stored for exactly these layers, if any."""
+        if self._index is None:
+            return None
+        return self._index.load_results([layer.diff_id for layer in self.image.layers],
+                                        _producer())
+
+    def _results(self) -> dict:
+        """What the summary, `--json`, the layer table and the waste table need of the walk:
+        stored for this stack of layers by an earlier inspection, else computed (walking the
+        layers) and stored for the next one."""
+        results = self._cache.get("results")
+        if results is None:
+            if self._walk is None:
+                results = self._stored_results()
+            if results is None:
+                results = self._compute_results()
+                if self._index is not None:
+                    self._index.save_results([layer.diff_id for layer in self.image.layers],
+                                             _producer(), results)
+            self._cache["results"] = results
+        return results
+
+    def _known_results(self) -> dict | None:
+        """`_results()` when they are at hand without a download, else None (a registry image
+        whose layers were never indexed and whose results were never stored)."""
+        if "results" in self._cache or self._walk is not None or self.local or self.indexed:
+            return self._results()
+        results = self._stored_results()
+        if results is not None:
+            self._cache["results"] = results
+        return results
+
+    def _compute_results(self) -> dict:
+        walk = self._ensure()
+        per_layer: dict[str, list] = {c: [] for c in WALK_COLUMNS}
+        for lf in walk.layers:
+            changes = lf.changes
+            per_layer["size"].append(lf.size)
+            per_layer["files_added"].append(changes.count(ADDED))
+            per_layer["files_modified"].append(changes.count(MODIFIED))
+            per_layer["files_deleted"].append(len(lf.deleted))
+            per_layer["wasted_bytes"].append(lf.size - lf.final_size - lf.unsafe_size)
+            per_layer["entries"].append(len(lf))
+        return {
+            "layers": per_layer,
+            "final_size": sum(lf.final_size for lf in walk.layers),
+            "unsafe_size": sum(lf.unsafe_size for lf in walk.layers),
+            "efficiency": walk.dive.score,
+            "inefficient_bytes": sum(r[2] for r in walk.dive.inefficient),
+            "waste": self._columns("waste", self._waste_columns),
+            "unsafe": self._columns("unsafe", self._unsafe_columns),
+            "events": [list(e) for e in walk.events],
+            "aborts": [list(a) for a in walk.dive.aborts],
+        }
 
     def _read_layer(self, i: int, budget: Budget) -> LayerFiles:
         layer = self.image.layers[i]
@@ -227,12 +310,12 @@ class Inspection:
     @property
     def size(self) -> int:
         """Bytes of file content in all layers (sum of `layers.size`, dive's image size)."""
-        return sum(lf.size for lf in self._ensure().layers)
+        return sum(self._results()["layers"]["size"])
 
     @property
     def final_size(self) -> int:
         """Bytes of file content in the final filesystem (what a squashed image would hold)."""
-        return sum(lf.final_size for lf in self._ensure().layers)
+        return self._results()["final_size"]
 
     @property
     def wasted_bytes(self) -> int:
@@ -246,7 +329,7 @@ class Inspection:
     @property
     def unsafe_size(self) -> int:
         """Bytes of entries whose path escapes the root: never applied, not counted as waste."""
-        return sum(lf.unsafe_size for lf in self._ensure().layers)
+        return self._results()["unsafe_size"]
 
     @property
     def corrected_efficiency(self) -> float:
@@ -258,16 +341,16 @@ class Inspection:
     @property
     def efficiency(self) -> float:
         """dive 0.13's efficiency score for this image, bit for bit (see `explain()`)."""
-        return self._ensure().dive.score
+        return self._results()["efficiency"]
 
     @property
     def dive(self) -> dict[str, Any]:
         """dive's summary numbers: efficiency, inefficient (potential wasted) bytes, user %."""
-        walk = self._ensure()
-        sizes = [lf.size for lf in walk.layers]
-        inefficient = sum(r[2] for r in walk.dive.inefficient)
+        results = self._results()
+        sizes = results["layers"]["size"]
+        inefficient = results["inefficient_bytes"]
         user = sum(sizes[1:])
-        return {"efficiency": walk.dive.score, "inefficient_bytes": inefficient,
+        return {"efficiency": results["efficiency"], "inefficient_bytes": inefficient,
                 "size": sum(sizes), "user_size": user,
                 "user_wasted_percent": inefficient / user if user else None}
 
@@ -280,7 +363,7 @@ class Inspection:
         return self._cache[key]
 
     def _layer_columns(self) -> dict[str, list]:
-        walk = self._walk if self._walk is not None or not self.local else self._ensure()
+        results = self._known_results()
         hist = self.image.layer_history()
         diff_ids = self.image.diff_ids
         cols: dict[str, list] = {c: [] for c in LAYER_COLUMNS}
@@ -290,22 +373,13 @@ class Inspection:
             cols["diff_id"].append(diff_ids[i] if i < len(diff_ids) else layer.diff_id)
             cols["compressed_size"].append(layer.size)
             cols["created_by"].append(hist[i].created_by if i < len(hist) and hist[i] else "")
-            if walk is None:  # not downloaded yet: only what the manifest and config say
-                for c in ("size", "files_added", "files_modified", "files_deleted",
-                          "wasted_bytes", "entries"):
-                    cols[c].append(None)
-                continue
-            lf = walk.layers[i]
-            changes = lf.changes
-            cols["size"].append(lf.size)
-            cols["files_added"].append(changes.count(ADDED))
-            cols["files_modified"].append(changes.count(MODIFIED))
-            cols["files_deleted"].append(len(lf.deleted))
-            cols["wasted_bytes"].append(lf.size - lf.final_size - lf.unsafe_size)
-            cols["entries"].append(len(lf))
+            for c in WALK_COLUMNS:  # not downloaded yet: only what the manifest and config say
+                cols[c].append(None if results is None else results["layers"][c][i])
         return cols
 
     def _waste_columns(self) -> dict[str, list]:
+        if self._walk is None and "results" in self._cache:
+            return self._cache["results"]["waste"]
         walk = self._ensure()
         layers = walk.layers
         final = walk.tree.values
@@ -446,6 +520,8 @@ class Inspection:
                 "share": [g[0] / total for _, g in out]}
 
     def _unsafe_columns(self) -> dict[str, list]:
+        if self._walk is None and "results" in self._cache:
+            return self._cache["results"]["unsafe"]
         walk = self._ensure()
         cols: dict[str, list] = {"layer": [], "path": [], "kind": [], "linkname": [],
                                  "reason": []}
@@ -489,7 +565,7 @@ class Inspection:
 
         For a registry image not yet downloaded, the file-level columns are <NA> until the
         first file table or `.walk()` reads the layers."""
-        if self._walk is None and not self.local:
+        if self._known_results() is None:
             import pandas as pd
             frame = pd.DataFrame(self._layer_columns())
             for col in ("size", "files_added", "files_modified", "files_deleted",
@@ -568,7 +644,7 @@ class Inspection:
         hard links to a missing path. Paths escaping the root are never applied: they are
         neither in the final filesystem nor waste (`unsafe_size`); `files()` lists them with
         change 'unsafe'."""
-        return self._frame("unsafe", self._unsafe_columns)
+        return self._frame("unsafe", lambda: self._columns("unsafe", self._unsafe_columns))
 
     def packages(self) -> pd.DataFrame:
         """Size by installed package (Python, Debian, Alpine databases), with its layer."""
@@ -587,14 +663,14 @@ class Inspection:
     # ------------------------------------------------------------------ explanations
     def notes(self) -> list[str]:
         """Where and why dive's view of this image differs from the corrected one."""
-        walk = self._ensure()
+        results = self._results()
         out = []
         d = self.dive
         if d["inefficient_bytes"] != self.wasted_bytes:
             out.append(f"dive's potential wasted space is {fb(d['inefficient_bytes'])}: it adds "
                        f"up every copy of each path written twice, the copy that is kept too "
                        f"(dive issue #684). Squashing would save {fb(self.wasted_bytes)}.")
-        for kind, layer, path, files, size in walk.events:
+        for kind, layer, path, files, size in results["events"]:
             if kind == "opaque":
                 out.append(f"Layer {layer} makes /{path} opaque, hiding {_n(files, 'file')} "
                            f"({fb(size)}) of lower layers; dive ignores opaque markers, so "
@@ -606,7 +682,7 @@ class Inspection:
             elif kind == "whiteout-missing":
                 out.append(f"Layer {layer} has a whiteout for /{path}, which no lower layer "
                            "holds; it deletes nothing.")
-        for layer, path, leaves, size in walk.dive.aborts:
+        for layer, path, leaves, size in results["aborts"]:
             out.append(f"dive stops counting layer {layer} at the whiteout of /{path}, which "
                        f"is missing below: {leaves} later entries ({fb(size)}) are left out "
                        "of its score and the path adds -1 to it.")
@@ -710,7 +786,7 @@ class Inspection:
             "layers": _records(self._columns("layers", self._layer_columns)),
             "waste": _records(self._columns("waste", self._waste_columns)),
             "history": _records(self._history_columns()),
-            "unsafe": _records(self._unsafe_columns()),
+            "unsafe": _records(self._columns("unsafe", self._unsafe_columns)),
             "notes": self.notes(),
         }
         if files:
@@ -726,13 +802,13 @@ class Inspection:
 
     # ------------------------------------------------------------------ display
     def _summary(self) -> list[tuple[str, str]]:
-        walk = self._ensure()
+        entries = self._results()["layers"]["entries"]
         d = self.dive
         return [
             ("image", self.source or ", ".join(self.image.names) or dg.short(self.id)),
             ("digest", self.digest),
             ("id", self.id),
-            ("layers", f"{len(walk.layers)} ({sum(len(lf) for lf in walk.layers):,} entries)"),
+            ("layers", f"{len(entries)} ({sum(entries):,} entries)"),
             ("size", f"{fb(self.size)} in layers, {fb(self.final_size)} in the final filesystem"),
             ("efficiency", f"{self.efficiency:.4%} (dive's score)"),
             ("wasted", (f"{fb(self.wasted_bytes)} squashing would save; dive's potential "
@@ -740,7 +816,7 @@ class Inspection:
         ] + self._unsafe_summary()
 
     def _unsafe_summary(self) -> list[tuple[str, str]]:
-        n = sum(len(lf.unsafe) for lf in self._ensure().layers)
+        n = len(self._columns("unsafe", self._unsafe_columns)["layer"])
         if not n:
             return []
         entries = "1 entry is" if n == 1 else f"{n:,} entries are"
@@ -764,7 +840,7 @@ class Inspection:
         return lines
 
     def __repr__(self) -> str:
-        if self._walk is None and not self.local:
+        if self._known_results() is None:
             return "\n".join(self._remote_summary())
         lines = [f"<Inspection of {self.source or dg.short(self.id)}>"]
         lines += [f"  {k:<10} {v}" for k, v in self._summary()[1:]]
@@ -787,7 +863,7 @@ class Inspection:
         return printable("\n".join(lines))
 
     def _repr_html_(self) -> str:
-        if self._walk is None and not self.local:
+        if self._known_results() is None:
             head = html.escape("\n".join(self._remote_summary()[:4]))
             return f"<div><pre>{head}</pre>{self.layers.to_html(index=False, escape=True)}</div>"
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"

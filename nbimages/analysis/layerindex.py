@@ -14,6 +14,12 @@ seen to verify, and the SHA-256 of the sections: a file that does not match is i
 deleted and rebuilt from the layer, never trusted. The index is bounded
 (NBIMAGES_LAYER_INDEX_MAX_BYTES, 512 MiB by default; the least recently used files go
 first), counted by `store df`, dropped by `store prune`; NBIMAGES_LAYER_INDEX=0 turns it off.
+
+Beside the layers' tables, `chains/` keeps what walking a whole stack of layers gave (the
+summary numbers, the layer, waste and unsafe tables, the notes), keyed by the OCI ChainID of
+the stack: inspecting the same image again, in a new process, reads one small file and no
+layer table. Such a file names the diff_ids it covers and the code that computed it (a
+fingerprint of the analysis modules), so results of another version are never used.
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ from ..store import default_home
 from .walk import LayerFiles, read_layer
 
 MAGIC = b"NBLAYERINDEX1\n"
+RESULTS_MAGIC = b"NBSTACKRESULTS1\n"
 FORMAT = 1
 DIRNAME = "layer-index"
+CHAINS = "chains"  # results of whole stacks of layers, by ChainID
+_ALGORITHMS = ("sha256", "sha512")
 DEFAULT_MAX_BYTES = 512 << 20
 _NUMERIC = ("sizes", "modes", "uids", "gids", "mtimes")
 _TYPECODES = {"sizes": "q", "modes": "l", "uids": "q", "gids": "q", "mtimes": "q"}
@@ -67,19 +76,26 @@ class LayerIndex:
         alg, _, hexpart = diff_id.partition(":")
         return self.root / alg / hexpart
 
+    def results_path(self, chain: str) -> Path:
+        alg, _, hexpart = chain.partition(":")
+        return self.root / CHAINS / alg / hexpart
+
     def files(self) -> list[Path]:
-        """Every index file (finished ones: temporaries start with a dot)."""
-        out = []
-        if self.root.is_dir():
-            for alg in self.root.iterdir():
-                if alg.is_dir():
-                    out.extend(p for p in alg.iterdir() if not p.name.startswith("."))
-        return out
+        """Every layer table (finished ones: temporaries start with a dot)."""
+        return _listed(self.root)
+
+    def results_files(self) -> list[Path]:
+        """Every file of stack results."""
+        return _listed(self.root / CHAINS)
+
+    def all_files(self) -> list[Path]:
+        """Layer tables and stack results: what the bound, `df`, `prune` and `check` cover."""
+        return self.files() + self.results_files()
 
     def usage(self) -> tuple[int, int]:
-        """(number of layers indexed, bytes on disk)."""
+        """(number of index files, bytes on disk)."""
         count = size = 0
-        for p in self.files():
+        for p in self.all_files():
             with contextlib.suppress(OSError):
                 size += p.stat().st_size
                 count += 1
@@ -111,15 +127,55 @@ class LayerIndex:
         """(diff_id, file) of every index file that does not check out: its SHA-256, its
         shape, or the diff_id it names differs from the one in its file name."""
         bad = []
-        for p in self.files():
-            diff_id = f"{p.parent.name}:{p.name}"
+        for p in self.all_files():
+            key = f"{p.parent.name}:{p.name}"
             try:
                 data = p.read_bytes()
             except OSError:
                 continue
-            if not dg.is_digest(diff_id) or _decode(data, diff_id) is None:
-                bad.append((diff_id, p))
+            decode = _decode_results if p.parent.parent.name == CHAINS else _decode
+            if not dg.is_digest(key) or decode(data, key) is None:
+                bad.append((key, p))
         return bad
+
+    # ------------------------------------------------------------------ stack results
+    def load_results(self, diff_ids: list[str], producer: str) -> dict | None:
+        """What `save_results` recorded for exactly these layers and this `producer`, or None
+        (a file that does not check out is deleted)."""
+        chain = chain_id(diff_ids)
+        if chain is None or not enabled():
+            return None
+        p = self.results_path(chain)
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        found = _decode_results(data, chain)
+        if found is None:
+            with contextlib.suppress(OSError):
+                p.unlink()
+            return None
+        if found[0] != {"diff_ids": diff_ids, "producer": producer}:
+            return None  # another version's results: replaced by the caller's next save
+        with contextlib.suppress(OSError):
+            os.utime(p)
+        return found[1]
+
+    def save_results(self, diff_ids: list[str], producer: str, results: dict) -> Path | None:
+        """Record the results of walking the layers `diff_ids` (bottom first), as computed
+        by `producer`; `results` must be plain JSON. Errors never fail the caller."""
+        chain = chain_id(diff_ids)
+        if chain is None or not enabled():
+            return None
+        p = self.results_path(chain)
+        try:
+            write_atomic(p, _encode_results(chain, {"diff_ids": diff_ids, "producer": producer},
+                                            results), fsync=False)
+            self.trim(keep=p)
+        except (OSError, ValueError):
+            return None
+        return p
 
     # ------------------------------------------------------------------ write
     def save(self, lf: LayerFiles, diff_id: str | None, digest: str | None) -> Path | None:
@@ -143,7 +199,7 @@ class LayerIndex:
         limit = max_bytes() if limit is None else limit
         stats = []
         total = 0
-        for p in self.files():
+        for p in self.all_files():
             with contextlib.suppress(OSError):
                 st = p.stat()
                 stats.append((st.st_mtime, p, st.st_size))
@@ -164,7 +220,7 @@ class LayerIndex:
         """Remove every index file (older than `older_than` seconds, if given)."""
         now = time.time()
         out = []
-        for p in self.files():
+        for p in self.all_files():
             with contextlib.suppress(OSError):
                 st = p.stat()
                 if older_than is not None and now - st.st_mtime < older_than:
@@ -172,6 +228,26 @@ class LayerIndex:
                 p.unlink()
                 out.append((p, st.st_size))
         return out
+
+
+def _listed(base: Path) -> list[Path]:
+    out = []
+    for alg in _ALGORITHMS:
+        with contextlib.suppress(OSError):
+            out.extend(p for p in (base / alg).iterdir() if not p.name.startswith("."))
+    return out
+
+
+def chain_id(diff_ids: list[str]) -> str | None:
+    """The OCI ChainID of a stack of layers (image-spec, "Layer ChainID"): the diff_id of the
+    bottom layer, then SHA-256 of "<chain below> <diff_id>" for each layer up. None when the
+    stack is empty or a diff_id is missing or malformed."""
+    if not diff_ids or not all(d and dg.is_digest(d) for d in diff_ids):
+        return None
+    chain = diff_ids[0]
+    for d in diff_ids[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {d}".encode()).hexdigest()
+    return chain
 
 
 def index_written_layer(home: str | os.PathLike, entries: list[Entry], mtime: int,
@@ -302,4 +378,31 @@ def _decode(data: bytes, diff_id: str) -> LayerFiles | None:
             return None
         return lf
     except (ValueError, KeyError, TypeError, zlib.error, UnicodeError):
+        return None
+
+
+def _encode_results(chain: str, key: dict, results: dict) -> bytes:
+    body = zlib.compress(json.dumps(results, separators=(",", ":")).encode(), 1)
+    head = json.dumps({"format": FORMAT, "chain": chain, **key,
+                       "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    return RESULTS_MAGIC + len(head).to_bytes(4, "big") + head + body
+
+
+def _decode_results(data: bytes, chain: str) -> tuple[dict, dict] | None:
+    """(the key it was saved under, the results), or None unless every check passes."""
+    try:
+        if not data.startswith(RESULTS_MAGIC):
+            return None
+        at = len(RESULTS_MAGIC)
+        n = int.from_bytes(data[at:at + 4], "big")
+        header = json.loads(data[at + 4:at + 4 + n])
+        body = memoryview(data)[at + 4 + n:]
+        if (header.get("format") != FORMAT or header.get("chain") != chain
+                or hashlib.sha256(body).hexdigest() != header.get("sha256")):
+            return None
+        results = json.loads(zlib.decompress(body))
+        if not isinstance(results, dict):
+            return None
+        return {"diff_ids": header.get("diff_ids"), "producer": header.get("producer")}, results
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error, UnicodeError):
         return None
