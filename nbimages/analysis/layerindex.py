@@ -7,9 +7,10 @@ first time a layer is read *and verified* (the tar hashed to that diff_id, the b
 digest) and by the builder; later inspections of any image holding the layer read the file
 instead of the layer, so a registry image downloads only layers never seen.
 
-The file is columnar and compact: a small JSON header, then zlib-compressed sections (names
-joined by NUL, one byte per kind, 8-byte arrays for the numbers, a JSON block for the rare
-links and unsafe entries). The header names the diff_id and the (blob digest, diff_id) pairs
+The file is columnar and compact: a small JSON header, then sections in zlib's format,
+compressed by ISA-L at its level 1, an order of magnitude faster than zlib's for the same size
+(names joined by NUL, one byte per kind, 8-byte arrays for the numbers, a JSON block for the
+rare links and unsafe entries). The header names the diff_id and the (blob digest, diff_id) pairs
 seen to verify, and the SHA-256 of the sections: a file that does not match is ignored,
 deleted and rebuilt from the layer, never trusted. The index is bounded
 (NBIMAGES_LAYER_INDEX_MAX_BYTES, 512 MiB by default; the least recently used files go
@@ -35,6 +36,8 @@ import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from isal import isal_zlib
 
 from ..atomic import write_atomic
 from ..oci import digest as dg
@@ -317,7 +320,7 @@ def _encode(lf: LayerFiles, diff_id: str, blobs: list[str]) -> bytes:
     sections = [names, bytes(lf.kinds)] + [getattr(lf, c).tobytes() for c in _NUMERIC] + [
         json.dumps(extra, separators=(",", ":"), ensure_ascii=False)
         .encode("utf-8", "surrogateescape")]
-    body = zlib.compress(b"".join(sections), 1)
+    body = isal_zlib.compress(b"".join(sections), 1)
     header = {
         "format": FORMAT,
         "diff_id": diff_id,
@@ -346,7 +349,7 @@ def _decode(data: bytes, diff_id: str) -> LayerFiles | None:
                 or header.get("itemsizes") != [array(_TYPECODES[c]).itemsize for c in _NUMERIC]
                 or hashlib.sha256(body).hexdigest() != header.get("sha256")):
             return None
-        raw = zlib.decompress(body)
+        raw = isal_zlib.decompress(body)
         lengths = header["sections"]
         if sum(lengths) != len(raw) or len(lengths) != 8:
             return None
@@ -377,12 +380,12 @@ def _decode(data: bytes, diff_id: str) -> LayerFiles | None:
                                              *(i for i, _ in lf.unsafe))):
             return None
         return lf
-    except (ValueError, KeyError, TypeError, zlib.error, UnicodeError):
+    except (ValueError, KeyError, TypeError, zlib.error, isal_zlib.IsalError, UnicodeError):
         return None
 
 
 def _encode_results(chain: str, key: dict, results: dict) -> bytes:
-    body = zlib.compress(json.dumps(results, separators=(",", ":")).encode(), 1)
+    body = isal_zlib.compress(json.dumps(results, separators=(",", ":")).encode(), 1)
     head = json.dumps({"format": FORMAT, "chain": chain, **key,
                        "sha256": hashlib.sha256(body).hexdigest()}).encode()
     return RESULTS_MAGIC + len(head).to_bytes(4, "big") + head + body
@@ -400,9 +403,10 @@ def _decode_results(data: bytes, chain: str) -> tuple[dict, dict] | None:
         if (header.get("format") != FORMAT or header.get("chain") != chain
                 or hashlib.sha256(body).hexdigest() != header.get("sha256")):
             return None
-        results = json.loads(zlib.decompress(body))
+        results = json.loads(isal_zlib.decompress(body))
         if not isinstance(results, dict):
             return None
         return {"diff_ids": header.get("diff_ids"), "producer": header.get("producer")}, results
-    except (ValueError, KeyError, TypeError, AttributeError, zlib.error, UnicodeError):
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error,
+            isal_zlib.IsalError, UnicodeError):
         return None
