@@ -121,6 +121,7 @@ def test_file_list_says_its_count_and_bytes_above_a_scroll_box(images):
 
 def test_sizes_tab_switches_between_directories_and_layers(images):
     app = Explorer(images[0]).app
+    app.tabs.selected_index = 1
     assert "nbimages-chart-dirs" in app.chart.value and 'data-label="/app"' in app.chart.value
     app.depth.value = 1
     assert 'data-label="/app"' in app.chart.value and 'data-label="/app/lib"' not in app.chart.value
@@ -250,6 +251,7 @@ def test_an_image_without_layers_explores_to_empty_views():
     ex = explore(r.build("explorer:empty"))
     assert rows(ex.to_html(), "nbimages-layer-row") == 0
     assert "nothing to show" in ex.to_html()
+    ex.app.tabs.selected_index = 1
     assert ex.app.rows == [] and "nothing to show" in ex.app.chart.value
 
 
@@ -288,13 +290,18 @@ def test_the_chosen_change_stays_chosen_when_another_layer_is_clicked(images):
 def test_every_tab_of_a_diff_follows_the_image_toggle_and_says_which(images):
     app = explore(images[0], diff=images[1]).app
     assert "Waste of A: explorer:wasteful" in app.labels[2].value
+    app.tabs.selected_index = 3                                 # Diff, Layers, Sizes, Waste
     assert "nbimages-cause-table" in app.waste.value            # A wastes 300 kB
+    app.tabs.selected_index = 2
     a_chart = app.chart.value
     app.which.value = 1
     assert [label.value.count("B: explorer:slim") for label in app.labels] == [1, 1, 1]
     assert "Sizes of B" in app.labels[1].value
-    assert "no wasted space" in app.waste.value                 # B wastes nothing
     assert app.chart.value != a_chart and "/data" not in app.chart.value
+    assert app.waste.value == ""                                # made when shown
+    app.tabs.selected_index = 3
+    assert "no wasted space" in app.waste.value                 # B wastes nothing
+    app.tabs.selected_index = 2
     app.size_mode.value = "layers"
     assert app.chart.value.count("class=\"nbimages-bar\"") == 2 or \
         len(re.findall(r"nbimages-bar", app.chart.value)) >= 2

@@ -18,6 +18,7 @@ from nbimages import maintenance
 from nbimages.analysis import inspection as inspection_module
 from nbimages.analysis.inspection import inspect
 from nbimages.analysis.layerindex import LayerIndex, chain_id
+from nbimages.notebook.explorer import explore
 from nbimages.store import default_store
 
 from bases import image_from_tars
@@ -382,3 +383,22 @@ def test_store_check_reports_a_damaged_index_file_and_repair_removes_it(tmp_path
     assert report.ok and report.problems.action[0].startswith("removed")
     assert sorted(index.files()) == files[1:]
     assert maintenance.check().ok
+
+
+def test_the_explorers_first_view_of_a_stack_seen_before_reads_no_layer_table(tmp_path,
+                                                                              monkeypatch):
+    source, _ = _saved(tmp_path)
+    inspect(source)
+
+    def no_table(self, *args, **kwargs):
+        raise AssertionError("a layer table was read")
+    with monkeypatch.context() as patched:
+        patched.setattr(LayerIndex, "load", no_table)
+        ex = explore(source)
+        app = ex.app
+        assert len(app.rows) == 3 and ex.inspection._walk is None
+        assert app.chart.value == "" and app.waste.value == ""
+    app.tabs.selected_index = 1  # the Sizes tab, by directory: now the file tables are read
+    assert "nbimages-chart-dirs" in app.chart.value and ex.inspection._walk is not None
+    app.tabs.selected_index = 2
+    assert "Wasted space" in app.waste.value

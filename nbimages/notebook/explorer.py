@@ -611,11 +611,12 @@ class _App:
         self.chart.add_class("nbimages-chart-view")
         for control in (self.size_mode, self.depth):
             control.observe(lambda _ch: self.show_chart(), "value")
-        sizes_tab = W.VBox([self.labels[1], W.HBox([self.size_mode, self.depth]), self.chart])
+        self.sizes_tab = sizes_tab = W.VBox([self.labels[1], W.HBox([self.size_mode, self.depth]),
+                                             self.chart])
         # waste
         self.waste = W.HTML("")
         self.waste.add_class("nbimages-waste-view")
-        waste_tab = W.VBox([self.labels[2], self.waste])
+        self.waste_tab = waste_tab = W.VBox([self.labels[2], self.waste])
         children, titles = [layers_tab, sizes_tab, waste_tab], ["Layers", "Sizes", "Waste"]
         self.advice = W.HTML("")
         children.append(self.advice)
@@ -645,7 +646,7 @@ class _App:
             titles.insert(0, "Diff")
             self.show_diff()
         self.tabs = W.Tab(children=children, titles=titles)
-        self.tabs.observe(lambda _ch: self.show_advice(), "selected_index")
+        self.tabs.observe(lambda _ch: self.show_tab(), "selected_index")
         self.root = W.VBox([self.summary, self.which, self.tabs])
         self.root.add_class("nbimages-explorer")
         self.root.add_class("nbimages-live")
@@ -657,14 +658,20 @@ class _App:
         ex = self.ex
         return ex.other if self.image and ex.other is not None else ex.inspection
 
-    def show_advice(self) -> None:
-        """Fill the Advice tab when it is shown (finding duplicates reads file contents, so
-        the explorer's first view does not wait for it)."""
+    def show_tab(self) -> None:
+        """Fill the tab being shown if it is still empty. The first view (the summary and the
+        layer table) needs only an inspection's results, which a stack of layers seen before
+        has stored; the Sizes chart by directory and the waste by cause need the file tables,
+        and the advice reads file contents: they are made when their tab is first shown."""
         tabs = self.tabs
-        if self.advice.value or tabs.children[tabs.selected_index or 0] is not self.advice:
-            return
-        self.advice.value = (image_label(self.insp, self.image, "Advice for")
-                             if self.ex.other is not None else "") + advice_html(self.insp)
+        shown = tabs.children[tabs.selected_index or 0]
+        if shown is self.sizes_tab and not self.chart.value:
+            self.show_chart()
+        elif shown is self.waste_tab and not self.waste.value:
+            self.waste.value = waste_html(self.insp)
+        elif shown is self.advice and not self.advice.value:
+            self.advice.value = (image_label(self.insp, self.image, "Advice for")
+                                 if self.ex.other is not None else "") + advice_html(self.insp)
 
     def show_image(self, which: int) -> None:
         """Show image A (0) or B (1) in the Layers, Sizes, Waste and Advice tabs, each labelled."""
@@ -673,10 +680,8 @@ class _App:
         if self.ex.other is not None:
             for label, what in zip(self.labels, ("Layers of", "Sizes of", "Waste of")):
                 label.value = image_label(self.insp, which, what)
-        self.waste.value = waste_html(self.insp)
-        self.advice.value = ""
-        self.show_advice()
-        self.show_chart()
+        self.waste.value = self.advice.value = self.chart.value = ""
+        self.show_tab()
         self.rows, self.buttons = [], []
         commands = layer_commands(self.insp)
         for r in self.insp.layers.itertuples(index=False):
