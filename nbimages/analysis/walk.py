@@ -130,12 +130,13 @@ def read_layer(stream: BinaryIO, budget: Budget | None = None) -> LayerFiles:
         lf.links.update(part.links)
         lf.unsafe += part.unsafe
         lf.members.update(part.members)
-        names += sum(map(len, part.paths)) + sum(map(len, part.links.values()))
+        joined = "\0".join(part.paths)
+        names += len(joined) - len(part) + 1 + sum(map(len, part.links.values()))
         last = len(paths) - 1
         if budget is not None and not last & 4095:
             budget.spend(last - counted, names)
             counted, names = last, 0
-        if ".wh." in "\0".join(part.paths):
+        if ".wh." in joined:
             for idx in range(first, len(paths)):
                 if ".wh." in paths[idx]:
                     what = wh.classify(paths[idx])[0]

@@ -32,9 +32,9 @@ _NOT_OCTAL = re.compile(rb"[^0-7]")
 _OCTAL_DIGITS = b"01234567"
 _ZERO_NOT_OCTAL = bytes(b if 48 <= b <= 55 else 48 for b in range(256))
 # (offset, digits) of the octal fields converted in bulk: the last four digits of the mode
-# (modes are kept & 0o7777), uid, gid, mtime. Their terminators are not read, as in
+# (modes are kept & 0o7777), uid, gid, mtime, size. Their terminators are not read, as in
 # tarscan.member.
-_FIELDS = ((103, 4), (108, 7), (116, 7), (136, 11))
+_FIELDS = ((103, 4), (108, 7), (116, 7), (136, 11), (124, 11))
 _SLOT = 16  # octal digits per value: 48 bits, 6 bytes
 _SMALL_RUN = 8  # shorter runs are cheaper one header at a time
 
@@ -87,7 +87,6 @@ def parts(stream: BinaryIO, every: int = 4096) -> Iterator[Part]:
     idx = 0  # entries so far
     part = Part()
     hdrs: list[bytes] = []
-    sizes: list[int] = []
     while got is not None:
         rec, _data_start, pos = got
         part.add(rec, idx)
@@ -97,12 +96,11 @@ def parts(stream: BinaryIO, every: int = 4096) -> Iterator[Part]:
                 yield part
                 part = Part()
             room = (idx + every - 1) // every * every + 1 - idx  # to the next part's end
-            n, pos = _plain_run(win, pos, room, hdrs.append, sizes.append)
+            n, pos = _plain_run(win, pos, room, hdrs.append)
             if n:
-                _convert(part, hdrs, sizes, idx)
+                _convert(part, hdrs, idx)
                 idx += n
                 hdrs.clear()
-                sizes.clear()
             if n < room:
                 break
         got = next_member(win, pos, False)
@@ -110,9 +108,9 @@ def parts(stream: BinaryIO, every: int = 4096) -> Iterator[Part]:
         yield part
 
 
-def _plain_run(win: Window, pos: int, limit: int, keep, keep_size) -> tuple[int, int]:
-    """Follow up to `limit` plain headers from `pos`, keeping the first _R bytes of each and
-    its size; stop before the first other one. Returns (count, position after them)."""
+def _plain_run(win: Window, pos: int, limit: int, keep) -> tuple[int, int]:
+    """Follow up to `limit` plain headers from `pos`, keeping the first _R bytes of each;
+    stop before the first other one. Returns (count, position after them)."""
     buf = win.buf
     starts = buf.startswith
     start = win.start
@@ -139,19 +137,18 @@ def _plain_run(win: Window, pos: int, limit: int, keep, keep_size) -> tuple[int,
         if size < 0 or buf[off + 135] & 0xDF:  # the size's terminator must be NUL or space
             break
         keep(buf[off:off + _R])
-        keep_size(size)
         pos += 512 + ((size + 511) & ~511)
     else:
         n = limit
     return n, pos
 
 
-def _convert(part: Part, hdrs: list, sizes: list[int], idx: int) -> None:
+def _convert(part: Part, hdrs: list, idx: int) -> None:
     """Append the entries of plain headers `hdrs` (entry `idx` on) to `part`."""
     n = len(hdrs)
     if n < _SMALL_RUN:
         for i, h in enumerate(hdrs):
-            part.add(_member(h, 0, sizes[i]), idx + i)
+            part.add(_member(h, 0), idx + i)
         return
     data = b"".join(hdrs)
     # entries the bulk rules do not cover; tarscan.member reads those one by one
@@ -186,17 +183,18 @@ def _convert(part: Part, hdrs: list, sizes: list[int], idx: int) -> None:
     paths += names
     kinds = part.kinds
     kinds += data[156::_R].translate(_KIND_INDEX)
-    part.sizes.extend(array("q", sizes))
+    part.sizes.extend(numbers[4])
     _extend_modes(part.modes, numbers[0])
     part.uids.extend(numbers[1])
     part.gids.extend(numbers[2])
     part.mtimes.extend(numbers[3])
     for i in sorted(odd):
-        path, kind, _size, mode, uid, gid, mtime, link, _d, unsafe, written = _member(
-            data, i * _R, sizes[i])
+        path, kind, size, mode, uid, gid, mtime, link, _d, unsafe, written = _member(
+            data, i * _R)
         j = first + i
         paths[j] = path
         kinds[j] = KINDS.index(kind)
+        part.sizes[j] = size
         part.modes[j] = mode
         part.uids[j] = uid
         part.gids[j] = gid
@@ -208,11 +206,11 @@ def _convert(part: Part, hdrs: list, sizes: list[int], idx: int) -> None:
             part.members[idx + i] = written
 
 
-def _member(data: bytes, off: int, size: int) -> tuple:
+def _member(data: bytes, off: int) -> tuple:
     """`tarscan.member` of a kept header: what follows _R (magic, a ustar prefix that a
-    plain header does not have) reads as zeros."""
+    plain header does not have) reads as zeros. Its size field is octal (_plain_run)."""
     header = data[off:off + _R] + bytes(_HEADER.size - _R)
-    return member(_HEADER.unpack_from(header), header, 0, size)
+    return member(_HEADER.unpack_from(header), header, 0, int(header[124:135], 8))
 
 
 @functools.lru_cache(maxsize=4)
@@ -222,7 +220,7 @@ def _fields(n: int) -> struct.Struct:
 
 
 def _octal_columns(numbers: bytes, n: int, odd: set[int]) -> list[array]:
-    """Mode & 0o7777, uid, gid and mtime of `n` headers (their bytes 100 to 148, one after
+    """Mode & 0o7777, uid, gid, mtime and size of `n` headers (their bytes 100 to 148, one after
     another in `numbers`) as arrays; entries with a field that is not plain octal digits are
     added to `odd` (their values are garbage).
 
