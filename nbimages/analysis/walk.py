@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 from ..errors import InvalidImage
 from ..oci import whiteout as wh
-from ..oci.tarscan import records
+from ..oci import tartable
 from ..oci.whiteout import MergedTree
 from .codes import (BY_OPAQUE, BY_PARENT_WHITEOUT, BY_REPLACED_DIR, BY_WHITEOUT, DIR, ESCAPES,
-                    HARDLINK, KIND_CODE, KIND_NAME, MASK, META, MISSING_LINK, MODIFIED, OPAQUE,
+                    HARDLINK, KIND_NAME, MASK, META, MISSING_LINK, MODIFIED, OPAQUE,
                     SHIFT, SKIPPED, SYMLINK, UNSAFE, WHITEOUT)
 from .dive import DiveModel
 
@@ -111,55 +111,46 @@ def _env_int(name: str, default: int) -> int:
 
 def read_layer(stream: BinaryIO, budget: Budget | None = None) -> LayerFiles:
     """One layer tar as columns, nothing applied yet: safe to run in a worker thread.
-    `budget` (shared by the layers of one image) caps entries and name bytes."""
+    `budget` (shared by the layers of one image) caps entries and name bytes; it is charged
+    at every 4096th entry, before the rest is read."""
     lf = LayerFiles()
     paths = lf.paths
-    p_app = paths.append
-    k_app = lf.kinds.append
-    s_app = lf.sizes.append
-    m_app = lf.modes.append
-    u_app = lf.uids.append
-    g_app = lf.gids.append
-    t_app = lf.mtimes.append
-    links = lf.links
-    unsafe_list = lf.unsafe
-    kind_code = KIND_CODE
-    total = 0
+    kinds = lf.kinds
     names = 0
     counted = 0
-    for idx, (path, kind, size, mode, uid, gid, mtime, link, _data, unsafe, member) in enumerate(
-            records(stream)):
-        names += len(path) + len(link)
-        if not idx & 4095 and budget is not None:
-            budget.spend(idx - counted, names)
-            counted, names = idx, 0
-        code = kind_code[kind]
-        if ".wh." in path:
-            what = wh.classify(path)[0]
-            if what == "whiteout":
-                code = WHITEOUT
-                lf.whiteouts.append(idx)
-            elif what == "opaque":
-                code = OPAQUE
-                lf.opaques.append(idx)
-            elif what == "meta":
-                code = META
-        p_app(path)
-        k_app(code)
-        s_app(size)
-        m_app(mode)
-        u_app(uid)
-        g_app(gid)
-        t_app(mtime)
-        if link:
-            links[idx] = link
-        if unsafe:
-            unsafe_list.append((idx, unsafe))
-            lf.members[idx] = member
-        total += size
+    for part in tartable.parts(stream, 4096):
+        first = len(paths)
+        paths += part.paths
+        kinds += part.kinds
+        lf.sizes.extend(part.sizes)
+        lf.modes.extend(part.modes)
+        lf.uids.extend(part.uids)
+        lf.gids.extend(part.gids)
+        lf.mtimes.extend(part.mtimes)
+        lf.links.update(part.links)
+        lf.unsafe += part.unsafe
+        lf.members.update(part.members)
+        joined = "\0".join(part.paths)
+        names += len(joined) - len(part) + 1 + sum(map(len, part.links.values()))
+        last = len(paths) - 1
+        if budget is not None and not last & 4095:
+            budget.spend(last - counted, names)
+            counted, names = last, 0
+        if ".wh." in joined:
+            for idx in range(first, len(paths)):
+                if ".wh." in paths[idx]:
+                    what = wh.classify(paths[idx])[0]
+                    if what == "whiteout":
+                        kinds[idx] = WHITEOUT
+                        lf.whiteouts.append(idx)
+                    elif what == "opaque":
+                        kinds[idx] = OPAQUE
+                        lf.opaques.append(idx)
+                    elif what == "meta":
+                        kinds[idx] = META
     if budget is not None:
         budget.spend(len(paths) - counted, names)
-    lf.size = total
+    lf.size = sum(lf.sizes)
     return lf
 
 

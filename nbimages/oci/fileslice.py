@@ -32,6 +32,19 @@ class FileSlice(io.RawIOBase):
         self._pos += n or 0
         return n or 0
 
+    def readinto_at(self, b, pos: int) -> int:
+        """Fill `b` from position `pos` on (as far as the slice goes) without moving the
+        position: positioned reads, no seek; returns the count."""
+        view = memoryview(b)[: max(0, min(len(b), self._size - pos))]
+        fd = self._f.fileno()
+        got = 0
+        while got < len(view):
+            k = os.preadv(fd, [view[got:]], self._start + pos + got)
+            if not k:
+                break
+            got += k
+        return got
+
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence == io.SEEK_CUR:
             pos += self._pos
