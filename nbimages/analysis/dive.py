@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from ..oci.whiteout import MergedTree
-from .codes import DIR, ESCAPES, OPAQUE, WHITEOUT as WH_CODE
+from ..oci.whiteout import MergedTree, ancestors
+from .codes import DIR, ESCAPES, META, OPAQUE, WHITEOUT as WH_CODE, positions
 
 
 class LayerColumns(Protocol):
@@ -77,8 +77,9 @@ def _target(p: str) -> str:
 class DiveModel:
     """Efficiency bookkeeping fed by the layer walk; `finish()` computes the results."""
 
-    def __init__(self, walk: WalkedLayers):
+    def __init__(self, walk: WalkedLayers, bulk: bool = True):
         self.walk = walk
+        self.bulk = bulk  # False: every leaf and node one by one (the tests' reference)
         # path -> size when seen once; [total, min, count] afterwards (or after an abort)
         self.eff: dict[str, object] = {}
         self.stacked: MergedTree | None = None
@@ -107,6 +108,9 @@ class DiveModel:
     def add_layer(self, i: int, lf: LayerColumns, parents: set, duplicates: bool,
                   skip: set) -> None:
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
+        if self.bulk and not (duplicates or skip or self._markers) and _plain(kinds) \
+                and self._add_bulk(i, lf, parents):
+            return
         # leaves: node path -> (entry index or -1 for a blank node)
         if duplicates:
             leaf_map: dict[str, int] = {}
@@ -140,18 +144,7 @@ class DiveModel:
             eff.update(seen)
             return
 
-        stacked = self._stacked_below(i)
-        svalues = stacked.values
-        weights: dict[str, int | None] = {}
-        for p, _ in whiteouts:
-            target = _target(p)
-            info = svalues.get(target)
-            if info is None:
-                weights[p] = None
-            elif info & 1:
-                weights[p] = sum(v >> 1 for _, v in stacked.walk(target))
-            else:
-                weights[p] = 0
+        weights = self._weights(i, [p for p, _ in whiteouts])
         if None in weights.values():
             # dive stops this layer's walk at the first missing whiteout target, in its
             # children-first sorted order; only the leaves before it count.
@@ -174,27 +167,85 @@ class DiveModel:
             else:
                 _count(eff, p, sizes[idx] if idx >= 0 else 0)
 
+    def _add_bulk(self, i: int, lf: LayerColumns, parents: set) -> bool:
+        """`add_layer` for a layer with no markers and no unsafe entries, with dict
+        operations; False (nothing done) if a path comes twice or a whiteout target is
+        missing below: the leaves' order then matters."""
+        paths, sizes = lf.paths, lf.sizes
+        seen = dict(zip(paths, sizes))
+        if len(seen) != len(paths):  # a whiteout twice: the walk applied no entry twice
+            return False
+        seen.pop("", None)
+        for p in seen.keys() & parents:
+            del seen[p]
+        outs = [p for p in map(paths.__getitem__, positions(lf.kinds, WH_CODE)) if p in seen]
+        weights = self._weights(i, outs) if outs else {}
+        if None in weights.values():
+            return False
+        eff = self.eff
+        for p in outs:
+            del seen[p]
+        for p in seen.keys() & eff.keys():
+            _count(eff, p, seen.pop(p))
+        eff.update(seen)
+        for p in outs:  # the order of the counts of one layer does not change the results
+            _count(eff, _target(p), weights[p])
+        return True
+
+    def _weights(self, i: int, outs: list[str]) -> dict[str, int | None]:
+        """What each whiteout leaf weighs in the stack below layer i: its target's subtree if
+        that is a directory, else 0; None if the target is missing."""
+        stacked = self._stacked_below(i)
+        svalues = stacked.values
+        weights: dict[str, int | None] = {}
+        for p in outs:
+            target = _target(p)
+            info = svalues.get(target)
+            if info is None:
+                weights[p] = None
+            elif info & 1:
+                weights[p] = sum(v >> 1 for _, v in stacked.walk(target))
+            else:
+                weights[p] = 0
+        return weights
+
     # ------------------------------------------------------------------ the stack below
     def _stacked_below(self, i: int) -> MergedTree:
         """dive's StackTreeRange(trees, 0, i-1): a copy of tree 0, then trees 0..i-1 stacked."""
         if self.stacked is None:
             self.stacked = MergedTree()
-            for p, info in self._nodes(0).items():
-                self.stacked.set(p, info)
+            nodes, parents = self._nodes(0)
+            if parents is None:
+                for p, info in nodes.items():
+                    self.stacked.set(p, info)
+            else:
+                self.stacked.update(nodes, parents)
             self.stacked_upto = -1
         while self.stacked_upto < i - 1:
             self.stacked_upto += 1
             self._stack(self.stacked_upto)
         return self.stacked
 
-    def _nodes(self, j: int) -> dict[str, int]:
+    def _nodes(self, j: int) -> tuple[dict[str, int], set[str] | None]:
         """Layer j's tree as dive builds it: path -> size << 1 | is_dir, blank implicit
-        parents."""
+        parents; and the layer's directories when built in bulk (else None)."""
         lf = self.walk.layers[j]
+        kinds, sizes, paths = lf.kinds, lf.sizes, lf.paths
+        if self.bulk and not lf.unsafe and _plain(kinds):
+            nodes = dict(zip(paths, [s << 1 for s in sizes]))
+            if len(nodes) == len(paths):
+                for k in positions(kinds, DIR):
+                    nodes[paths[k]] |= 1
+                nodes.pop("", None)
+                parents = ancestors(paths)
+                for par in parents:
+                    if par not in nodes:
+                        nodes[par] = BLANK
+                del nodes[""]  # the root is no node
+                return nodes, parents
         skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
-        nodes: dict[str, int] = {}
-        kinds, sizes = lf.kinds, lf.sizes
-        for idx, p in enumerate(lf.paths):
+        nodes = {}
+        for idx, p in enumerate(paths):
             if not p or skip and idx in skip:
                 continue
             k = kinds[idx]
@@ -214,14 +265,19 @@ class DiveModel:
             while par and par not in nodes:
                 nodes[par] = BLANK
                 par = _parent(par)
-        return nodes
+        return nodes, None
 
     def _stack(self, j: int) -> None:
         """dive's FileTree.Stack: whiteout nodes remove their target, other nodes overwrite."""
         stacked = self.stacked
         assert stacked is not None
-        nodes = self._nodes(j)
-        outs = [p for p in nodes if ".wh." in p and _is_whiteout_node(p)]
+        nodes, parents = self._nodes(j)
+        if parents is None:
+            outs = [p for p in nodes if ".wh." in p and _is_whiteout_node(p)]
+        else:  # the whiteout entries, and blank parents named like one
+            paths = self.walk.layers[j].paths
+            outs = [paths[k] for k in positions(self.walk.layers[j].kinds, WH_CODE)]
+            outs += [p for p in parents if ".wh." in p and _is_whiteout_node(p) and p not in outs]
         if any(_target(p) in nodes for p in outs):
             # A removal and an addition touch the same subtree: keep dive's exact order.
             for p in sorted(nodes, key=lambda q: q.split("/") + [_LAST]):
@@ -232,8 +288,15 @@ class DiveModel:
             return
         for p in outs:
             stacked.remove(_target(p))
-        wset = set(outs)
         values = stacked.values
+        if parents is not None:
+            for p in outs:
+                info = nodes.pop(p)
+                if p in values:
+                    values[p] = info  # a whiteout node over a copy of tree 0's: a payload
+            stacked.update(nodes, parents)
+            return
+        wset = set(outs)
         kids = stacked.kids
         for p, info in nodes.items():
             if p in values:
@@ -280,3 +343,8 @@ def _count(eff: dict, key: str, size: int) -> None:
         if v[1] < 0 or size < v[1]:
             v[1] = size
         v[2] += 1
+
+
+def _plain(kinds: bytearray) -> bool:
+    """No opaque marker and no AUFS metadata: nodes and leaves follow from the paths alone."""
+    return OPAQUE not in kinds and META not in kinds
