@@ -76,9 +76,11 @@ def snapshot(walk: Walk) -> dict:
         "values": list(tree.values.items()),
         "kids": {k: sorted(v) for k, v in kids.items() if v},
         "implicit": sorted(k for k in kids if k not in tree.values),
-        "eff": sorted((p, v if isinstance(v, int) else tuple(v)) for p, v in d.eff.items()),
+        "eff": sorted(d.eff.items()),
+        "repeats": sorted((p, tuple(v)) for p, v in d.repeats.items()),
         "stacked": None if d.stacked is None else dict(d.stacked.values),
         "aborts": list(d.aborts),
+        "elsewhere": sorted(d._elsewhere),
     }
     walk.finish()
     out["final"] = [(lf.final_size, lf.final_count) for lf in walk.layers]

@@ -18,6 +18,7 @@ numbers (dive-metrics.md §1.4).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, Sequence
 
 from ..oci.whiteout import MergedTree, ancestors
@@ -80,8 +81,13 @@ class DiveModel:
     def __init__(self, walk: WalkedLayers, bulk: bool = True):
         self.walk = walk
         self.bulk = bulk  # False: every leaf and node one by one (the tests' reference)
-        # path -> size when seen once; [total, min, count] afterwards (or after an abort)
-        self.eff: dict[str, object] = {}
+        # path -> size of the paths seen once, and [total, min, count] of those seen again
+        # (or after an abort): finish() sums the first in one call
+        self.eff: dict[str, int] = {}
+        self.repeats: dict[str, list[int]] = {}
+        # the paths these may hold that are not in the walk's tree: removed from it, or
+        # counted for a node that is no entry (a blank marker node, a whiteout target)
+        self._elsewhere: set[str] = set()
         self.stacked: MergedTree | None = None
         self.stacked_upto = -2
         self._markers: list[str] = []
@@ -106,10 +112,14 @@ class DiveModel:
                 par = _parent(par)
 
     def add_layer(self, i: int, lf: LayerColumns, parents: set, duplicates: bool,
-                  skip: set) -> None:
+                  skip: set, removed: Iterable[str], below: set[str] | None = None) -> None:
+        """Count layer i's leaves. `removed`: the paths the layer deleted from the walk's
+        tree; `below`, if known: the layer's paths that were in the tree before it (with
+        `removed` from all layers, the only ones that can have been counted already)."""
+        self._elsewhere.update(removed)
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
         if self.bulk and not (duplicates or skip or self._markers) and _plain(kinds) \
-                and self._add_bulk(i, lf, parents):
+                and self._add_bulk(i, lf, parents, below):
             return
         # leaves: node path -> (entry index or -1 for a blank node)
         if duplicates:
@@ -130,21 +140,20 @@ class DiveModel:
                 if node not in parents and node not in have and not own:
                     leaves.append((node, -1))
                     have.add(node)
+                    self._elsewhere.add(node)
             self._markers = []
 
         whiteouts = [(p, idx) for p, idx in leaves if idx >= 0 and kinds[idx] == WH_CODE] \
             if _WH_BYTE in kinds else []
-        eff = self.eff
+        count = self._count
         if not whiteouts:
             # the leaves' paths are distinct: only those seen in a layer below need _count,
             # the rest go in at once
-            seen = {p: sizes[idx] if idx >= 0 else 0 for p, idx in leaves}
-            for p in seen.keys() & eff.keys():
-                _count(eff, p, seen.pop(p))
-            eff.update(seen)
+            self._count_new({p: sizes[idx] if idx >= 0 else 0 for p, idx in leaves})
             return
 
         weights = self._weights(i, [p for p, _ in whiteouts])
+        self._elsewhere.update(map(_target, weights))
         if None in weights.values():
             # dive stops this layer's walk at the first missing whiteout target, in its
             # children-first sorted order; only the leaves before it count.
@@ -152,22 +161,22 @@ class DiveModel:
             for n, (p, idx) in enumerate(leaves):
                 if p in weights and weights[p] is None:
                     target = _target(p)
-                    if target not in eff:
-                        eff[target] = [0, -1, 0]
+                    if target not in self.eff and target not in self.repeats:
+                        self.repeats[target] = [0, -1, 0]
                     rest = leaves[n + 1:]
                     self.aborts.append((i, target, len(rest), sum(
                         sizes[j] for q, j in rest if j >= 0 and q not in weights)))
                     return
                 size = weights[p] if p in weights else (sizes[idx] if idx >= 0 else 0)
-                _count(eff, _target(p) if p in weights else p, size)
+                count(_target(p) if p in weights else p, size)
             return
         for p, idx in leaves:
             if p in weights:
-                _count(eff, _target(p), weights[p])
+                count(_target(p), weights[p])
             else:
-                _count(eff, p, sizes[idx] if idx >= 0 else 0)
+                count(p, sizes[idx] if idx >= 0 else 0)
 
-    def _add_bulk(self, i: int, lf: LayerColumns, parents: set) -> bool:
+    def _add_bulk(self, i: int, lf: LayerColumns, parents: set, below: set[str] | None) -> bool:
         """`add_layer` for a layer with no markers and no unsafe entries, with dict
         operations; False (nothing done) if a path comes twice or a whiteout target is
         missing below: the leaves' order then matters."""
@@ -182,15 +191,42 @@ class DiveModel:
         weights = self._weights(i, outs) if outs else {}
         if None in weights.values():
             return False
-        eff = self.eff
         for p in outs:
             del seen[p]
-        for p in seen.keys() & eff.keys():
-            _count(eff, p, seen.pop(p))
-        eff.update(seen)
+        self._count_new(seen, below)
+        self._elsewhere.update(map(_target, outs))
         for p in outs:  # the order of the counts of one layer does not change the results
-            _count(eff, _target(p), weights[p])
+            self._count(_target(p), weights[p])
         return True
+
+    def _count_new(self, seen: dict[str, int], below: set[str] | None = None) -> None:
+        """Count leaves of distinct paths: those seen in a layer below one by one, the rest
+        at once. With `below` (see add_layer) only few paths need looking up."""
+        repeats = self.repeats
+        eff = self.eff
+        if below is None:
+            again = (seen.keys() & repeats.keys()) | (seen.keys() & eff.keys())
+        else:
+            again = (seen.keys() & below) | (seen.keys() & self._elsewhere)
+        for p in again:
+            if p in eff or p in repeats:
+                self._count(p, seen.pop(p))
+        eff.update(seen)
+
+    def _count(self, key: str, size: int) -> None:
+        """One leaf of `key` weighing `size`: dive's running total and minimum of the path."""
+        v = self.repeats.get(key)
+        if v is not None:
+            v[0] += size
+            if v[1] < 0 or size < v[1]:
+                v[1] = size
+            v[2] += 1
+            return
+        first = self.eff.pop(key, None)
+        if first is None:
+            self.eff[key] = size
+        else:
+            self.repeats[key] = [first + size, min(size, first), 2]
 
     def _weights(self, i: int, outs: list[str]) -> dict[str, int | None]:
         """What each whiteout leaf weighs in the stack below layer i: its target's subtree if
@@ -312,37 +348,21 @@ class DiveModel:
 
     # ------------------------------------------------------------------ results
     def finish(self) -> None:
-        num = 0
-        den = 0
+        once = sum(self.eff.values())  # a path seen once: its minimum is its total
+        num = once
+        den = once
         inefficient = []
-        for path, v in self.eff.items():
-            if v.__class__ is int:
-                num += v
-                den += v
-            else:
-                num += v[1]
-                den += v[0]
-                if v[2] >= 2:
-                    inefficient.append((path, v[2], v[0], v[1]))
+        for path, (total, low, count) in self.repeats.items():
+            num += low
+            den += total
+            if count >= 2:
+                inefficient.append((path, count, total, low))
         self.min_total = num
         self.cum_total = den
         self.score = 1.0 if den == 0 else num / den
         inefficient.sort(key=lambda r: (-r[2], r[0]))
         self.inefficient = inefficient
         self.stacked = None  # only needed while walking
-
-
-def _count(eff: dict, key: str, size: int) -> None:
-    v = eff.get(key)
-    if v is None:
-        eff[key] = size
-    elif v.__class__ is int:
-        eff[key] = [v + size, min(size, v), 2]
-    else:
-        v[0] += size
-        if v[1] < 0 or size < v[1]:
-            v[1] = size
-        v[2] += 1
 
 
 def _plain(kinds: bytearray) -> bool:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 from array import array
+from bisect import bisect_left
+from itertools import repeat
+from operator import sub
 from typing import BinaryIO
 
 from ..errors import InvalidImage
@@ -234,19 +237,23 @@ class Walk:
                 removed[p] = c
                 how[c] = BY_OPAQUE
 
-        parents = self._apply_bulk(i, lf, removed) if self.bulk and not (
+        bulk = self._apply_bulk(i, lf, removed) if self.bulk and not (
             lf.unsafe or lf.opaques or META in lf.kinds) else None
-        duplicates = False
-        if parents is None:
+        if bulk is None:
             parents, duplicates = self._apply_each(i, lf, removed, how, skip)
+            below = None
+        else:
+            parents, below = bulk
+            duplicates = False
         lf.deleted = [removed[p] for p in sorted(removed)]  # set order varies between runs
         lf.deleted_how = bytes(how.get(c, BY_WHITEOUT) for c in lf.deleted)
-        self.dive.add_layer(i, lf, parents, duplicates, skip)
+        self.dive.add_layer(i, lf, parents, duplicates, skip, removed, below)
 
-    def _apply_bulk(self, i: int, lf: LayerFiles, removed: dict[str, int]) -> set[str] | None:
+    def _apply_bulk(self, i: int, lf: LayerFiles,
+                    removed: dict[str, int]) -> tuple[set[str], set[str]] | None:
         """Apply the entries of layer `i` at once, with set and dict operations; returns the
-        layer's directories, or None (nothing done) when the result could depend on the tar
-        order, which only `_apply_each` follows: a path twice, an entry under a symlink of
+        layer's directories and its paths that were in the tree before it, or None (nothing
+        done) when the result could depend on the tar order, which only `_apply_each` follows: a path twice, an entry under a symlink of
         the tree or of this layer, a non-directory where a directory was. The caller left out
         unsafe entries, opaque markers and AUFS metadata."""
         paths = lf.paths
@@ -284,17 +291,19 @@ class Walk:
 
         self._symlinks.update(links)
         lf.changes = changes
-        for p in codes.keys() & values.keys():
-            changes[codes[p] & MASK] = MODIFIED
+        below = codes.keys() & values.keys()
         if removed:
-            for p in codes.keys() & removed.keys():
-                changes[codes[p] & MASK] = MODIFIED
+            back = codes.keys() & removed.keys()
+            for p in back:
                 del removed[p]
+            below |= back
+        for p in below:
+            changes[codes[p] & MASK] = MODIFIED
         for j in missing:
             lf.unsafe.append((j, MISSING_LINK))
             lf.members[j] = paths[j]
         tree.update(codes, parents)
-        return parents
+        return parents, below
 
     def _apply_each(self, i: int, lf: LayerFiles, removed: dict[str, int], how: dict[int, int],
                     skip: set[int]) -> tuple[set[str], bool]:
@@ -384,11 +393,14 @@ class Walk:
     # ------------------------------------------------------------------ results
     def finish(self) -> None:
         """Per-layer bytes and entries still visible in the final filesystem."""
-        layers = self.layers
-        for c in self.tree.values.values():
-            lf = layers[c >> SHIFT]
-            lf.final_size += lf.sizes[c & MASK]
-            lf.final_count += 1
+        codes = sorted(self.tree.values.values())  # the copies of each layer, one run
+        lo = 0
+        for i, lf in enumerate(self.layers):
+            hi = bisect_left(codes, (i + 1) << SHIFT, lo)
+            lf.final_count = hi - lo
+            lf.final_size = sum(map(lf.sizes.__getitem__, map(sub, codes[lo:hi],
+                                                              repeat(i << SHIFT))))
+            lo = hi
         self.dive.finish()
 
     def copy_info(self, code: int) -> tuple:
