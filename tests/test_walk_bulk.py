@@ -84,6 +84,11 @@ def snapshot(walk: Walk) -> dict:
     }
     walk.finish()
     out["final"] = [(lf.final_size, lf.final_count) for lf in walk.layers]
+    visible = [[0, 0] for _ in walk.layers]
+    for c in tree.values.values():
+        visible[c >> 32][0] += walk.layers[c >> 32].sizes[c & 0xFFFFFFFF]
+        visible[c >> 32][1] += 1
+    assert out["final"] == [tuple(v) for v in visible]
     out["dive"] = (d.score, d.min_total, d.cum_total, d.inefficient)
     return out
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import os
 from array import array
-from bisect import bisect_left
-from itertools import repeat
-from operator import sub
 from typing import BinaryIO
 
 from ..errors import InvalidImage
@@ -178,6 +175,7 @@ class Walk:
         # events for the explanation of where dive's view differs: (kind, layer, path, files, bytes)
         self.events: list[tuple[str, int, str, int, int]] = []
         self._symlinks: set[str] = set()  # paths ever written as symlinks (checked in the tree)
+        self._lost: list[int] = []  # copies that left the tree: overwritten or removed
 
     def _symlink_in(self, directory: str) -> str:
         """The first component of `directory` that is a symlink in the merged tree, or ''."""
@@ -226,6 +224,7 @@ class Walk:
             for p, c in gone:
                 removed[p] = c
                 how[c] = BY_WHITEOUT if p == target else BY_PARENT_WHITEOUT
+            self._lost.extend(c for _, c in gone)
         for idx in lf.opaques:
             if idx in skip:
                 continue
@@ -236,6 +235,7 @@ class Walk:
             for p, c in gone:
                 removed[p] = c
                 how[c] = BY_OPAQUE
+            self._lost.extend(c for _, c in gone)
 
         bulk = self._apply_bulk(i, lf, removed) if self.bulk and not (
             lf.unsafe or lf.opaques or META in lf.kinds) else None
@@ -292,6 +292,7 @@ class Walk:
         self._symlinks.update(links)
         lf.changes = changes
         below = codes.keys() & values.keys()
+        self._lost.extend(map(values.__getitem__, below))
         if removed:
             back = codes.keys() & removed.keys()
             for p in back:
@@ -322,6 +323,7 @@ class Walk:
         kids = tree.kids
         through: dict[str, str] = {}  # directory of this layer -> symlink its path crosses
         symlinks = self._symlinks
+        lost = self._lost
         for idx, p in enumerate(paths):
             k = kinds[idx]
             if skip and idx in skip:
@@ -358,6 +360,7 @@ class Walk:
                 for q, c in tree.remove_children(p):
                     removed[q] = c
                     how[c] = BY_REPLACED_DIR
+                    lost.append(c)
             old = values.get(p)
             if old is None:
                 if removed and p in removed:
@@ -370,6 +373,7 @@ class Walk:
                     siblings.add(p)
                     values[p] = base | idx
                 continue
+            lost.append(old)
             if old >> SHIFT == i:
                 duplicates = True
                 changes[idx] = changes[old & MASK]
@@ -393,14 +397,16 @@ class Walk:
     # ------------------------------------------------------------------ results
     def finish(self) -> None:
         """Per-layer bytes and entries still visible in the final filesystem."""
-        codes = sorted(self.tree.values.values())  # the copies of each layer, one run
-        lo = 0
-        for i, lf in enumerate(self.layers):
-            hi = bisect_left(codes, (i + 1) << SHIFT, lo)
-            lf.final_count = hi - lo
-            lf.final_size = sum(map(lf.sizes.__getitem__, map(sub, codes[lo:hi],
-                                                              repeat(i << SHIFT))))
-            lo = hi
+        # every entry went into the tree but those skipped; what is not there now was lost
+        layers = self.layers
+        for lf in layers:
+            never = [*positions(lf.changes, SKIPPED), *positions(lf.changes, UNSAFE)]
+            lf.final_count = len(lf.paths) - len(never)
+            lf.final_size = sum(lf.sizes) - sum(map(lf.sizes.__getitem__, never))
+        for c in self._lost:
+            lf = layers[c >> SHIFT]
+            lf.final_count -= 1
+            lf.final_size -= lf.sizes[c & MASK]
         self.dive.finish()
 
     def copy_info(self, code: int) -> tuple:
