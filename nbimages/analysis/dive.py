@@ -88,6 +88,8 @@ class DiveModel:
         # the paths these may hold that are not in the walk's tree: removed from it, or
         # counted for a node that is no entry (a blank marker node, a whiteout target)
         self._elsewhere: set[str] = set()
+        # each layer's directories, from the walk, until the stacked tree takes the layer
+        self._parents: dict[int, set[str]] = {}
         self.stacked: MergedTree | None = None
         self.stacked_upto = -2
         self._markers: list[str] = []
@@ -117,6 +119,7 @@ class DiveModel:
         tree; `below`, if known: the layer's paths that were in the tree before it (with
         `removed` from all layers, the only ones that can have been counted already)."""
         self._elsewhere.update(removed)
+        self._parents[i] = parents
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
         if self.bulk and not (duplicates or skip or self._markers) and _plain(kinds) \
                 and self._add_bulk(i, lf, parents, below):
@@ -267,13 +270,15 @@ class DiveModel:
         parents; and the layer's directories when built in bulk (else None)."""
         lf = self.walk.layers[j]
         kinds, sizes, paths = lf.kinds, lf.sizes, lf.paths
+        parents = self._parents.pop(j, None)
         if self.bulk and not lf.unsafe and _plain(kinds):
             nodes = dict(zip(paths, [s << 1 for s in sizes]))
             if len(nodes) == len(paths):
                 for k in positions(kinds, DIR):
                     nodes[paths[k]] |= 1
                 nodes.pop("", None)
-                parents = ancestors(paths)
+                if parents is None:
+                    parents = ancestors(paths)  # for such a layer, the walk's are these
                 for par in parents:
                     if par not in nodes:
                         nodes[par] = BLANK
@@ -363,6 +368,7 @@ class DiveModel:
         inefficient.sort(key=lambda r: (-r[2], r[0]))
         self.inefficient = inefficient
         self.stacked = None  # only needed while walking
+        self._parents = {}
 
 
 def _plain(kinds: bytearray) -> bool:
