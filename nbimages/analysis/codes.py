@@ -5,6 +5,8 @@ Shared by walk.py (which fills arrays of these) and dive.py (which reads them).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ..oci.tarscan import KINDS
 
 FILE, DIR, SYMLINK, HARDLINK = 0, 1, 2, 3
@@ -26,3 +28,11 @@ SHIFT = 32
 MASK = (1 << SHIFT) - 1
 ESCAPES = "path escapes the image root"
 MISSING_LINK = "hard link to a missing path (extraction fails)"
+
+
+def positions(kinds: bytearray, code: int) -> Iterator[int]:
+    """The indices of the entries of one kind in a layer's `kinds` (bytes.find: C speed)."""
+    j = kinds.find(code)
+    while j >= 0:
+        yield j
+        j = kinds.find(code, j + 1)

@@ -18,10 +18,11 @@ numbers (dive-metrics.md §1.4).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, Sequence
 
-from ..oci.whiteout import MergedTree
-from .codes import DIR, ESCAPES, OPAQUE, WHITEOUT as WH_CODE
+from ..oci.whiteout import MergedTree, ancestors
+from .codes import DIR, ESCAPES, META, OPAQUE, WHITEOUT as WH_CODE, positions
 
 
 class LayerColumns(Protocol):
@@ -77,10 +78,18 @@ def _target(p: str) -> str:
 class DiveModel:
     """Efficiency bookkeeping fed by the layer walk; `finish()` computes the results."""
 
-    def __init__(self, walk: WalkedLayers):
+    def __init__(self, walk: WalkedLayers, bulk: bool = True):
         self.walk = walk
-        # path -> size when seen once; [total, min, count] afterwards (or after an abort)
-        self.eff: dict[str, object] = {}
+        self.bulk = bulk  # False: every leaf and node one by one (the tests' reference)
+        # path -> size of the paths seen once, and [total, min, count] of those seen again
+        # (or after an abort): finish() sums the first in one call
+        self.eff: dict[str, int] = {}
+        self.repeats: dict[str, list[int]] = {}
+        # the paths these may hold that are not in the walk's tree: removed from it, or
+        # counted for a node that is no entry (a blank marker node, a whiteout target)
+        self._elsewhere: set[str] = set()
+        # each layer's directories, from the walk, until the stacked tree takes the layer
+        self._parents: dict[int, set[str]] = {}
         self.stacked: MergedTree | None = None
         self.stacked_upto = -2
         self._markers: list[str] = []
@@ -105,8 +114,16 @@ class DiveModel:
                 par = _parent(par)
 
     def add_layer(self, i: int, lf: LayerColumns, parents: set, duplicates: bool,
-                  skip: set) -> None:
+                  skip: set, removed: Iterable[str], below: set[str] | None = None) -> None:
+        """Count layer i's leaves. `removed`: the paths the layer deleted from the walk's
+        tree; `below`, if known: the layer's paths that were in the tree before it (with
+        `removed` from all layers, the only ones that can have been counted already)."""
+        self._elsewhere.update(removed)
+        self._parents[i] = parents
         paths, kinds, sizes = lf.paths, lf.kinds, lf.sizes
+        if self.bulk and not (duplicates or skip or self._markers) and _plain(kinds) \
+                and self._add_bulk(i, lf, parents, below):
+            return
         # leaves: node path -> (entry index or -1 for a blank node)
         if duplicates:
             leaf_map: dict[str, int] = {}
@@ -126,24 +143,101 @@ class DiveModel:
                 if node not in parents and node not in have and not own:
                     leaves.append((node, -1))
                     have.add(node)
+                    self._elsewhere.add(node)
             self._markers = []
 
         whiteouts = [(p, idx) for p, idx in leaves if idx >= 0 and kinds[idx] == WH_CODE] \
             if _WH_BYTE in kinds else []
-        eff = self.eff
+        count = self._count
         if not whiteouts:
             # the leaves' paths are distinct: only those seen in a layer below need _count,
             # the rest go in at once
-            seen = {p: sizes[idx] if idx >= 0 else 0 for p, idx in leaves}
-            for p in seen.keys() & eff.keys():
-                _count(eff, p, seen.pop(p))
-            eff.update(seen)
+            self._count_new({p: sizes[idx] if idx >= 0 else 0 for p, idx in leaves})
             return
 
+        weights = self._weights(i, [p for p, _ in whiteouts])
+        self._elsewhere.update(map(_target, weights))
+        if None in weights.values():
+            # dive stops this layer's walk at the first missing whiteout target, in its
+            # children-first sorted order; only the leaves before it count.
+            leaves.sort(key=lambda item: item[0].split("/"))
+            for n, (p, idx) in enumerate(leaves):
+                if p in weights and weights[p] is None:
+                    target = _target(p)
+                    if target not in self.eff and target not in self.repeats:
+                        self.repeats[target] = [0, -1, 0]
+                    rest = leaves[n + 1:]
+                    self.aborts.append((i, target, len(rest), sum(
+                        sizes[j] for q, j in rest if j >= 0 and q not in weights)))
+                    return
+                size = weights[p] if p in weights else (sizes[idx] if idx >= 0 else 0)
+                count(_target(p) if p in weights else p, size)
+            return
+        for p, idx in leaves:
+            if p in weights:
+                count(_target(p), weights[p])
+            else:
+                count(p, sizes[idx] if idx >= 0 else 0)
+
+    def _add_bulk(self, i: int, lf: LayerColumns, parents: set, below: set[str] | None) -> bool:
+        """`add_layer` for a layer with no markers and no unsafe entries, with dict
+        operations; False (nothing done) if a path comes twice or a whiteout target is
+        missing below: the leaves' order then matters."""
+        paths, sizes = lf.paths, lf.sizes
+        seen = dict(zip(paths, sizes))
+        if len(seen) != len(paths):  # a whiteout twice: the walk applied no entry twice
+            return False
+        seen.pop("", None)
+        for p in seen.keys() & parents:
+            del seen[p]
+        outs = [p for p in map(paths.__getitem__, positions(lf.kinds, WH_CODE)) if p in seen]
+        weights = self._weights(i, outs) if outs else {}
+        if None in weights.values():
+            return False
+        for p in outs:
+            del seen[p]
+        self._count_new(seen, below)
+        self._elsewhere.update(map(_target, outs))
+        for p in outs:  # the order of the counts of one layer does not change the results
+            self._count(_target(p), weights[p])
+        return True
+
+    def _count_new(self, seen: dict[str, int], below: set[str] | None = None) -> None:
+        """Count leaves of distinct paths: those seen in a layer below one by one, the rest
+        at once. With `below` (see add_layer) only few paths need looking up."""
+        repeats = self.repeats
+        eff = self.eff
+        if below is None:
+            again = (seen.keys() & repeats.keys()) | (seen.keys() & eff.keys())
+        else:
+            again = (seen.keys() & below) | (seen.keys() & self._elsewhere)
+        for p in again:
+            if p in eff or p in repeats:
+                self._count(p, seen.pop(p))
+        eff.update(seen)
+
+    def _count(self, key: str, size: int) -> None:
+        """One leaf of `key` weighing `size`: dive's running total and minimum of the path."""
+        v = self.repeats.get(key)
+        if v is not None:
+            v[0] += size
+            if v[1] < 0 or size < v[1]:
+                v[1] = size
+            v[2] += 1
+            return
+        first = self.eff.pop(key, None)
+        if first is None:
+            self.eff[key] = size
+        else:
+            self.repeats[key] = [first + size, min(size, first), 2]
+
+    def _weights(self, i: int, outs: list[str]) -> dict[str, int | None]:
+        """What each whiteout leaf weighs in the stack below layer i: its target's subtree if
+        that is a directory, else 0; None if the target is missing."""
         stacked = self._stacked_below(i)
         svalues = stacked.values
         weights: dict[str, int | None] = {}
-        for p, _ in whiteouts:
+        for p in outs:
             target = _target(p)
             info = svalues.get(target)
             if info is None:
@@ -152,49 +246,47 @@ class DiveModel:
                 weights[p] = sum(v >> 1 for _, v in stacked.walk(target))
             else:
                 weights[p] = 0
-        if None in weights.values():
-            # dive stops this layer's walk at the first missing whiteout target, in its
-            # children-first sorted order; only the leaves before it count.
-            leaves.sort(key=lambda item: item[0].split("/"))
-            for n, (p, idx) in enumerate(leaves):
-                if p in weights and weights[p] is None:
-                    target = _target(p)
-                    if target not in eff:
-                        eff[target] = [0, -1, 0]
-                    rest = leaves[n + 1:]
-                    self.aborts.append((i, target, len(rest), sum(
-                        sizes[j] for q, j in rest if j >= 0 and q not in weights)))
-                    return
-                size = weights[p] if p in weights else (sizes[idx] if idx >= 0 else 0)
-                _count(eff, _target(p) if p in weights else p, size)
-            return
-        for p, idx in leaves:
-            if p in weights:
-                _count(eff, _target(p), weights[p])
-            else:
-                _count(eff, p, sizes[idx] if idx >= 0 else 0)
+        return weights
 
     # ------------------------------------------------------------------ the stack below
     def _stacked_below(self, i: int) -> MergedTree:
         """dive's StackTreeRange(trees, 0, i-1): a copy of tree 0, then trees 0..i-1 stacked."""
         if self.stacked is None:
             self.stacked = MergedTree()
-            for p, info in self._nodes(0).items():
-                self.stacked.set(p, info)
+            nodes, parents = self._nodes(0)
+            if parents is None:
+                for p, info in nodes.items():
+                    self.stacked.set(p, info)
+            else:
+                self.stacked.update(nodes, parents)
             self.stacked_upto = -1
         while self.stacked_upto < i - 1:
             self.stacked_upto += 1
             self._stack(self.stacked_upto)
         return self.stacked
 
-    def _nodes(self, j: int) -> dict[str, int]:
+    def _nodes(self, j: int) -> tuple[dict[str, int], set[str] | None]:
         """Layer j's tree as dive builds it: path -> size << 1 | is_dir, blank implicit
-        parents."""
+        parents; and the layer's directories when built in bulk (else None)."""
         lf = self.walk.layers[j]
+        kinds, sizes, paths = lf.kinds, lf.sizes, lf.paths
+        parents = self._parents.pop(j, None)
+        if self.bulk and not lf.unsafe and _plain(kinds):
+            nodes = dict(zip(paths, [s << 1 for s in sizes]))
+            if len(nodes) == len(paths):
+                for k in positions(kinds, DIR):
+                    nodes[paths[k]] |= 1
+                nodes.pop("", None)
+                if parents is None:
+                    parents = ancestors(paths)  # for such a layer, the walk's are these
+                for par in parents:
+                    if par not in nodes:
+                        nodes[par] = BLANK
+                del nodes[""]  # the root is no node
+                return nodes, parents
         skip = {idx for idx, why in lf.unsafe if why == ESCAPES}
-        nodes: dict[str, int] = {}
-        kinds, sizes = lf.kinds, lf.sizes
-        for idx, p in enumerate(lf.paths):
+        nodes = {}
+        for idx, p in enumerate(paths):
             if not p or skip and idx in skip:
                 continue
             k = kinds[idx]
@@ -214,14 +306,19 @@ class DiveModel:
             while par and par not in nodes:
                 nodes[par] = BLANK
                 par = _parent(par)
-        return nodes
+        return nodes, None
 
     def _stack(self, j: int) -> None:
         """dive's FileTree.Stack: whiteout nodes remove their target, other nodes overwrite."""
         stacked = self.stacked
         assert stacked is not None
-        nodes = self._nodes(j)
-        outs = [p for p in nodes if ".wh." in p and _is_whiteout_node(p)]
+        nodes, parents = self._nodes(j)
+        if parents is None:
+            outs = [p for p in nodes if ".wh." in p and _is_whiteout_node(p)]
+        else:  # the whiteout entries, and blank parents named like one
+            paths = self.walk.layers[j].paths
+            outs = [paths[k] for k in positions(self.walk.layers[j].kinds, WH_CODE)]
+            outs += [p for p in parents if ".wh." in p and _is_whiteout_node(p) and p not in outs]
         if any(_target(p) in nodes for p in outs):
             # A removal and an addition touch the same subtree: keep dive's exact order.
             for p in sorted(nodes, key=lambda q: q.split("/") + [_LAST]):
@@ -232,8 +329,15 @@ class DiveModel:
             return
         for p in outs:
             stacked.remove(_target(p))
-        wset = set(outs)
         values = stacked.values
+        if parents is not None:
+            for p in outs:
+                info = nodes.pop(p)
+                if p in values:
+                    values[p] = info  # a whiteout node over a copy of tree 0's: a payload
+            stacked.update(nodes, parents)
+            return
+        wset = set(outs)
         kids = stacked.kids
         for p, info in nodes.items():
             if p in values:
@@ -249,34 +353,24 @@ class DiveModel:
 
     # ------------------------------------------------------------------ results
     def finish(self) -> None:
-        num = 0
-        den = 0
+        once = sum(self.eff.values())  # a path seen once: its minimum is its total
+        num = once
+        den = once
         inefficient = []
-        for path, v in self.eff.items():
-            if v.__class__ is int:
-                num += v
-                den += v
-            else:
-                num += v[1]
-                den += v[0]
-                if v[2] >= 2:
-                    inefficient.append((path, v[2], v[0], v[1]))
+        for path, (total, low, count) in self.repeats.items():
+            num += low
+            den += total
+            if count >= 2:
+                inefficient.append((path, count, total, low))
         self.min_total = num
         self.cum_total = den
         self.score = 1.0 if den == 0 else num / den
         inefficient.sort(key=lambda r: (-r[2], r[0]))
         self.inefficient = inefficient
         self.stacked = None  # only needed while walking
+        self._parents = {}
 
 
-def _count(eff: dict, key: str, size: int) -> None:
-    v = eff.get(key)
-    if v is None:
-        eff[key] = size
-    elif v.__class__ is int:
-        eff[key] = [v + size, min(size, v), 2]
-    else:
-        v[0] += size
-        if v[1] < 0 or size < v[1]:
-            v[1] = size
-        v[2] += 1
+def _plain(kinds: bytearray) -> bool:
+    """No opaque marker and no AUFS metadata: nodes and leaves follow from the paths alone."""
+    return OPAQUE not in kinds and META not in kinds

@@ -17,10 +17,10 @@ from typing import BinaryIO
 from ..errors import InvalidImage
 from ..oci import whiteout as wh
 from ..oci import tartable
-from ..oci.whiteout import MergedTree
+from ..oci.whiteout import MergedTree, ancestors
 from .codes import (BY_OPAQUE, BY_PARENT_WHITEOUT, BY_REPLACED_DIR, BY_WHITEOUT, DIR, ESCAPES,
                     HARDLINK, KIND_NAME, MASK, META, MISSING_LINK, MODIFIED, OPAQUE,
-                    SHIFT, SKIPPED, SYMLINK, UNSAFE, WHITEOUT)
+                    SHIFT, SKIPPED, SYMLINK, UNSAFE, WHITEOUT, positions)
 from .dive import DiveModel
 
 
@@ -157,13 +157,16 @@ def read_layer(stream: BinaryIO, budget: Budget | None = None) -> LayerFiles:
 class Walk:
     """The state built by walking an image's layers in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, bulk: bool = True) -> None:
+        # bulk=False applies every layer entry by entry: the reference the tests compare with
+        self.bulk = bulk
         self.layers: list[LayerFiles] = []
         self.tree: MergedTree[int] = MergedTree()
-        self.dive = DiveModel(self)
+        self.dive = DiveModel(self, bulk)
         # events for the explanation of where dive's view differs: (kind, layer, path, files, bytes)
         self.events: list[tuple[str, int, str, int, int]] = []
         self._symlinks: set[str] = set()  # paths ever written as symlinks (checked in the tree)
+        self._lost: list[int] = []  # copies that left the tree: overwritten or removed
 
     def _symlink_in(self, directory: str) -> str:
         """The first component of `directory` that is a symlink in the merged tree, or ''."""
@@ -195,7 +198,6 @@ class Walk:
     def _apply(self, i: int, lf: LayerFiles) -> None:
         """Apply layer `i` to the merged tree; fill `changes`/`deleted`; feed the dive model."""
         tree = self.tree
-        values = tree.values
         layers = self.layers
         removed: dict[str, int] = {}
         how: dict[int, int] = {}
@@ -213,6 +215,7 @@ class Walk:
             for p, c in gone:
                 removed[p] = c
                 how[c] = BY_WHITEOUT if p == target else BY_PARENT_WHITEOUT
+            self._lost.extend(c for _, c in gone)
         for idx in lf.opaques:
             if idx in skip:
                 continue
@@ -223,7 +226,83 @@ class Walk:
             for p, c in gone:
                 removed[p] = c
                 how[c] = BY_OPAQUE
+            self._lost.extend(c for _, c in gone)
 
+        bulk = self._apply_bulk(i, lf, removed) if self.bulk and not (
+            lf.unsafe or lf.opaques or META in lf.kinds) else None
+        if bulk is None:
+            parents, duplicates = self._apply_each(i, lf, removed, how, skip)
+            below = None
+        else:
+            parents, below = bulk
+            duplicates = False
+        lf.deleted = [removed[p] for p in sorted(removed)]  # set order varies between runs
+        lf.deleted_how = bytes(how.get(c, BY_WHITEOUT) for c in lf.deleted)
+        self.dive.add_layer(i, lf, parents, duplicates, skip, removed, below)
+
+    def _apply_bulk(self, i: int, lf: LayerFiles,
+                    removed: dict[str, int]) -> tuple[set[str], set[str]] | None:
+        """Apply the entries of layer `i` at once, with set and dict operations; returns the
+        layer's directories and its paths that were in the tree before it, or None (nothing
+        done) when the result could depend on the tar order, which only `_apply_each` follows: a path twice, an entry under a symlink of
+        the tree or of this layer, a non-directory where a directory was. The caller left out
+        unsafe entries, opaque markers and AUFS metadata."""
+        paths = lf.paths
+        kinds = lf.kinds
+        n = len(paths)
+        base = i << SHIFT
+        codes = dict(zip(paths, range(base, base + n)))
+        if len(codes) != n:
+            return None
+        changes = bytearray(n)
+        for idx in lf.whiteouts:
+            del codes[paths[idx]]
+            changes[idx] = SKIPPED
+        if "" in codes:
+            changes[codes.pop("") & MASK] = SKIPPED
+        parents = ancestors(paths)
+        tree = self.tree
+        values = tree.values
+        layers = self.layers
+        links = [paths[j] for j in positions(kinds, SYMLINK)]
+        if links and not parents.isdisjoint(links):
+            return None
+        for q in parents & self._symlinks:
+            c = values.get(q)
+            if c is not None and tree_kind(layers, c) == SYMLINK:
+                return None
+        for q in (codes.keys() & tree.dirs) | (codes.keys() & parents):
+            if kinds[codes[q] & MASK] != DIR:
+                return None
+        missing = []
+        for j in positions(kinds, HARDLINK):
+            target = lf.links.get(j, "")
+            if target not in values and codes.get(target, base | j) & MASK >= j and paths[j]:
+                missing.append(j)  # its target is neither below nor earlier in the layer
+
+        self._symlinks.update(links)
+        lf.changes = changes
+        below = codes.keys() & values.keys()
+        self._lost.extend(map(values.__getitem__, below))
+        if removed:
+            back = codes.keys() & removed.keys()
+            for p in back:
+                del removed[p]
+            below |= back
+        for p in below:
+            changes[codes[p] & MASK] = MODIFIED
+        for j in missing:
+            lf.unsafe.append((j, MISSING_LINK))
+            lf.members[j] = paths[j]
+        tree.update(codes, parents)
+        return parents, below
+
+    def _apply_each(self, i: int, lf: LayerFiles, removed: dict[str, int], how: dict[int, int],
+                    skip: set[int]) -> tuple[set[str], bool]:
+        """Apply the entries of layer `i` one by one, in tar order: any layer can take this
+        path; returns the layer's directories and whether a path came twice."""
+        tree = self.tree
+        values = tree.values
         paths = lf.paths
         kinds = lf.kinds
         changes = bytearray(len(paths))
@@ -235,6 +314,7 @@ class Walk:
         kids = tree.kids
         through: dict[str, str] = {}  # directory of this layer -> symlink its path crosses
         symlinks = self._symlinks
+        lost = self._lost
         for idx, p in enumerate(paths):
             k = kinds[idx]
             if skip and idx in skip:
@@ -271,6 +351,7 @@ class Walk:
                 for q, c in tree.remove_children(p):
                     removed[q] = c
                     how[c] = BY_REPLACED_DIR
+                    lost.append(c)
             old = values.get(p)
             if old is None:
                 if removed and p in removed:
@@ -283,15 +364,14 @@ class Walk:
                     siblings.add(p)
                     values[p] = base | idx
                 continue
+            lost.append(old)
             if old >> SHIFT == i:
                 duplicates = True
                 changes[idx] = changes[old & MASK]
             else:
                 changes[idx] = MODIFIED
             values[p] = base | idx
-        lf.deleted = [removed[p] for p in sorted(removed)]  # set order varies between runs
-        lf.deleted_how = bytes(how.get(c, BY_WHITEOUT) for c in lf.deleted)
-        self.dive.add_layer(i, lf, parents, duplicates, skip)
+        return parents, duplicates
 
     def _count(self, gone: list[tuple[str, int]]) -> tuple[int, int]:
         layers = self.layers
@@ -308,11 +388,16 @@ class Walk:
     # ------------------------------------------------------------------ results
     def finish(self) -> None:
         """Per-layer bytes and entries still visible in the final filesystem."""
+        # every entry went into the tree but those skipped; what is not there now was lost
         layers = self.layers
-        for c in self.tree.values.values():
+        for lf in layers:
+            never = [*positions(lf.changes, SKIPPED), *positions(lf.changes, UNSAFE)]
+            lf.final_count = len(lf.paths) - len(never)
+            lf.final_size = sum(lf.sizes) - sum(map(lf.sizes.__getitem__, never))
+        for c in self._lost:
             lf = layers[c >> SHIFT]
-            lf.final_size += lf.sizes[c & MASK]
-            lf.final_count += 1
+            lf.final_count -= 1
+            lf.final_size -= lf.sizes[c & MASK]
         self.dive.finish()
 
     def copy_info(self, code: int) -> tuple:

@@ -13,7 +13,7 @@ analysis, the package reader and the builders share one implementation.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
 PREFIX = ".wh."
@@ -60,20 +60,78 @@ def parent_of(path: str) -> str:
     return path[:slash] if slash >= 0 else ""
 
 
+def ancestors(paths: Iterable[str]) -> set[str]:
+    """'' and every ancestor of `paths`, climbing from their distinct parents only."""
+    found = {""}
+    for par in {p.rpartition("/")[0] for p in paths}:
+        while par not in found:
+            found.add(par)
+            par = par.rpartition("/")[0]
+    return found
+
+
 class MergedTree(Generic[V]):
     """A union filesystem as a path -> value map with a directory index for subtree removal.
 
     Paths are relative ('usr/bin/env'); '' is the root. A path may have children without a
     value of its own (a parent directory no layer has an entry for): such parents are kept in
     the index only, as the runtime would create them implicitly.
+
+    The index (`kids`) is built on first use: adding paths in bulk (`update`) and removing
+    a path that never had children cost no index work, so a walk whose whiteouts delete only
+    files never builds it. `dirs` (every path that ever had a child) tells the two apart.
     """
 
-    __slots__ = ("kids", "values")
+    __slots__ = ("_keep", "_kids", "_unlinked", "dirs", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, V] = {}
-        # directory -> paths of its children (also for parents that have no value)
-        self.kids: dict[str, set[str]] = {}
+        # every path that ever had a child: a superset of the directories of the index
+        self.dirs: set[str] = set()
+        # directory -> paths of its children (also for parents that have no value); None
+        # until first used, then paths added since are linked on the next use
+        self._kids: dict[str, set[str]] | None = None
+        self._unlinked: list[list[str]] = []
+        # parents that outlive a child removed while the index was not up to date
+        self._keep: list[str] = []
+
+    @property
+    def kids(self) -> dict[str, set[str]]:
+        """directory -> paths of its children (also for parents that have no value)."""
+        kids = self._kids
+        if kids is None:
+            kids = self._kids = {}
+            self._link(self.values)
+        elif self._unlinked:
+            for batch in self._unlinked:
+                self._link(batch)
+        self._unlinked = []
+        if self._keep:
+            for parent in self._keep:
+                if parent not in kids:
+                    kids[parent] = set()
+                    self._link((parent,))
+            self._keep = []
+        return kids
+
+    def _link(self, paths) -> None:
+        """Put each of `paths` that has a value in its parent's children, creating the
+        index entries of missing parents."""
+        kids = self._kids
+        assert kids is not None
+        values = self.values
+        for child in paths:
+            if child not in values and child not in kids:
+                continue
+            while child:
+                slash = child.rfind("/")
+                parent = child[:slash] if slash >= 0 else ""
+                siblings = kids.get(parent)
+                if siblings is not None:
+                    siblings.add(child)
+                    break
+                kids[parent] = {child}
+                child = parent
 
     def __contains__(self, path: str) -> bool:
         return path in self.values
@@ -86,32 +144,52 @@ class MergedTree(Generic[V]):
 
     def exists(self, path: str) -> bool:
         """True if `path` has a value or is an implicit parent of something that has one."""
-        return path in self.values or path in self.kids
+        return path in self.values or path in self.dirs and path in self.kids
 
     def set(self, path: str, value: V) -> None:
         """Add or replace `path`, creating the index entries of its parents."""
         values = self.values
         if path not in values:
-            kids = self.kids
+            dirs = self.dirs
             child = path
-            while True:
-                parent = parent_of(child) if child else None
-                if parent is None:
+            while child:
+                child = parent_of(child)
+                if child in dirs:
                     break
-                siblings = kids.get(parent)
-                if siblings is None:
-                    kids[parent] = {child}
-                    child = parent
-                    continue
-                siblings.add(child)
-                break
+                dirs.add(child)
+            values[path] = value
+            if self._kids is not None:
+                self._link((path,))
+            return
         values[path] = value
+
+    def update(self, items: dict[str, V], parents: set[str]) -> None:
+        """Add or replace many paths at once; `parents` holds every ancestor of the new
+        ones (what `set` would create one by one)."""
+        self.values.update(items)
+        self.dirs |= parents
+        if self._kids is not None:
+            self._unlinked.append(list(items))
 
     def remove(self, path: str) -> list[tuple[str, V]]:
         """Remove `path` and everything under it; returns the removed (path, value) pairs."""
-        removed: list[tuple[str, V]] = []
-        if path in self.values or path in self.kids:
-            siblings = self.kids.get(parent_of(path))
+        values = self.values
+        if path not in self.dirs:
+            # never a parent: no subtree, and no index work unless the index is up to date
+            if path not in values:
+                return []
+            removed = [(path, values.pop(path))]
+            parent = parent_of(path)
+            siblings = self._kids.get(parent) if self._kids is not None else None
+            if siblings is not None:
+                siblings.discard(path)
+            else:
+                self._keep.append(parent)  # the parent stays, even if now empty
+            return removed
+        removed = []
+        kids = self.kids
+        if path in values or path in kids:
+            siblings = kids.get(parent_of(path))
             if siblings is not None:
                 siblings.discard(path)
             self._drop(path, removed)
@@ -120,8 +198,9 @@ class MergedTree(Generic[V]):
     def remove_children(self, path: str) -> list[tuple[str, V]]:
         """Remove everything under `path`, keeping `path` itself (an opaque directory)."""
         removed: list[tuple[str, V]] = []
-        for child in self.kids.pop(path, ()):
-            self._drop(child, removed)
+        if path in self.dirs:
+            for child in self.kids.pop(path, ()):
+                self._drop(child, removed)
         return removed
 
     def _drop(self, path: str, removed: list) -> None:
@@ -136,7 +215,7 @@ class MergedTree(Generic[V]):
                 stack.extend(below)
 
     def has_children(self, path: str) -> bool:
-        return bool(self.kids.get(path))
+        return path in self.dirs and bool(self.kids.get(path))
 
     def children(self, path: str) -> list[str]:
         return sorted(self.kids.get(path, ()))
