@@ -111,15 +111,8 @@ class LayerIndex:
         if not diff_id or not enabled() or not dg.is_digest(diff_id):
             return None
         p = self.path(diff_id)
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-        except OSError:
-            return None
-        lf = _decode(data, diff_id)
+        lf = _read_checked(p, _decode, diff_id)
         if lf is None:
-            with contextlib.suppress(OSError):
-                p.unlink()
             return None
         if digest is not None:
             with contextlib.suppress(OSError):
@@ -149,15 +142,8 @@ class LayerIndex:
         if chain is None or not enabled():
             return None
         p = self.results_path(chain)
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-        except OSError:
-            return None
-        found = _decode_results(data, chain)
+        found = _read_checked(p, _decode_results, chain)
         if found is None:
-            with contextlib.suppress(OSError):
-                p.unlink()
             return None
         if found[0] != {"diff_ids": diff_ids, "producer": producer}:
             return None  # another version's results: replaced by the caller's next save
@@ -231,6 +217,21 @@ class LayerIndex:
                 p.unlink()
                 out.append((p, st.st_size))
         return out
+
+
+def _read_checked(p: Path, decode, key: str):
+    """`decode(data, key)` of the file `p`; None when it is missing or does not check out,
+    and then a file that is there is deleted (never used, rebuilt by the next reader)."""
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    found = decode(data, key)
+    if found is None:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return found
 
 
 def _listed(base: Path) -> list[Path]:

@@ -11,7 +11,6 @@ The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same 
 from __future__ import annotations
 
 import os
-from array import array
 from typing import BinaryIO
 
 from ..errors import InvalidImage
@@ -24,7 +23,7 @@ from .codes import (BY_OPAQUE, BY_PARENT_WHITEOUT, BY_REPLACED_DIR, BY_WHITEOUT,
 from .dive import DiveModel
 
 
-class LayerFiles:
+class LayerFiles(tartable.Part):
     """The entries of one layer tar as columns, plus what applying it did to the merged tree.
 
     `changes[i]` is ADDED/MODIFIED for entries that are files of the layer, UNSAFE for
@@ -40,45 +39,23 @@ class LayerFiles:
         "deleted_how",
         "final_count",
         "final_size",
-        "gids",
-        "kinds",
-        "links",
-        "members",
-        "modes",
-        "mtimes",
         "opaques",
-        "paths",
         "size",
-        "sizes",
-        "uids",
-        "unsafe",
         "unsafe_size",
         "whiteouts",
     )
 
     def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.kinds = bytearray()
-        self.sizes = array("q")
-        self.modes = array("l")
-        self.uids = array("q")
-        self.gids = array("q")
-        self.mtimes = array("q")
-        self.links: dict[int, str] = {}
-        self.members: dict[int, str] = {}  # unsafe entries: the name as written in the tar
+        super().__init__()  # the columns and the links, unsafe entries and members
         self.changes = bytearray()
         self.deleted: list[int] = []
         self.deleted_how = b""
         self.size = 0
-        self.unsafe: list[tuple[int, str]] = []
         self.unsafe_size = 0
         self.whiteouts: list[int] = []
         self.opaques: list[int] = []
         self.final_size = 0
         self.final_count = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 class Budget:
