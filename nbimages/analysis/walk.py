@@ -221,9 +221,10 @@ class Walk:
                     removed: dict[str, int]) -> tuple[set[str], set[str]] | None:
         """Apply the entries of layer `i` at once, with set and dict operations; returns the
         layer's directories and its paths that were in the tree before it, or None (nothing
-        done) when the result could depend on the tar order, which only `_apply_each` follows: a path twice, an entry under a symlink of
-        the tree or of this layer, a non-directory where a directory was. The caller left out
-        unsafe entries, opaque markers and AUFS metadata."""
+        done) when the result could depend on the tar order, which only `_apply_each`
+        follows: a path twice, an entry under a symlink of the tree or of this layer, a
+        non-directory where a directory was. The caller left out unsafe entries, opaque
+        markers and AUFS metadata."""
         paths = lf.paths
         kinds = lf.kinds
         n = len(paths)
