@@ -133,6 +133,9 @@ def test_charts_follow_the_dark_theme_with_readable_text(browser, lab):
                 "%%image file /data/a.txt\n" + "a" * 5000, "%image build nbtest/lab-dark:1",
                 "%image explore nbtest/lab-dark:1", shot="browser-explorer-dark-theme.png") as page:
         run_all(page)
+        explorer = page.locator(".nbimages-explorer.nbimages-live")
+        explorer.wait_for(timeout=120_000)
+        explorer.get_by_role("tab", name="Sizes").click()  # its chart is drawn when shown
         page.wait_for_selector(".nbimages-live svg text", state="attached", timeout=120_000)
         light = page.evaluate(CONTRAST_JS)
         page.evaluate("() => { window.jupyterapp.commands.execute('apputils:change-theme', "
