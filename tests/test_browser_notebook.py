@@ -178,6 +178,8 @@ def test_every_tab_of_a_diff_follows_the_image_toggle(browser, lab):
         page.screenshot(path=str(ARTIFACTS / "browser-diff-waste-of-b.png"), full_page=True)
         explorer.get_by_role("tab", name="Sizes").click()
         explorer.get_by_text("Sizes of B: nbtest/lab19-b:1", exact=True).wait_for(timeout=30_000)
+        # the chart is drawn by the kernel when the tab is first shown
+        explorer.locator("svg.nbimages-chart-dirs .nbimages-bar").first.wait_for(timeout=30_000)
         bars = explorer.locator("svg.nbimages-chart-dirs .nbimages-bar").evaluate_all(
             "bars => bars.filter(b => b.getBoundingClientRect().width > 0)"
             ".map(b => b.getAttribute('data-label'))")
