@@ -190,3 +190,24 @@ def test_bulk_walk_matches_entry_by_entry_walk_on_random_layers(plain):
         layers = random_layers(rng, plain)
         bulk += len(check_same(layers).bulk_layers)
     assert bulk > 500  # the bulk path is what was tested
+
+
+def test_a_twin_applies_like_its_layer_without_changing_it():
+    # squash re-applies the lower layers in a walk of their own (builder/rewrite.py)
+    layers = [make_layer([("etc", "dir", 0, "", ""), ("etc/a", "file", 5, "", ""),
+                          ("opt/.wh..wh..opq", "file", 0, "", "")]),
+              make_layer([("etc/.wh.a", "file", 0, "", ""), ("etc/l", "hardlink", 0, "gone", ""),
+                          ("../up", "file", 3, "", ESCAPES)])]
+    walk = Walk()
+    for lf in layers:
+        walk.apply(lf)
+    unsafe_before = [list(lf.unsafe) for lf in layers]
+    again = Walk()
+    twins = [lf.twin() for lf in layers]
+    for twin in twins:
+        again.apply(twin)
+    assert again.tree.values == walk.tree.values
+    for lf, twin, before in zip(layers, twins, unsafe_before):
+        assert twin.paths is lf.paths and twin.opaques == lf.opaques and len(twin) == len(lf)
+        assert twin.changes == lf.changes and twin.deleted == lf.deleted
+        assert lf.unsafe == before and twin.unsafe is not lf.unsafe

@@ -10,6 +10,7 @@ The dive-compatible efficiency bookkeeping (`dive.DiveModel`) rides on the same 
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import BinaryIO
 
@@ -56,6 +57,17 @@ class LayerFiles(tartable.Part):
         self.opaques: list[int] = []
         self.final_size = 0
         self.final_count = 0
+
+    def twin(self) -> LayerFiles:
+        """A copy to apply in another walk: the entry columns are shared; `unsafe` and
+        `members`, which applying a layer adds to, are copies (the change columns are
+        replaced, not changed, by applying)."""
+        twin = LayerFiles()
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                value = getattr(self, name)
+                setattr(twin, name, copy.copy(value) if name in ("unsafe", "members") else value)
+        return twin
 
 
 class Budget:

@@ -249,13 +249,7 @@ def _lower_tree(walk: Walk, first: int) -> dict[str, int]:
     """The merged tree of layers 0..first-1 alone (path -> copy code, as in the walk)."""
     lower = Walk()
     for lf in walk.layers[:first]:
-        # Applying a layer replaces its change columns and adds to `unsafe` and `members`:
-        # a twin shares the entry columns and copies only those two.
-        twin = LayerFiles()
-        for name in LayerFiles.__slots__:
-            value = getattr(lf, name)
-            setattr(twin, name, _copy.copy(value) if name in ("unsafe", "members") else value)
-        lower.apply(twin)
+        lower.apply(lf.twin())
     return lower.tree.values
 
 
