@@ -20,8 +20,8 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidImage, NbimagesError

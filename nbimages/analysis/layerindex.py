@@ -8,11 +8,11 @@ digest) and by the builder; later inspections of any image holding the layer rea
 instead of the layer, so a registry image downloads only layers never seen.
 
 The file is columnar and compact: a small JSON header, then sections in zlib's format,
-compressed by ISA-L at its level 1, an order of magnitude faster than zlib's for the same size
-(names joined by NUL, one byte per kind, 8-byte arrays for the numbers, a JSON block for the
-rare links and unsafe entries). The header names the diff_id and the (blob digest, diff_id) pairs
-seen to verify, and the SHA-256 of the sections: a file that does not match is ignored,
-deleted and rebuilt from the layer, never trusted. The index is bounded
+compressed by ISA-L at its level 1, an order of magnitude faster than zlib's for the same
+size (names joined by NUL, one byte per kind, 8-byte arrays for the numbers, a JSON block for
+the rare links and unsafe entries). The header names the diff_id and the (blob digest,
+diff_id) pairs seen to verify, and the SHA-256 of the sections: a file that does not match
+is ignored, deleted and rebuilt from the layer, never trusted. The index is bounded
 (NBIMAGES_LAYER_INDEX_MAX_BYTES, 512 MiB by default; the least recently used files go
 first), counted by `store df`, dropped by `store prune`; NBIMAGES_LAYER_INDEX=0 turns it off.
 
@@ -330,25 +330,20 @@ def _encode(lf: LayerFiles, diff_id: str, blobs: list[str]) -> bytes:
         "byteorder": sys.byteorder,
         "itemsizes": [getattr(lf, c).itemsize for c in _NUMERIC],
         "sections": [len(s) for s in sections],
-        "sha256": hashlib.sha256(body).hexdigest(),
     }
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return MAGIC + len(head).to_bytes(4, "big") + head + body
+    return _frame(MAGIC, header, body)
 
 
 def _decode(data: bytes, diff_id: str) -> LayerFiles | None:
     """The table in `data`, or None unless every check passes."""
     try:
-        if not data.startswith(MAGIC):
+        framed = _unframe(data, MAGIC)
+        if framed is None:
             return None
-        at = len(MAGIC)
-        n = int.from_bytes(data[at:at + 4], "big")
-        header = json.loads(data[at + 4:at + 4 + n])
-        body = memoryview(data)[at + 4 + n:]
+        header, body = framed
         if (header.get("format") != FORMAT or header.get("diff_id") != diff_id
                 or header.get("byteorder") != sys.byteorder
-                or header.get("itemsizes") != [array(_TYPECODES[c]).itemsize for c in _NUMERIC]
-                or hashlib.sha256(body).hexdigest() != header.get("sha256")):
+                or header.get("itemsizes") != [array(_TYPECODES[c]).itemsize for c in _NUMERIC]):
             return None
         raw = isal_zlib.decompress(body)
         lengths = header["sections"]
@@ -385,24 +380,41 @@ def _decode(data: bytes, diff_id: str) -> LayerFiles | None:
         return None
 
 
+def _frame(magic: bytes, header: dict, body: bytes) -> bytes:
+    """An index file: `magic`, the header's length, the header as JSON with the SHA-256 of
+    the body added last, the body."""
+    head = json.dumps({**header, "sha256": hashlib.sha256(body).hexdigest()},
+                      separators=(",", ":")).encode()
+    return magic + len(head).to_bytes(4, "big") + head + body
+
+
+def _unframe(data: bytes, magic: bytes) -> tuple[dict, memoryview] | None:
+    """(header, body) of what `_frame` wrote, or None when the magic or the body's SHA-256
+    does not check out; a malformed header raises ValueError or TypeError."""
+    if not data.startswith(magic):
+        return None
+    at = len(magic)
+    n = int.from_bytes(data[at:at + 4], "big")
+    header = json.loads(data[at + 4:at + 4 + n])
+    body = memoryview(data)[at + 4 + n:]
+    if not isinstance(header, dict) or hashlib.sha256(body).hexdigest() != header.get("sha256"):
+        return None
+    return header, body
+
+
 def _encode_results(chain: str, key: dict, results: dict) -> bytes:
     body = isal_zlib.compress(json.dumps(results, separators=(",", ":")).encode(), 1)
-    head = json.dumps({"format": FORMAT, "chain": chain, **key,
-                       "sha256": hashlib.sha256(body).hexdigest()}).encode()
-    return RESULTS_MAGIC + len(head).to_bytes(4, "big") + head + body
+    return _frame(RESULTS_MAGIC, {"format": FORMAT, "chain": chain, **key}, body)
 
 
 def _decode_results(data: bytes, chain: str) -> tuple[dict, dict] | None:
     """(the key it was saved under, the results), or None unless every check passes."""
     try:
-        if not data.startswith(RESULTS_MAGIC):
+        framed = _unframe(data, RESULTS_MAGIC)
+        if framed is None:
             return None
-        at = len(RESULTS_MAGIC)
-        n = int.from_bytes(data[at:at + 4], "big")
-        header = json.loads(data[at + 4:at + 4 + n])
-        body = memoryview(data)[at + 4 + n:]
-        if (header.get("format") != FORMAT or header.get("chain") != chain
-                or hashlib.sha256(body).hexdigest() != header.get("sha256")):
+        header, body = framed
+        if header.get("format") != FORMAT or header.get("chain") != chain:
             return None
         results = json.loads(isal_zlib.decompress(body))
         if not isinstance(results, dict):
