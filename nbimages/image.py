@@ -16,7 +16,9 @@ from typing import Any, BinaryIO, Callable
 
 from .errors import DigestMismatch, NbimagesError, StoreDamaged
 from .oci import compression, digest as dg, imageconfig, mediatypes as mt
+from .oci import rangehash
 from .oci.descriptor import Descriptor, Platform
+from .oci.fileslice import span
 from .oci.manifest import Index, Manifest
 from .reference import Reference
 from .verbs import provided
@@ -46,35 +48,76 @@ class _VerifyingTar(dg.VerifyingReader):
         self._blob = blob
         self._pair = (layer.digest, layer.diff_id)
 
-    def _finish(self) -> None:
-        super()._finish()
+    def settle(self, actual: str, count: int) -> None:
+        super().settle(actual, count)
         if self._blob is not None:
             self._blob.drain()
         _verified.add(self._pair)
 
 
 class _HashedAside(io.BufferedReader):
-    """A seekable uncompressed layer tar whose verification runs in a thread of its own over a
-    second handle: readers keep skipping file data, while the hash (hashlib releases the GIL)
-    uses the other core. `drain()` waits for it and raises what it found."""
+    """A seekable uncompressed layer tar whose verification runs beside the reader: readers
+    keep skipping file data while the hash uses the other core. `drain()` waits for it and
+    raises what it found.
 
-    def __init__(self, raw: BinaryIO, check: BinaryIO):
+    The hash runs in the helper process (`rangehash`) when the tar is a range of a regular
+    file, so it never waits for this process's GIL; otherwise, or when no helper can run,
+    in a thread of its own over a second handle (hashlib releases the GIL while it hashes).
+    """
+
+    def __init__(self, raw: BinaryIO, check: "_VerifyingTar"):
         super().__init__(raw, 1 << 20)  # type: ignore[arg-type]
         self._check = check
         self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._elsewhere = None
+        where = span(raw)
+        if where is not None and where[2] >= rangehash.MIN_BYTES:
+            fd, offset, length = where
+            if check.expected_size is not None:  # one byte more shows a longer blob
+                length = min(length, check.expected_size + 1)
+            try:
+                self._elsewhere = rangehash.submit(fd, offset, length, check.algorithm)
+            except rangehash.Unavailable:
+                pass
+        if self._elsewhere is None:
+            self._in_thread()
+
+    def _in_thread(self) -> None:
         self._thread = threading.Thread(target=self._hash, name="nbimages-verify", daemon=True)
         self._thread.start()
 
     def _hash(self) -> None:
         try:
-            self._check.drain()  # type: ignore[attr-defined]
+            self._check.drain()
         except BaseException as e:  # noqa: BLE001 - handed to the reader in drain()
             self._error = e
+        finally:
+            self._check.close()
 
     def drain(self) -> None:
-        self._thread.join()
+        if self._elsewhere is not None:
+            try:
+                hexdigest, count = self._elsewhere.result()
+            except (rangehash.Unavailable, OSError):
+                self._in_thread()  # the helper failed: hash here after all
+            else:
+                self._check.close()
+                self._check.settle(f"{self._check.algorithm}:{hexdigest}", count)
+                return
+            finally:
+                self._elsewhere = None
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._thread is None:  # a thread closes its handle when it ends
+                self._check.close()
 
 
 class Layer:
@@ -132,6 +175,12 @@ class Layer:
         """True once this blob was seen to inflate to the diff_id (in this process)."""
         return self.diff_id is None or (self.digest, self.diff_id) in _verified
 
+    @property
+    def checked_aside(self) -> bool:
+        """True when `open_tar()` hands out the tar itself, seekable, and checks it beside
+        the reader (a blob that is its own uncompressed tar): reading it needs no thread."""
+        return self._open_tar is not None and (self.verified or self.digest == self.diff_id)
+
     def open_tar(self, verify: bool = True) -> BinaryIO:
         """The uncompressed layer tar (what `diff_id` hashes), streamed. Close it when done.
 
@@ -158,20 +207,47 @@ class Layer:
         return f"<Layer {dg.short(self.digest)} {self.size:,} bytes {self.media_type.rsplit('.', 1)[-1]}>"
 
 
-@contextlib.contextmanager
-def layer_tar(layer: Layer, index: int, image_name: str):
-    """`layer.open_tar()` for a block that reads it: when the block ends the rest is read so
-    the diff_id and blob checks run, and a mismatch is re-raised naming the image and layer."""
-    try:
-        with layer.open_tar() as f:
-            yield f
-            drain = getattr(f, "drain", None)
-            if drain is not None:
-                drain()
-    except StoreDamaged:
-        raise  # the store's own error names the image, the layer and the repair already
-    except DigestMismatch as e:
-        raise layer_mismatch(e, layer, index, image_name) from None
+class LayerTar:
+    """`layer.open_tar()` for a block that reads it (`with layer_tar(...) as f:`): when the
+    block ends the rest is read so the diff_id and blob checks run, and a mismatch is
+    re-raised naming the image and layer. The tar opens when this object is made, so a
+    reader can open the next layers ahead, to have their checks run while it reads this
+    one; `close()` gives up one that is not read."""
+
+    def __init__(self, layer: Layer, index: int, image_name: str):
+        self._where = (layer, index, image_name)
+        with self._mapped():
+            self._f = layer.open_tar()
+
+    @contextlib.contextmanager
+    def _mapped(self):
+        try:
+            yield
+        except StoreDamaged:
+            raise  # the store's own error names the image, the layer and the repair already
+        except DigestMismatch as e:
+            raise layer_mismatch(e, *self._where) from None
+
+    def __enter__(self) -> BinaryIO:
+        return self._f
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            if kind is None:
+                drain = getattr(self._f, "drain", None)
+                if drain is not None:
+                    with self._mapped():
+                        drain()
+            elif isinstance(value, DigestMismatch) and not isinstance(value, StoreDamaged):
+                raise layer_mismatch(value, *self._where) from None  # found while reading
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+layer_tar = LayerTar
 
 
 def layer_mismatch(e: DigestMismatch, layer: Layer, index: int, image_name: str) -> DigestMismatch:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidImage, NbimagesError
-from ..image import Image
+from ..image import Image, LayerTar
 from ..oci import digest as dg
 from ..oci import tarscan, whiteout
 from ..oci.tarscan import TarEntry, records
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 HASH_LIMIT = 256 << 20  # diff(content=True) compares files up to this size by their bytes
 LOOKAHEAD = 3  # layers read ahead of the one being applied (compressed images only)
+AHEAD = 6  # plain layers whose tars are open, their hashes running, ahead of the one parsed
 LAYER_COLUMNS = ["index", "digest", "diff_id", "size", "compressed_size", "created_by",
                  "files_added", "files_modified", "files_deleted", "wasted_bytes", "entries"]
 # the layer table's columns that only walking the layers tells
@@ -234,20 +235,24 @@ class Inspection:
         }
 
     def _read_layer(self, i: int, budget: Budget) -> LayerFiles:
+        return self._indexed(i, budget) or self._read_tar(i, self.image.layer_tar(i), budget)
+
+    def _indexed(self, i: int, budget: Budget) -> LayerFiles | None:
+        """Layer `i`'s table from the layer index, if it holds it."""
         layer = self.image.layers[i]
-        index = self._index
-        if index is not None:
-            lf = index.load(layer.diff_id, layer.digest)
-            if lf is not None:
-                budget.spend(len(lf), sum(map(len, lf.paths))
-                             + sum(map(len, lf.links.values())))
-                return lf
+        lf = None if self._index is None else self._index.load(layer.diff_id, layer.digest)
+        if lf is not None:
+            budget.spend(len(lf), sum(map(len, lf.paths)) + sum(map(len, lf.links.values())))
+        return lf
+
+    def _read_tar(self, i: int, tar: LayerTar, budget: Budget) -> LayerFiles:
+        layer = self.image.layers[i]
         try:
-            with self.image.layer_tar(i) as stream:
+            with tar as stream:
                 lf = read_layer(stream, budget)
             # only now, the tar verified against its diff_id (and the blob its digest)
-            if index is not None:
-                index.save(lf, layer.diff_id, layer.digest)
+            if self._index is not None:
+                self._index.save(lf, layer.diff_id, layer.digest)
             return lf
         except InvalidImage as e:
             raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
@@ -265,6 +270,9 @@ class Inspection:
             for i in range(n):
                 yield self._read_layer(i, budget)
             return
+        if all(layer.checked_aside for layer in self.image.layers):
+            yield from self._read_ahead(budget)
+            return
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbimages-layer") as pool:
             pending = [pool.submit(self._read_layer, i, budget) for i in range(min(n, LOOKAHEAD))]
             try:
@@ -278,6 +286,25 @@ class Inspection:
                 for f in pending:
                     if f is not None:
                         f.cancel()
+
+    def _read_ahead(self, budget: Budget) -> Iterator[LayerFiles]:
+        """The layers' file tables in order, for layers that are checked beside the reader
+        (plain tars, hashed by the hash helper or a thread of their own): parsed here, one
+        after another, while the tars of the next AHEAD layers are already open, so their
+        hashes run meanwhile; no parsing threads handing the GIL to each other."""
+        n = len(self.image.layers)
+        ahead: dict[int, LayerFiles | LayerTar] = {}
+        try:
+            for i in range(n):
+                for j in range(i, min(n, i + AHEAD)):
+                    if j not in ahead:
+                        ahead[j] = self._indexed(j, budget) or self.image.layer_tar(j)
+                got = ahead.pop(i)
+                yield got if isinstance(got, LayerFiles) else self._read_tar(i, got, budget)
+        finally:
+            for got in ahead.values():
+                if isinstance(got, LayerTar):
+                    got.close()
 
     def read_files(self, predicate: Callable[[str], bool], *,
                    max_size: int = 64 << 20) -> Iterator[tuple[int, TarEntry]]:

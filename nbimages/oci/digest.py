@@ -145,14 +145,26 @@ class VerifyingReader:
             pass
 
     @property
+    def algorithm(self) -> str:
+        return self._alg
+
+    @property
     def digest(self) -> str:
         return f"{self._alg}:{self._hash.hexdigest()}"
 
     def _finish(self) -> None:
-        if self.expected_size is not None and self.count != self.expected_size:
-            self._fail(f"{self.what} is {self.count:,} bytes but was announced with "
+        self.settle(self.digest, self.count)
+
+    def settle(self, actual: str, count: int) -> None:
+        """The end-of-stream check for content hashed elsewhere (`actual` over `count`
+        bytes, of which at most one past the announced size were read): the same errors."""
+        self.count = count
+        if self.expected_size is not None and count > self.expected_size:
+            self._fail(f"{self.what} is longer than the {self.expected_size:,} bytes "
+                       f"announced for it (at least {count:,} arrived)")
+        if self.expected_size is not None and count != self.expected_size:
+            self._fail(f"{self.what} is {count:,} bytes but was announced with "
                        f"{self.expected_size:,}")
-        actual = self.digest
         if actual != self.expected:
             self._fail(f"{self.what} hashed to {actual} but was announced as {self.expected}",
                        actual)
