@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from typing import Callable
 
@@ -45,23 +46,24 @@ def tree_peak_mb(argv: list[str], every: float = 0.002) -> tuple[float, int]:
 
     /usr/bin/time reports the largest process only. Each process's high-water mark (VmHWM)
     is sampled every `every` seconds while it runs; the largest peak of all is also taken
-    from wait4, which is exact, so only the other processes' last moments can be missed.
-    The sum of the peaks is at least the peak of the sum.
+    from /usr/bin/time, which is exact, so only the other processes' last moments can be
+    missed. The sum of the peaks is at least the peak of the sum. (Not wait4 here: a child
+    started by vfork, as subprocess does, inherits its parent's high-water mark.)
     """
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peaks: dict[int, int] = {}
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        todo = _children(proc.pid)
-        while todo:
-            child = todo.pop()
-            peaks[child] = max(peaks.get(child, 0), _hwm_kb(child))
-            todo += _children(child)
-        time.sleep(every)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out.name, *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peaks: dict[int, int] = {}
+        while proc.poll() is None:
+            shells = _children(proc.pid)
+            todo = [c for s in shells for c in _children(s)]
+            while todo:
+                child = todo.pop()
+                peaks[child] = max(peaks.get(child, 0), _hwm_kb(child))
+                todo += _children(child)
+            time.sleep(every)
+        exact = int(out.read().split()[-1])
     if not peaks:
-        return usage.ru_maxrss / 1024, 1
+        return exact / 1024, 1
     largest = max(peaks.values())
-    return (sum(peaks.values()) - largest + max(largest, usage.ru_maxrss)) / 1024, len(peaks)
+    return (sum(peaks.values()) - largest + max(largest, exact)) / 1024, len(peaks)
