@@ -1,5 +1,5 @@
 """`python -m nbimages` is the `nbimages` command."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())
