@@ -168,25 +168,56 @@ def test_when_the_helper_fails_the_layer_is_hashed_here(tmp_path, monkeypatch):
 
 def test_the_command_line_exits_at_once_and_leaves_no_helper(tmp_path):
     path = _archive(tmp_path, _layers())
-    before = _helpers()
+    mark = f"NBIMAGES_TEST_MARK=helper-{os.getpid()}-{time.monotonic_ns()}"
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "nbimages", "inspect", "--json",
-                           f"docker-archive:{path}"], capture_output=True, text=True, timeout=120)
+                           f"docker-archive:{path}"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, mark.split("=")[0]: mark.split("=")[1]})
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 30
     assert json.loads(proc.stdout)["layers"]
     time.sleep(0.2)
-    assert _helpers() - before == set()
+    assert not _helpers(mark.encode())
 
 
-def _helpers() -> set[int]:
+def _helpers(mark: bytes) -> set[int]:
+    """Helper processes still running with `mark` in their environment."""
     found = set()
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if b"hashhelper.py" in f.read():
+                    if b"hashhelper.py" not in f.read():
+                        continue
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
                         found.add(int(d))
             except OSError:
                 pass
     return found
+
+
+def test_a_forked_child_starts_its_own_helper_and_the_parents_still_ends(tmp_path):
+    path = tmp_path / "blob"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    child = textwrap.dedent(f"""
+        import hashlib, os, sys, time
+        from nbimages.oci import rangehash
+        with open({str(path)!r}, "rb") as f:
+            rangehash.submit(f.fileno(), 0, 1 << 20).result(timeout=30)
+            parent_helper = rangehash.helper().pid
+            pid = os.fork()
+            if pid == 0:  # the child: a helper of its own, the same answers
+                got = rangehash.submit(f.fileno(), 0, 1 << 20).result(timeout=30)
+                ok = got[0] == hashlib.sha256(open({str(path)!r}, "rb").read()).hexdigest()
+                os._exit(0 if ok and rangehash.helper().pid != parent_helper else 3)
+            _, status = os.waitpid(pid, 0)
+        print(parent_helper, os.waitstatus_to_exitcode(status), flush=True)
+        time.sleep(1)  # a forked child that lives on does not keep this helper running
+    """)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                         timeout=60, check=True)
+    helper, status = map(int, out.stdout.split())
+    assert status == 0
+    assert _gone(helper)

@@ -77,7 +77,7 @@ class RangeHasher:
     def _connected(self) -> socket.socket:
         """The socket to a running helper, started here if there is none (lock held)."""
         if self._pid != os.getpid():  # first use, or a forked child: never share a helper
-            self._sock, self._proc, self._pending, self._failed = None, None, {}, False
+            self._forget()
             self._pid = os.getpid()
         if self._failed:
             raise Unavailable("the hash helper failed before")
@@ -106,6 +106,14 @@ class RangeHasher:
         threading.Thread(target=self._replies, args=(ours,), name="nbimages-hash-replies",
                          daemon=True).start()
         return ours
+
+    def _forget(self) -> None:
+        """In a forked child: drop the parent's helper without ending it (closing this copy
+        of the socket only, so the parent's helper still ends when the parent does)."""
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._proc, self._pending, self._failed = None, None, {}, False
+        self._pid = 0
 
     def _replies(self, sock: socket.socket) -> None:
         while True:
@@ -172,6 +180,8 @@ def _hang_up(sock: socket.socket) -> None:
 
 _hasher = RangeHasher()
 atexit.register(_hasher.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_hasher._forget)
 
 
 def submit(fd: int, offset: int, length: int, alg: str = "sha256") -> Future:
