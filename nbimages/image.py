@@ -131,11 +131,12 @@ class Layer:
 
     def __init__(self, descriptor: Descriptor, diff_id: str | None,
                  open_blob: Callable[[], BinaryIO], *, open_tar: Callable[[], BinaryIO] | None = None,
-                 is_local: Callable[[], bool] | None = None):
+                 is_local: Callable[[], bool] | None = None, tar_is_file: bool = False):
         self.descriptor = descriptor
         self.diff_id = diff_id
         self._open_blob = open_blob
         self._open_tar = open_tar
+        self._tar_is_file = tar_is_file
         self._is_local = is_local
 
     @property
@@ -177,9 +178,11 @@ class Layer:
 
     @property
     def checked_aside(self) -> bool:
-        """True when `open_tar()` hands out the tar itself, seekable, and checks it beside
-        the reader (a blob that is its own uncompressed tar): reading it needs no thread."""
-        return self._open_tar is not None and (self.verified or self.digest == self.diff_id)
+        """True when reading `open_tar()` needs no thread of the reader's own: the layer is
+        verified already, or its blob is its own uncompressed tar in a file (`tar_is_file`:
+        `open_tar` hands out a buffered file or a slice of one), hashed beside the reader."""
+        return self.verified or (self._tar_is_file and self._open_tar is not None
+                                 and self.digest == self.diff_id)
 
     def open_tar(self, verify: bool = True) -> BinaryIO:
         """The uncompressed layer tar (what `diff_id` hashes), streamed. Close it when done.

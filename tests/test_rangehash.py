@@ -221,3 +221,17 @@ def test_a_forked_child_starts_its_own_helper_and_the_parents_still_ends(tmp_pat
     helper, status = map(int, out.stdout.split())
     assert status == 0
     assert _gone(helper)
+
+
+def test_only_layers_in_plain_files_are_read_without_threads(tmp_path, monkeypatch):
+    """A docker-archive's plain layers are hashed beside the reader; a store's layers are
+    hashed by whoever reads them, so the inspection keeps its reading threads for those."""
+    from nbimages import image as image_module
+    from nbimages.sources import open_image
+    path = _archive(tmp_path, _layers())
+    assert all(layer.checked_aside for layer in open_image(f"docker-archive:{path}").layers)
+    nbimages.copy(f"docker-archive:{path}", "store:aside")
+    monkeypatch.setattr(image_module, "_verified", set())  # as in a new process
+    stored = open_image("store:aside").layers
+    assert [layer.media_type for layer in stored] == [h.LAYER_TAR] * 3
+    assert not any(layer.checked_aside for layer in stored)

@@ -172,7 +172,7 @@ class DockerArchive:
                 named = _config_hex(name) if name.startswith("blobs/") else ""
                 digest = f"sha256:{named}" if re.fullmatch(r"[0-9a-f]{64}", named) else diff_id
                 desc = Descriptor(mt.OCI_LAYER, digest, size)
-                layers.append(Layer(desc, diff_id, opener, open_tar=opener))
+                layers.append(Layer(desc, diff_id, opener, open_tar=opener, tar_is_file=True))
             else:
                 with self.tar.open(name) as f:
                     digest, _ = dg.of_stream(f)
