@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-import filelock
 import platformdirs
 
 from .atomic import write_atomic
@@ -62,6 +61,7 @@ class Store(OCILayout):
                        "Point NBIMAGES_HOME at a directory of your own with room for images"):
             super().__init__(home / "oci", create=True)
         self.home = home
+        import filelock  # ~10 ms: a store is opened to write or list, never to inspect a tar
         self._lock = filelock.FileLock(str(home / "store.lock"), timeout=600)
 
     @contextlib.contextmanager

@@ -16,8 +16,9 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "nbimages"
 
-# Third-party modules that may be imported inside a function, and why: each is optional at
-# run time or too slow to load for `import nbimages` / `nbimages --help`.
+# Third-party (and a few slow standard-library) modules that may be imported inside a
+# function, and why: each is optional at run time or too slow to load for `import nbimages`,
+# `nbimages --help` or an inspection of a tar.
 LAZY_ALLOWED = {
     "docker": "the Docker SDK, only when the Docker engine is used",
     "pandas": "~0.3 s to import; the CLI's --help and the store need none of it",
@@ -26,6 +27,7 @@ LAZY_ALLOWED = {
     "tqdm": "progress bars, only when something is transferred",
     "requests": "~0.1 s; only when a registry is contacted",
     "urllib3": "with requests",
+    "http": "http.client with ssl and email, ~10 ms: only to name a registry's stream errors",
     "zstandard": "only for zstd layers",
     "isal": "only when a layer is compressed or read",
     "installer": "only for pip steps",

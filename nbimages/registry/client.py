@@ -21,9 +21,8 @@ import os
 import random
 import re
 import time
-from pathlib import Path
-import http.client
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -650,6 +649,7 @@ def _hash_as(digest: str, data: bytes) -> str:
 
 
 def _is_stream_error(e: BaseException) -> bool:
+    import http.client  # with ssl and email, ~10 ms: loaded when a registry is contacted
     import urllib3
     return isinstance(e, (_requests().RequestException, urllib3.exceptions.HTTPError,
                           http.client.HTTPException, ConnectionError, TimeoutError))
