@@ -3,7 +3,6 @@ a command that runs more than one process."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import tempfile
