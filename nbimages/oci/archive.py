@@ -21,7 +21,7 @@ from ..errors import ImageNotFound, InvalidImage
 from . import digest as dg, mediatypes as mt
 from .compression import sniff
 from .descriptor import Descriptor, Platform
-from .fileslice import open_slice
+from .fileslice import FileSlice, open_slice
 from .tarscan import PATH_MAX
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, REF_NAME, image_from_blobs, select_entry
 from .manifest import Index, Manifest
@@ -143,6 +143,13 @@ class TarIndex:
         """A seekable, buffered reader over the member's bytes (no extraction)."""
         m = self._need(name)
         return open_slice(self.file, m.offset, m.size)
+
+    def head(self, name: str, n: int) -> bytes:
+        """The member's first `n` bytes (fewer if it is shorter), read without a buffer: a
+        buffered reader would read a whole buffer (1 MiB) for a look at the magic bytes."""
+        m = self._need(name)
+        with FileSlice(self.file, m.offset, m.size) as f:
+            return f.read(n) or b""
 
     def read(self, name: str, limit: int = 64 << 20) -> bytes:
         m = self._need(name)

@@ -164,8 +164,7 @@ class DockerArchive:
         layers: list[Layer] = []
         for name, diff_id in zip(entry.layers, diff_ids):
             size = self.tar.size(name)
-            with self.tar.open(name) as f:
-                kind = compression.sniff(f.read(4))
+            kind = compression.sniff(self.tar.head(name, 4))
             opener = (lambda n=name: self.tar.open(n))
             if kind is None:
                 # docker save writes the layer tar itself: its digest is the diff_id.
