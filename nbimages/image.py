@@ -18,7 +18,7 @@ from .errors import DigestMismatch, NbimagesError, StoreDamaged
 from .oci import compression, digest as dg, imageconfig, mediatypes as mt
 from .oci import rangehash
 from .oci.descriptor import Descriptor, Platform
-from .oci.fileslice import span
+from .oci.fileslice import FileSlice
 from .oci.manifest import Index, Manifest
 from .reference import Reference
 from .verbs import provided
@@ -71,7 +71,7 @@ class _HashedAside(io.BufferedReader):
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._elsewhere = None
-        where = span(raw)
+        where = raw.span() if isinstance(raw, FileSlice) else None  # a layer in an outer tar
         if where is not None and where[2] >= rangehash.MIN_BYTES:
             fd, offset, length = where
             if check.expected_size is not None:  # one byte more shows a longer blob
@@ -211,7 +211,7 @@ class Layer:
 
 
 class LayerTar:
-    """`layer.open_tar()` for a block that reads it (`with layer_tar(...) as f:`): when the
+    """`layer.open_tar()` for a block that reads it (`with LayerTar(...) as f:`): when the
     block ends the rest is read so the diff_id and blob checks run, and a mismatch is
     re-raised naming the image and layer. The tar opens when this object is made, so a
     reader can open the next layers ahead, to have their checks run while it reads this
@@ -249,8 +249,6 @@ class LayerTar:
     def close(self) -> None:
         self._f.close()
 
-
-layer_tar = LayerTar
 
 
 def layer_mismatch(e: DigestMismatch, layer: Layer, index: int, image_name: str) -> DigestMismatch:
@@ -391,7 +389,7 @@ class Image:
     def layer_tar(self, index: int):
         """Context manager: layer `index`'s uncompressed tar, verified when the block ends
         (DigestMismatch naming this image and the layer)."""
-        return layer_tar(self.layers[index], index, self.display_name)
+        return LayerTar(self.layers[index], index, self.display_name)
 
     def verify(self) -> None:
         """Check every layer not yet verified in this process: its blob against the manifest's

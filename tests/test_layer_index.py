@@ -146,12 +146,18 @@ def test_a_stack_seen_before_is_summarised_without_reading_a_layer(tmp_path, mon
     _same_summary(expected, _summary(warm))
 
 
-def test_results_of_another_version_are_not_used(tmp_path, monkeypatch):
+def _stored_results(tmp_path):
+    """An image inspected once: its source, its summary read without the index, and the file
+    holding its stack results."""
     source, _ = _saved(tmp_path)
     expected = _summary(inspect(source, index=False))
     inspect(source)
-    index = LayerIndex()
-    [stored] = index.results_files()
+    [stored] = LayerIndex().results_files()
+    return source, expected, stored
+
+
+def test_results_of_another_version_are_not_used(tmp_path, monkeypatch):
+    source, expected, stored = _stored_results(tmp_path)
     before = stored.read_bytes()
     with monkeypatch.context() as patched:
         patched.setattr(inspection_module, "_producer", lambda: "sha256:" + "0" * 64)
@@ -164,11 +170,7 @@ def test_results_of_another_version_are_not_used(tmp_path, monkeypatch):
 
 
 def test_damaged_results_are_rebuilt_and_reported_by_store_check(tmp_path):
-    source, _ = _saved(tmp_path)
-    expected = _summary(inspect(source, index=False))
-    inspect(source)
-    index = LayerIndex()
-    [stored] = index.results_files()
+    source, expected, stored = _stored_results(tmp_path)
     good = stored.read_bytes()
     data = bytearray(good)
     data[-5] ^= 0xFF

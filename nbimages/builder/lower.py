@@ -18,7 +18,7 @@ from typing import Iterable
 
 from ..atomic import write_atomic
 from ..errors import BuildError, InvalidImage
-from ..image import layer_tar
+from ..image import LayerTar
 from ..oci.tarscan import records
 from ..oci.tarwriter import DIR, FILE, OPAQUE, SYMLINK, WHITEOUT_PREFIX, Entry
 
@@ -191,7 +191,7 @@ def view_of_layers(layers, cache_dir: Path | None = None, diff_ids: list[str] | 
         return LowerView(cached)
     view = LowerView()
     for i, layer in enumerate(layers):
-        with layer_tar(layer, i, "the base image") as f:
+        with LayerTar(layer, i, "the base image") as f:
             view.apply(_tar_entries(f))
     if path is not None:
         write_atomic(path, json.dumps({"version": _VIEW_VERSION, "nodes": view.nodes},

@@ -98,9 +98,7 @@ class VerifyingReader:
         if data:
             self._hash.update(data)
             self.count += len(data)
-            if self.expected_size is not None and self.count > self.expected_size:
-                self._fail(f"{self.what} is longer than the {self.expected_size:,} bytes "
-                           f"announced for it (at least {self.count:,} arrived)")
+            self._fail_if_longer(self.count)
             if self.count == self.expected_size and not self.verified:
                 # Reaching the announced size is the end: readers that take exactly `size`
                 # bytes (a gzip member, a tar) never ask for the empty read after it.
@@ -159,9 +157,7 @@ class VerifyingReader:
         """The end-of-stream check for content hashed elsewhere (`actual` over `count`
         bytes, of which at most one past the announced size were read): the same errors."""
         self.count = count
-        if self.expected_size is not None and count > self.expected_size:
-            self._fail(f"{self.what} is longer than the {self.expected_size:,} bytes "
-                       f"announced for it (at least {count:,} arrived)")
+        self._fail_if_longer(count)
         if self.expected_size is not None and count != self.expected_size:
             self._fail(f"{self.what} is {count:,} bytes but was announced with "
                        f"{self.expected_size:,}")
@@ -169,6 +165,11 @@ class VerifyingReader:
             self._fail(f"{self.what} hashed to {actual} but was announced as {self.expected}",
                        actual)
         self.verified = True
+
+    def _fail_if_longer(self, count: int) -> None:
+        if self.expected_size is not None and count > self.expected_size:
+            self._fail(f"{self.what} is longer than the {self.expected_size:,} bytes "
+                       f"announced for it (at least {count:,} arrived)")
 
     def _fail(self, why: str, actual: str | None = None) -> None:
         raise DigestMismatch(

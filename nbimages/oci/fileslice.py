@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 
 
 class FileSlice(io.RawIOBase):
@@ -71,15 +70,3 @@ def open_slice(path: str | os.PathLike, offset: int, size: int, buffer_size: int
     """A buffered FileSlice; the usual way to open a member of an uncompressed outer tar."""
     return io.BufferedReader(FileSlice(path, offset, size), buffer_size)
 
-
-def span(raw) -> tuple[int, int, int] | None:
-    """(file descriptor, offset, bytes) of what is left of a raw stream that is a range of a
-    regular file (a FileSlice, or a FileIO on a regular file); None for anything else."""
-    if isinstance(raw, FileSlice):
-        return raw.span()
-    if isinstance(raw, io.FileIO) and not raw.closed:
-        st = os.fstat(raw.fileno())
-        if stat.S_ISREG(st.st_mode):
-            pos = raw.tell()
-            return raw.fileno(), pos, max(0, st.st_size - pos)
-    return None
