@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from nbimages.analysis.codes import ESCAPES, KIND_CODE, META, OPAQUE, WHITEOUT
+from nbimages.analysis.codes import ESCAPES, KIND_CODE, META, OPAQUE, SKIPPED, UNSAFE, WHITEOUT
 from nbimages.analysis.walk import LayerFiles, Walk
 from nbimages.oci import whiteout as wh
 
@@ -89,6 +89,15 @@ def snapshot(walk: Walk) -> dict:
         visible[c >> 32][0] += walk.layers[c >> 32].sizes[c & 0xFFFFFFFF]
         visible[c >> 32][1] += 1
     assert out["final"] == [tuple(v) for v in visible]
+    # the lost copies are exactly the applied entries that are not in the final tree (what
+    # the waste table lists), each once
+    final = set(tree.values.values())
+    applied_not_final = [i << 32 | j for i, lf in enumerate(walk.layers)
+                         for j, change in enumerate(lf.changes)
+                         if change not in (SKIPPED, UNSAFE) and i << 32 | j not in final]
+    out["lost"] = walk.lost_codes()
+    assert out["lost"] == applied_not_final
+    assert len(walk._lost) == len(out["lost"])
     out["dive"] = (d.score, d.min_total, d.cum_total, d.inefficient)
     return out
 

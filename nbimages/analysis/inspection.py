@@ -11,6 +11,7 @@ are relative, as in the layer tars ('usr/bin/env').
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import gc
@@ -416,16 +417,17 @@ class Inspection:
                 why[c] = how
         # path -> [layers that wrote or removed it, bytes lost, reason, dive's total]
         rows: dict[str, list] = {}
-        kept = set(final.values())
+        lost = walk.lost_codes()
+        start = 0
         for i, lf in enumerate(layers):
-            base = i << SHIFT
             sizes = lf.sizes
             changes = lf.changes
             kinds = lf.kinds
             paths = lf.paths
-            # the copies of this layer not in the final filesystem, found by set difference
-            # (most entries are final: no per-entry work for them)
-            for code in sorted(set(range(base, base + len(lf))) - kept):
+            # the copies of this layer not in the final filesystem (most entries are final:
+            # no per-entry work for them); entries never applied are left out below anyway
+            end = bisect.bisect_left(lost, (i + 1) << SHIFT, start)
+            for code in lost[start:end]:
                 idx = code & MASK
                 # Directories hold no bytes: a directory written again (a chmod, a new file
                 # inside) or deleted is not waste; its files are listed themselves.
@@ -438,6 +440,7 @@ class Inspection:
                 r[0] += 1
                 r[1] += sizes[idx]
                 r[2] = REASON[why.get(code, OVERWRITTEN)]
+            start = end
             for c in lf.deleted:
                 r = rows.get(layers[c >> SHIFT].paths[c & MASK])
                 if r is not None:

@@ -390,6 +390,13 @@ class Walk:
             lf.final_size -= lf.sizes[c & MASK]
         self.dive.finish()
 
+    def lost_codes(self) -> list[int]:
+        """Every copy that was applied and then left the tree (written again, removed by a
+        whiteout or an opaque directory, replaced by a file), sorted: layer by layer, in
+        entry order. With the entries never applied (changes SKIPPED or UNSAFE), these are
+        exactly the entries that are not in the final filesystem."""
+        return sorted(set(self._lost))
+
     def copy_info(self, code: int) -> tuple:
         """(path, kind, size, mode, uid, gid, mtime, linkname, layer) of one stored copy."""
         lf = self.layers[code >> SHIFT]
