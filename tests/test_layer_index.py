@@ -286,6 +286,20 @@ def test_the_index_is_bounded_and_evicts_the_least_recently_used(tmp_path, monke
     assert len(index.results_files()) == 1  # the newest file is kept
 
 
+def test_saving_the_tables_of_an_image_scans_the_index_once(tmp_path, monkeypatch):
+    # the bound is checked against what was counted at the first save plus what was written
+    # since: a full index is not listed and stat'ed again for every layer
+    source, _ = _saved(tmp_path)
+    inspect(source)
+    for p in LayerIndex().all_files():
+        p.unlink()
+    scans = []
+    listed = LayerIndex.all_files
+    monkeypatch.setattr(LayerIndex, "all_files", lambda self: scans.append(1) or listed(self))
+    inspect(source)
+    assert LayerIndex().usage()[0] == 4 and len(scans) == 2  # the first save, and usage()
+
+
 def test_store_df_counts_and_prune_drops_the_index(tmp_path):
     source, _ = _saved(tmp_path)
     inspect(source)

@@ -74,6 +74,10 @@ class LayerIndex:
 
     def __init__(self, home: str | os.PathLike | None = None):
         self.root = Path(home) / DIRNAME if home else default_home() / DIRNAME
+        # bytes in the index as of this object's last scan plus what it has written since:
+        # the bound is checked against this, so saving the tables of an image's layers scans
+        # the index once, not once per layer (None: not scanned yet)
+        self._used: int | None = None
 
     def path(self, diff_id: str) -> Path:
         alg, _, hexpart = diff_id.partition(":")
@@ -159,9 +163,9 @@ class LayerIndex:
             return None
         p = self.results_path(chain)
         try:
-            write_atomic(p, _encode_results(chain, {"diff_ids": diff_ids, "producer": producer},
-                                            results), fsync=False)
-            self.trim(keep=p)
+            data = _encode_results(chain, {"diff_ids": diff_ids, "producer": producer}, results)
+            write_atomic(p, data, fsync=False)
+            self._written(p, len(data))
         except (OSError, ValueError):
             return None
         return p
@@ -177,11 +181,20 @@ class LayerIndex:
         if p.exists():
             return p
         try:
-            write_atomic(p, _encode(lf, diff_id, blobs), fsync=False)
-            self.trim(keep=p)
+            data = _encode(lf, diff_id, blobs)
+            write_atomic(p, data, fsync=False)
+            self._written(p, len(data))
         except OSError:
             return None
         return p
+
+    def _written(self, p: Path, size: int) -> None:
+        """Count the file of `size` bytes just written at `p`; trim the index (keeping `p`)
+        when it may be over its bound, or was not scanned yet."""
+        if self._used is None or self._used + size > max_bytes():
+            self.trim(keep=p)
+        else:
+            self._used += size
 
     def trim(self, keep: Path | None = None, limit: int | None = None) -> list[Path]:
         """Delete the least recently used files until the index fits its bound."""
@@ -203,6 +216,7 @@ class LayerIndex:
                 p.unlink()
                 dropped.append(p)
                 total -= size
+        self._used = total
         return dropped
 
     def clear(self, older_than: float | None = None) -> list[tuple[Path, int]]:
