@@ -12,7 +12,7 @@ import io
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, TypeVar
 
 from .errors import DigestMismatch, NbimagesError, StoreDamaged
 from .oci import compression, digest as dg, imageconfig, mediatypes as mt
@@ -23,6 +23,8 @@ from .oci.manifest import Index, Manifest
 from .reference import Reference
 from .verbs import provided
 
+
+T = TypeVar("T")
 
 # (blob digest, diff_id) pairs whose blob was seen to inflate to that diff_id in this process.
 # Content addressing makes the pair a fact: any blob that verifies against the digest later
@@ -94,6 +96,12 @@ class _HashedAside(io.BufferedReader):
             self._error = e
         finally:
             self._check.close()
+
+    def checked(self) -> bool:
+        """True when the hash beside the reader has finished: `drain()` will not wait."""
+        if self._elsewhere is not None:
+            return self._elsewhere.done()
+        return self._thread is None or not self._thread.is_alive()
 
     def drain(self) -> None:
         if self._elsewhere is not None:
@@ -215,7 +223,12 @@ class LayerTar:
     block ends the rest is read so the diff_id and blob checks run, and a mismatch is
     re-raised naming the image and layer. The tar opens when this object is made, so a
     reader can open the next layers ahead, to have their checks run while it reads this
-    one; `close()` gives up one that is not read."""
+    one; `close()` gives up one that is not read.
+
+    `read(reader)` is the other way to read it, for checks that run beside the reader: the
+    tar stays open with its checks running after the reader returns; `done()` tells when
+    they have finished, and `check()` ends them (waiting if need be) as leaving the block
+    does. What was read must not be used before `check()` returns."""
 
     def __init__(self, layer: Layer, index: int, image_name: str):
         self._where = (layer, index, image_name)
@@ -245,6 +258,25 @@ class LayerTar:
                 raise layer_mismatch(value, *self._where) from None  # found while reading
         finally:
             self.close()
+
+    def read(self, reader: Callable[[BinaryIO], T]) -> T:
+        """`reader(stream)`, leaving the checks to `check()`; an error closes the tar."""
+        try:
+            with self._mapped():
+                return reader(self._f)
+        except BaseException:
+            self.close()
+            raise
+
+    def done(self) -> bool:
+        """True when `check()` will not wait: the checks beside the reader have finished,
+        or the tar has none (then `check()` reads what is left itself)."""
+        checked = getattr(self._f, "checked", None)
+        return checked is None or checked()
+
+    def check(self) -> None:
+        """After `read`: the checks, as leaving a `with` block without an error; closes."""
+        self.__exit__(None, None, None)
 
     def close(self) -> None:
         self._f.close()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import Future
 
@@ -149,6 +150,75 @@ def test_a_big_layer_that_is_not_its_diff_id_is_refused_the_same_way(tmp_path, m
     msg = str(e.value)
     assert "layer 1" in msg and wrong in msg and h.sha256(layers[1]) in msg
     assert e.value.expected == wrong and e.value.actual == h.sha256(layers[1])
+
+
+def _held_answers(monkeypatch, gate: threading.Event) -> list[Future]:
+    """Have the helper's answers arrive only once `gate` is set (or after 10 s); returns the
+    futures handed out."""
+    held: list[Future] = []
+    real = rangehash.submit
+
+    def slow(*a):
+        inner, outer = real(*a), Future()
+        held.append(outer)
+
+        def answer():
+            gate.wait(10)
+            outer.set_result(inner.result())
+        threading.Thread(target=answer, daemon=True).start()
+        return outer
+    monkeypatch.setattr(rangehash, "submit", slow)
+    return held
+
+
+def test_the_reader_goes_on_while_the_hashes_run_and_keeps_nothing_unchecked(tmp_path,
+                                                                             monkeypatch):
+    """The layers are read and walked without waiting for their hashes; the walk is kept,
+    and the layers indexed, only once every hash has passed."""
+    from nbimages import image as image_module
+    from nbimages.analysis.layerindex import LayerIndex
+    from nbimages.analysis.walk import Walk
+    path = _archive(tmp_path, _layers())
+    monkeypatch.setattr(image_module, "_verified", set())  # as in a new process
+    gate = threading.Event()
+    held = _held_answers(monkeypatch, gate)
+    at_finish = []
+    real_finish = Walk.finish
+
+    def finish(walk):
+        at_finish.append((len(walk.layers), [f.done() for f in held],
+                          len(LayerIndex().files())))
+        gate.set()
+        real_finish(walk)
+    monkeypatch.setattr(Walk, "finish", finish)
+    insp = nbimages.inspect(f"docker-archive:{path}")
+    assert at_finish == [(3, [False] * 3, 0)]  # all read and walked, nothing checked yet
+    assert insp.walked and len(LayerIndex().files()) == 3
+    monkeypatch.setenv("NBIMAGES_HASH_HELPER", "0")
+    assert nbimages.inspect(f"docker-archive:{path}", index=False).to_json() == insp.to_json()
+
+
+def test_a_bad_layer_is_named_before_a_layer_above_it_that_does_not_parse(tmp_path, monkeypatch):
+    from nbimages import image as image_module
+    from nbimages.analysis.layerindex import LayerIndex
+    monkeypatch.setattr(image_module, "_verified", set())  # as in a new process
+    layers = _layers()
+    layers[2] = layers[2][:len(layers[2]) // 2]  # cut short: reading it fails
+    wrong = h.sha256(b"another layer")
+    path = _archive(tmp_path, layers, [h.sha256(layers[0]), wrong, h.sha256(layers[2])])
+    gate = threading.Event()
+    held = _held_answers(monkeypatch, gate)  # layer 2 fails while 0 and 1 are unchecked
+    threading.Timer(0.5, gate.set).start()
+    with pytest.raises(errors.DigestMismatch) as e:
+        nbimages.inspect(f"docker-archive:{path}")
+    assert "layer 1" in str(e.value) and e.value.expected == wrong and len(held) == 2
+    # the layer that passed is indexed; the bad one, the cut one and the stack are not
+    assert [p.name for p in LayerIndex().files()] == [h.sha256(layers[0]).split(":")[1]]
+    assert not LayerIndex().results_files()
+    layers[1] = _layers()[1]
+    path = _archive(tmp_path, layers)
+    with pytest.raises(errors.InvalidImage, match="Layer 2 .*truncated"):
+        nbimages.inspect(f"docker-archive:{path}")
 
 
 def test_when_the_helper_fails_the_layer_is_hashed_here(tmp_path, monkeypatch):

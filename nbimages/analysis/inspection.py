@@ -20,6 +20,7 @@ import html
 import json
 import math
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -168,10 +169,18 @@ class Inspection:
         if self._walk is None:
             budget = Budget()  # per walk: a new walk starts from a full budget
             walk = Walk()
-            with _cycle_collection_paused():
-                for lf in self._read_layers(budget):
-                    walk.apply(lf)
-                walk.finish()
+            # layers read whose checks still run beside the reader: the walk goes on, and
+            # is kept only once every one has passed
+            unchecked: deque[tuple[int, LayerTar, LayerFiles]] = deque()
+            try:
+                with _cycle_collection_paused():
+                    for lf in self._read_layers(budget, unchecked):
+                        walk.apply(lf)
+                    walk.finish()
+                    self._check_all(unchecked)
+            finally:
+                for _i, tar, _lf in unchecked:
+                    tar.close()
             self._walk = walk
             # the manifest-only layer table, if one was shown, now gets its file columns
             for key in ("layers", "cols:layers"):
@@ -236,7 +245,12 @@ class Inspection:
         }
 
     def _read_layer(self, i: int, budget: Budget) -> LayerFiles:
-        return self._indexed(i, budget) or self._read_tar(i, self.image.layer_tar(i), budget)
+        lf = self._indexed(i, budget)
+        if lf is None:
+            tar = self.image.layer_tar(i)
+            lf = self._read_tar(i, tar, budget)
+            self._check(i, tar, lf)
+        return lf
 
     def _indexed(self, i: int, budget: Budget) -> LayerFiles | None:
         """Layer `i`'s table from the layer index, if it holds it."""
@@ -247,19 +261,37 @@ class Inspection:
         return lf
 
     def _read_tar(self, i: int, tar: LayerTar, budget: Budget) -> LayerFiles:
-        layer = self.image.layers[i]
+        """Layer `i`'s table, read from `tar`, whose checks may still be running: not to be
+        used before `_check(i, tar, table)`."""
         try:
-            with tar as stream:
-                lf = read_layer(stream, budget)
-            # only now, the tar verified against its diff_id (and the blob its digest)
-            if self._index is not None:
-                self._index.save(lf, layer.diff_id, layer.digest)
-            return lf
+            return tar.read(lambda stream: read_layer(stream, budget))
         except InvalidImage as e:
-            raise InvalidImage(f"Layer {i} ({dg.short(layer.digest)}) of "
-                               f"{self.source or 'the image'}: {e}") from None
+            raise self._layer_error(i, e) from None
 
-    def _read_layers(self, budget: Budget) -> Iterator[LayerFiles]:
+    def _check(self, i: int, tar: LayerTar, lf: LayerFiles) -> None:
+        """End the checks of layer `i`'s tar, read into `lf`; index the table if they pass."""
+        try:
+            tar.check()
+        except InvalidImage as e:
+            raise self._layer_error(i, e) from None
+        # only now, the tar verified against its diff_id (and the blob its digest)
+        if self._index is not None:
+            layer = self.image.layers[i]
+            self._index.save(lf, layer.diff_id, layer.digest)
+
+    def _check_all(self, unchecked: deque[tuple[int, LayerTar, LayerFiles]],
+                   finished_only: bool = False) -> None:
+        """`_check` the layers in `unchecked`, lowest first, so the first layer that fails is
+        the one named; with `finished_only`, only up to the first whose checks still run."""
+        while unchecked and (not finished_only or unchecked[0][1].done()):
+            self._check(*unchecked.popleft())  # a tar that fails its check is closed
+
+    def _layer_error(self, i: int, e: InvalidImage) -> InvalidImage:
+        return InvalidImage(f"Layer {i} ({dg.short(self.image.layers[i].digest)}) of "
+                            f"{self.source or 'the image'}: {e}")
+
+    def _read_layers(self, budget: Budget,
+                     unchecked: deque[tuple[int, LayerTar, LayerFiles]]) -> Iterator[LayerFiles]:
         """The layers' file tables in order. Compressed or unverified layers are read two at a
         time in threads: the inflaters (isal, zstandard) and the hashes release the GIL, so
         one layer inflates or hashes while another is parsed; at most LOOKAHEAD tables wait
@@ -272,7 +304,7 @@ class Inspection:
                 yield self._read_layer(i, budget)
             return
         if all(layer.checked_aside for layer in self.image.layers):
-            yield from self._read_ahead(budget)
+            yield from self._read_ahead(budget, unchecked)
             return
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbimages-layer") as pool:
             pending = [pool.submit(self._read_layer, i, budget) for i in range(min(n, LOOKAHEAD))]
@@ -288,11 +320,17 @@ class Inspection:
                     if f is not None:
                         f.cancel()
 
-    def _read_ahead(self, budget: Budget) -> Iterator[LayerFiles]:
+    def _read_ahead(self, budget: Budget,
+                    unchecked: deque[tuple[int, LayerTar, LayerFiles]]) -> Iterator[LayerFiles]:
         """The layers' file tables in order, for layers that are checked beside the reader
         (plain tars, hashed by the hash helper or a thread of their own): parsed here, one
         after another, while the tars of the next AHEAD layers are already open, so their
-        hashes run meanwhile; no parsing threads handing the GIL to each other."""
+        hashes run meanwhile; no parsing threads handing the GIL to each other.
+
+        The reader never waits for a hash: each table read is yielded at once, its tar put
+        in `unchecked`, and checked (and indexed) when its hash has finished; the caller
+        checks what is left at the end. A layer that does not parse is reported only once
+        the layers below it have passed their checks, so the lowest bad layer is named."""
         n = len(self.image.layers)
         ahead: dict[int, LayerFiles | LayerTar] = {}
         try:
@@ -301,7 +339,16 @@ class Inspection:
                     if j not in ahead:
                         ahead[j] = self._indexed(j, budget) or self.image.layer_tar(j)
                 got = ahead.pop(i)
-                yield got if isinstance(got, LayerFiles) else self._read_tar(i, got, budget)
+                if isinstance(got, LayerTar):
+                    try:
+                        lf = self._read_tar(i, got, budget)
+                    except InvalidImage:
+                        self._check_all(unchecked)
+                        raise
+                    unchecked.append((i, got, lf))
+                    got = lf
+                yield got
+                self._check_all(unchecked, finished_only=True)
         finally:
             for got in ahead.values():
                 if isinstance(got, LayerTar):
