@@ -25,6 +25,7 @@ from .verbs import provided
 
 
 T = TypeVar("T")
+BUFFER = 64 << 10  # the buffer of a layer tar checked beside its reader
 
 # (blob digest, diff_id) pairs whose blob was seen to inflate to that diff_id in this process.
 # Content addressing makes the pair a fact: any blob that verifies against the digest later
@@ -57,6 +58,32 @@ class _VerifyingTar(dg.VerifyingReader):
         _verified.add(self._pair)
 
 
+class _OpenedOnRead(io.RawIOBase):
+    """A stream that `opener` opens at its first read. The second handle of a layer checked
+    beside its reader is read only when no hash helper can do it: the layers read ahead and
+    those still being checked would otherwise each hold one open, with its 1 MiB buffer."""
+
+    def __init__(self, opener: Callable[[], BinaryIO]):
+        super().__init__()
+        self._opener = opener
+        self._f: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._f is None:
+            self._f = self._opener()
+        return self._f.readinto(b)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        try:
+            if self._f is not None:
+                self._f.close()
+        finally:
+            super().close()
+
+
 class _HashedAside(io.BufferedReader):
     """A seekable uncompressed layer tar whose verification runs beside the reader: readers
     keep skipping file data while the hash uses the other core. `drain()` waits for it and
@@ -68,7 +95,9 @@ class _HashedAside(io.BufferedReader):
     """
 
     def __init__(self, raw: BinaryIO, check: "_VerifyingTar"):
-        super().__init__(raw, 1 << 20)  # type: ignore[arg-type]
+        # readers of tars skip file data with positioned reads of the raw slice, and large
+        # reads pass by the buffer: a small one, as many of these may be open at once
+        super().__init__(raw, BUFFER)  # type: ignore[arg-type]
         self._check = check
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -206,7 +235,7 @@ class Layer:
             # the reader, which keeps skipping file data
             raw = self._open_tar()
             if isinstance(raw, io.BufferedReader):
-                check = _VerifyingTar(self._open_blob(), None, self, self.size)
+                check = _VerifyingTar(_OpenedOnRead(self._open_blob), None, self, self.size)
                 return _HashedAside(raw.detach(), check)
             raw.close()
         if not verify or self.diff_id is None:

@@ -307,6 +307,27 @@ def test_only_layers_in_plain_files_are_read_without_threads(tmp_path, monkeypat
     assert not any(layer.checked_aside for layer in stored)
 
 
+@pytest.mark.parametrize("helper", ["1", "0"])
+def test_a_layer_hashed_by_the_helper_opens_one_handle(tmp_path, monkeypatch, helper):
+    """The second handle, which a thread hashing the layer here reads, is opened only when
+    that thread runs: layers read ahead or still being checked hold one handle each."""
+    from nbimages import image as image_module
+    from nbimages.oci.fileslice import FileSlice
+    from nbimages.sources import open_image
+    monkeypatch.setenv("NBIMAGES_HASH_HELPER", helper)
+    monkeypatch.setattr(image_module, "_verified", set())
+    image = open_image(f"docker-archive:{_archive(tmp_path, _layers())}")
+    opened = []
+    real = FileSlice.__init__
+    monkeypatch.setattr(FileSlice, "__init__", lambda self, *a: opened.append(a) or real(self, *a))
+    tars = [image.layer_tar(i) for i in range(3)]
+    assert [tar.read(lambda stream: stream.read(5)) for tar in tars] == [b"data/"] * 3
+    for tar in tars:
+        tar.check()
+    assert all(layer.verified for layer in image.layers)
+    assert len(opened) == (3 if helper == "1" else 6)
+
+
 def test_opening_a_docker_archive_reads_a_few_bytes_of_each_layer(tmp_path, monkeypatch):
     """Telling a plain layer from a compressed one takes its first bytes, not a buffer's
     worth (1 MiB each: 100 MB of reads for 100 layers on a cold cache)."""
