@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 
+import docker.errors
 import pytest
 
 import nbimages
@@ -103,9 +104,19 @@ def test_cli_build_platform_list_builds_an_index(tmp_path):
     assert img.index is not None and img.platform.architecture == "arm64"
 
 
+def _drop_from_engine(docker_client, ref: str) -> None:
+    """Remove `ref` from the engine if it is there: a build takes the engine's copy of a base
+    before the registry's, and the engine holds one platform of it."""
+    try:
+        docker_client.images.remove(ref, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+
+
 @pytest.mark.usefixtures("offline_pip", "numpy_wheels")
 def test_numpy_image_for_amd64_and_arm64_runs_on_the_engine(
         multiplatform_python_base, wheel_index, registry, tmp_path, docker_client):
+    _drop_from_engine(docker_client, multiplatform_python_base)  # left by an interrupted run
     r = nbimages.Recipe(multiplatform_python_base, platforms="all")
     r.file("/app/hello.py", "import numpy, platform\n"
                             "print(platform.machine(), numpy.__version__, numpy.arange(4).sum())\n")
@@ -185,6 +196,8 @@ def test_run_step_for_a_foreign_platform_needs_the_engine_asked_for(
         assert out.decode().strip() == "aarch64"
     finally:
         docker_client.images.remove("nbtest12/run-arm64:1", force=True)
+        # the engine pulled the base's arm64 half for the build: not a base for later builds
+        _drop_from_engine(docker_client, multiplatform_python_base)
 
 
 def test_magic_from_platform_list_builds_an_index(ip, capsys):
