@@ -394,8 +394,9 @@ class Walk:
         """Every copy that was applied and then left the tree (written again, removed by a
         whiteout or an opaque directory, replaced by a file), sorted: layer by layer, in
         entry order. With the entries never applied (changes SKIPPED or UNSAFE), these are
-        exactly the entries that are not in the final filesystem."""
-        return sorted(set(self._lost))
+        exactly the entries that are not in the final filesystem. A copy leaves the tree once,
+        so none comes twice (`finish` counts on that too)."""
+        return sorted(self._lost)
 
     def copy_info(self, code: int) -> tuple:
         """(path, kind, size, mode, uid, gid, mtime, linkname, layer) of one stored copy."""

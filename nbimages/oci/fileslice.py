@@ -69,4 +69,3 @@ class FileSlice(io.RawIOBase):
 def open_slice(path: str | os.PathLike, offset: int, size: int, buffer_size: int = 1 << 20):
     """A buffered FileSlice; the usual way to open a member of an uncompressed outer tar."""
     return io.BufferedReader(FileSlice(path, offset, size), buffer_size)
-
